@@ -1,0 +1,7 @@
+"""reasonlab: does recursive reasoning beat a plain MoE transformer LM, and where?"""
+
+from reasonlab.api import LoadedModel, load, resume, train
+from reasonlab.config import Config, resolve_config
+
+__version__ = "0.1.0"
+__all__ = ["Config", "LoadedModel", "load", "resolve_config", "resume", "train"]

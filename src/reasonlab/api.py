@@ -1,0 +1,74 @@
+"""The Python API the CLI is built on: load a checkpoint, generate, train."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reasonlab.config import Config, resolve_config
+from reasonlab.data.tokenizer import Tokenizer
+from reasonlab.errors import UserError
+from reasonlab.io import resolve_dir
+from reasonlab.model import build_model
+from reasonlab.model.generate import sample
+from reasonlab.runtime import resolve_device
+from reasonlab.train import trainer
+from reasonlab.train.checkpoint import load_weights, read_config
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready for inference: `.model(input_ids)` returns logits [batch, seq, vocab]."""
+
+    model: nn.Module
+    tokenizer: Tokenizer
+    config: Config
+    device: torch.device
+
+    def generate(self, prompt: str, max_new_tokens: int = 50, temperature: float = 0.8, top_k: int = 0, seed: int = 0) -> str:
+        """The prompt followed by up to `max_new_tokens` sampled tokens (stops at end-of-text)."""
+        ids = self.tokenizer.encode(prompt)
+        context = self.config.model.seq_len
+        if not ids:
+            raise UserError("the prompt is empty")
+        if len(ids) > context:
+            raise UserError(f"the prompt is {len(ids)} tokens, longer than the model's context of {context}")
+        if temperature < 0:
+            raise UserError(f"--temperature must be >= 0, got {temperature}")
+        if top_k < 0:
+            raise UserError(f"--top-k must be >= 0, got {top_k}")
+        generator = torch.Generator().manual_seed(seed)
+        out = sample(self.model, torch.tensor([ids], device=self.device), max_new_tokens, context,
+                     temperature, top_k, generator, self.tokenizer.eot_id)
+        return self.tokenizer.decode(out[0].tolist())
+
+
+def load(checkpoint_dir: str | Path, device: str = "auto") -> LoadedModel:
+    """Load a checkpoint folder (e.g. runs/x/checkpoints/best) for inference, in eval mode."""
+    directory = resolve_dir(checkpoint_dir)
+    if not directory.is_dir():
+        raise UserError(f"checkpoint not found: {checkpoint_dir}")
+    cfg = read_config(directory)
+    dev = resolve_device(device)
+    model = build_model(cfg.model)
+    load_weights(directory, model)
+    return LoadedModel(model.to(dev).eval(), Tokenizer.load(directory), cfg, dev)
+
+
+def train(config: Config | str | Path | None = None, out: str | Path | None = None,
+          overrides: dict[str, Any] | None = None, quiet: bool = False) -> Path:
+    """Train a new run (a Config, or a YAML path plus dotted-key overrides); return its run directory."""
+    cfg = config if isinstance(config, Config) else resolve_config(config, overrides)
+    if out is None:
+        out = Path("runs") / f"{cfg.model.arch}-{datetime.now():%Y%m%d-%H%M%S}"
+    return trainer.train(cfg, out, quiet)
+
+
+def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = False) -> Path:
+    """Continue a killed run, or extend a finished one to `max_steps`."""
+    return trainer.resume(run_dir, max_steps, quiet)

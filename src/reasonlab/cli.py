@@ -1,0 +1,115 @@
+"""The `reasonlab` command: a thin layer over the Python API.
+
+Bad input prints one line, `error: ...`, and exits with code 2; nothing on disk is changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from reasonlab import api
+from reasonlab.config import parse_override, resolve_config
+from reasonlab.data.corpus import val_stream
+from reasonlab.errors import UserError
+from reasonlab.runtime import autocast_factory, resolve_precision
+from reasonlab.train.evaluate import evaluate
+from reasonlab.train.trainer import TrainingDiverged
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit 2, like every other bad input
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    if args.resume:
+        given = [flag for flag, value in (("--config", args.config), ("--set", args.set), ("--seed", args.seed),
+                                           ("--out", args.out), ("--data", args.data), ("--tokenizer", args.tokenizer)) if value]
+        if given:
+            raise UserError(f"--resume continues a run with its stored config; drop {', '.join(given)}")
+        run_dir = api.resume(args.resume, args.max_steps, args.quiet)
+    else:
+        overrides = dict(parse_override(item) for item in args.set or [])
+        for key, value in (("train.seed", args.seed), ("train.max_steps", args.max_steps),
+                           ("data.source", args.data), ("data.tokenizer", args.tokenizer)):
+            if value is not None:
+                overrides[key] = value
+        run_dir = api.train(resolve_config(args.config, overrides), args.out, quiet=args.quiet)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    final = summary["final_val"]
+    print(f"{run_dir}: {summary['steps']} steps, val loss {final['loss']:.4f}, perplexity {final['perplexity']:.1f}, "
+          f"accuracy {final['accuracy']:.2%}, {summary['tokens_per_s']:,.0f} tokens/s")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    loaded = api.load(args.checkpoint)
+    cfg = loaded.config
+    batches = args.batches or cfg.train.eval_batches
+    if batches < 1:
+        raise UserError(f"--batches must be >= 1, got {batches}")
+    precision = resolve_precision(cfg.train.precision, loaded.device)
+    tokens = val_stream(cfg.data, loaded.tokenizer)
+    metrics = evaluate(loaded.model, tokens, cfg.model.seq_len, cfg.train.batch_size, batches, loaded.device,
+                       autocast_factory(precision, loaded.device))
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"val loss {metrics['loss']:.4f}  perplexity {metrics['perplexity']:.2f}  "
+              f"accuracy {metrics['accuracy']:.2%}  over {metrics['tokens']:,} tokens")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    loaded = api.load(args.checkpoint)
+    print(loaded.generate(args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="reasonlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model, or resume/extend a run")
+    p.add_argument("--config", help="YAML preset, e.g. configs/cpu-small.yaml")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run directory (default runs/<arch>-<time>)")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--data", help="shakespeare | PATH (.txt/.jsonl/folder) | hf:NAME[:SUBSET]")
+    p.add_argument("--tokenizer", help="bpe (train locally) | tokenizer.json path | HF tokenizer name")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run or extend a finished one")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="validation metrics of a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--batches", type=int, help="val batches (default: the run's train.eval_batches)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("generate", help="sample text from a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"error: {exc}; the last good checkpoint is unchanged", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,231 @@
+"""Typed run configuration: dataclasses, YAML presets, `section.key=value` overrides, validation.
+
+This is the one place where user-supplied settings are parsed and checked. Everything downstream
+receives a validated `Config` and can trust its types and ranges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from reasonlab.errors import UserError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+ARCHS = ("baseline",)
+
+
+@dataclass
+class ModelConfig:
+    """The MoE transformer LM (DESIGN.md §1 baseline)."""
+
+    arch: str = "baseline"
+    vocab_size: int = 4096  # BPE size to train; replaced by the tokenizer's size for a named tokenizer
+    seq_len: int = 128  # context length and training window
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    d_ff: int = 512
+    n_experts: int = 4
+    top_k: int = 2
+    dropout: float = 0.1
+    router_noise_std: float = 0.1
+    balance_loss_weight: float = 0.01
+
+
+@dataclass
+class DataConfig:
+    """Where text comes from and how it becomes tokens."""
+
+    source: str = "shakespeare"  # "shakespeare", a .txt/.jsonl file or folder, or "hf:NAME[:SUBSET]"
+    tokenizer: str = "bpe"  # "bpe" trains a byte-level BPE on the train split; else an HF name or path
+    val_fraction: float = 0.1  # share of documents held out for validation
+    max_documents: int = 0  # 0 = all documents
+    max_chars: int = 0  # cut each document to this many characters; 0 = no cut
+    cache_dir: str = ""  # "" = $REASONLAB_CACHE or ~/.cache/reasonlab
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, precision and bookkeeping."""
+
+    seed: int = 0
+    max_steps: int = 300
+    batch_size: int = 16
+    lr: float = 6e-4
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1  # linear decay ends at this fraction of the peak lr
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 disables clipping
+    precision: str = "auto"  # auto = bf16 autocast on CUDA with bf16 support, else fp32
+    compile: bool = False
+    device: str = "auto"
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 20  # val batches per evaluation, always the same slice of the val split
+    save_every: int = 0  # periodic checkpoints every N steps; 0 = only best and final
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    """Convert a YAML/CLI value to the field's type, or fail naming the key."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise UserError(f"{key}: expected {kind.__name__}, got {value!r}")
+
+
+def _apply(cfg: Config, key: str, value: Any) -> None:
+    section, _, name = key.partition(".")
+    if section not in SECTIONS or not name:
+        raise UserError(f"unknown config key {key!r} (sections: {', '.join(SECTIONS)})")
+    sub = getattr(cfg, section)
+    hints = get_type_hints(type(sub))
+    if name not in hints:
+        raise UserError(f"unknown config key {key!r}")
+    setattr(sub, name, _coerce(key, value, hints[name]))
+
+
+def _flatten(data: Any, origin: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{origin}: expected a mapping of sections, got {type(data).__name__}")
+    flat: dict[str, Any] = {}
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise UserError(f"{origin}: section {section!r} must be a mapping")
+        for name, value in values.items():
+            flat[f"{section}.{name}"] = value
+    return flat
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read config file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`section.key=value` -> (key, YAML-parsed value)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set expects section.key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def resolve_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+) -> Config:
+    """Defaults <- YAML file <- overrides (a dict of dotted keys, or `key=value` strings), validated."""
+    cfg = Config()
+    if path is not None:
+        for key, value in _flatten(read_yaml(path), str(path)).items():
+            _apply(cfg, key, value)
+    if isinstance(overrides, list):
+        overrides = dict(parse_override(o) for o in overrides)
+    for key, value in (overrides or {}).items():
+        _apply(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a stored, resolved config (run directory or checkpoint)."""
+    cfg = Config()
+    for key, value in _flatten(data, "stored config").items():
+        _apply(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, key: str, message: str, value: Any) -> None:
+    if not ok:
+        raise UserError(f"{key}: {message}, got {value!r}")
+
+
+def validate(cfg: Config) -> None:
+    """Range and consistency checks; each failure names the offending key."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    _check(m.arch in ARCHS, "model.arch", f"must be one of {', '.join(ARCHS)}", m.arch)
+    for key in ("vocab_size", "seq_len", "d_model", "n_layers", "n_heads", "d_ff", "n_experts", "top_k"):
+        _check(getattr(m, key) >= 1, f"model.{key}", "must be >= 1", getattr(m, key))
+    _check(m.vocab_size >= 260, "model.vocab_size", "must be >= 260 (256 bytes + specials)", m.vocab_size)
+    _check(m.d_model % m.n_heads == 0, "model.d_model", f"must be divisible by model.n_heads ({m.n_heads})", m.d_model)
+    _check((m.d_model // m.n_heads) % 2 == 0, "model.n_heads", "must leave an even head size for rotary embeddings", m.n_heads)
+    _check(m.top_k <= m.n_experts, "model.top_k", f"must be <= model.n_experts ({m.n_experts})", m.top_k)
+    _check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)", m.dropout)
+    _check(m.router_noise_std >= 0.0, "model.router_noise_std", "must be >= 0", m.router_noise_std)
+    _check(m.balance_loss_weight >= 0.0, "model.balance_loss_weight", "must be >= 0", m.balance_loss_weight)
+
+    _check(bool(d.source.strip()), "data.source", "must not be empty", d.source)
+    _check(bool(d.tokenizer.strip()), "data.tokenizer", "must not be empty", d.tokenizer)
+    _check(0.0 < d.val_fraction < 1.0, "data.val_fraction", "must be in (0, 1)", d.val_fraction)
+    _check(d.max_documents >= 0, "data.max_documents", "must be >= 0", d.max_documents)
+    _check(d.max_chars >= 0, "data.max_chars", "must be >= 0", d.max_chars)
+
+    for key in ("max_steps", "batch_size", "log_every", "eval_every", "eval_batches"):
+        _check(getattr(t, key) >= 1, f"train.{key}", "must be >= 1", getattr(t, key))
+    for key in ("warmup_steps", "save_every"):
+        _check(getattr(t, key) >= 0, f"train.{key}", "must be >= 0", getattr(t, key))
+    for key in ("lr", "eps"):
+        value = getattr(t, key)
+        _check(math.isfinite(value) and value > 0, f"train.{key}", "must be > 0", value)
+    _check(0.0 <= t.min_lr_ratio <= 1.0, "train.min_lr_ratio", "must be in [0, 1]", t.min_lr_ratio)
+    _check(t.weight_decay >= 0.0, "train.weight_decay", "must be >= 0", t.weight_decay)
+    _check(0.0 <= t.beta1 < 1.0, "train.beta1", "must be in [0, 1)", t.beta1)
+    _check(0.0 <= t.beta2 < 1.0, "train.beta2", "must be in [0, 1)", t.beta2)
+    _check(t.grad_clip >= 0.0, "train.grad_clip", "must be >= 0 (0 disables clipping)", t.grad_clip)
+    _check(t.precision in PRECISIONS, "train.precision", f"must be one of {', '.join(PRECISIONS)}", t.precision)
+    _check(t.device in DEVICES, "train.device", f"must be one of {', '.join(DEVICES)}", t.device)

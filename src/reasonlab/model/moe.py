@@ -1,0 +1,85 @@
+"""Top-k routed Mixture-of-Experts feed-forward with sorted, grouped-matmul dispatch.
+
+Tokens are sorted by the expert they are routed to, so every expert's tokens form one
+contiguous slice, and all experts run as one grouped matmul per layer of the expert MLP
+(`torch._grouped_mm`) instead of a Python loop over boolean masks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _grouped_mm_supported(x: torch.Tensor) -> bool:
+    return hasattr(torch, "_grouped_mm") and (x.device.type == "cpu" or x.dtype == torch.bfloat16)
+
+
+def grouped_matmul(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    """Rows of `x` sorted by group, `counts[g]` rows for group g, times `w[g]` ([G, in, out])."""
+    if fused and _grouped_mm_supported(x):
+        return torch._grouped_mm(x, w, offs=counts.cumsum(0).to(torch.int32))
+    return torch.cat([xg @ wg for xg, wg in zip(x.split(counts.tolist()), w)])
+
+
+def balance_loss(probs: torch.Tensor, top_idx: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """Switch-Transformer load balancing: E * sum_e (share of routed slots to e) * (mean prob of e).
+
+    Equals 1 when routing is uniform; grows as tokens pile onto a few experts.
+    """
+    slots = torch.bincount(top_idx.reshape(-1), minlength=n_experts).to(probs.dtype)
+    share = slots / top_idx.numel()
+    return n_experts * torch.sum(share * probs.mean(dim=0))
+
+
+class GroupedExperts(nn.Module):
+    """E independent MLPs, Linear(d, d_ff) -> SiLU -> dropout -> Linear(d_ff, d), stored as stacked weights."""
+
+    def __init__(self, n_experts: int, d_model: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.empty(n_experts, d_model, d_ff))
+        self.b1 = nn.Parameter(torch.zeros(n_experts, d_ff))
+        self.w2 = nn.Parameter(torch.empty(n_experts, d_ff, d_model))
+        self.b2 = nn.Parameter(torch.zeros(n_experts, d_model))
+        self.dropout = nn.Dropout(dropout)
+        self.fused = True
+
+    def forward(self, x: torch.Tensor, top_idx: torch.Tensor, top_weight: torch.Tensor) -> torch.Tensor:
+        """x: [N, d]; top_idx, top_weight: [N, k]. Returns sum_j weight_j * expert_{idx_j}(x)."""
+        n_experts, k = self.w1.shape[0], top_idx.shape[1]
+        flat_expert = top_idx.reshape(-1)
+        order = torch.argsort(flat_expert, stable=True)
+        sorted_expert = flat_expert[order]
+        token = order // k
+        counts = torch.bincount(flat_expert, minlength=n_experts)
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else self.w1.dtype
+        w1, w2 = self.w1.to(dtype), self.w2.to(dtype)
+        h = grouped_matmul(x[token].to(dtype), w1, counts, self.fused) + self.b1.to(dtype)[sorted_expert]
+        h = self.dropout(F.silu(h))
+        out = grouped_matmul(h, w2, counts, self.fused) + self.b2.to(dtype)[sorted_expert]
+        out = out * top_weight.reshape(-1)[order].to(dtype).unsqueeze(1)
+        return torch.zeros_like(x).index_add_(0, token, out.to(x.dtype))
+
+
+class MoE(nn.Module):
+    """Noisy top-k router (renormalised top-k weights) over grouped experts; returns output and balance loss."""
+
+    def __init__(self, d_model: int, d_ff: int, n_experts: int, top_k: int, dropout: float, noise_std: float):
+        super().__init__()
+        self.top_k = top_k
+        self.noise_std = noise_std
+        self.router = nn.Linear(d_model, n_experts, bias=False)
+        self.experts = GroupedExperts(n_experts, d_model, d_ff, dropout)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        logits = self.router(flat).float()
+        if self.training and self.noise_std > 0:
+            logits = logits + torch.randn_like(logits) * self.noise_std
+        probs = logits.softmax(dim=-1)
+        top_p, top_idx = probs.topk(self.top_k, dim=-1)
+        top_p = top_p / top_p.sum(dim=-1, keepdim=True)
+        out = self.experts(flat, top_idx, top_p)
+        return out.view(shape), balance_loss(probs, top_idx, probs.shape[-1])

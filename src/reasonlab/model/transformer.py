@@ -1,0 +1,88 @@
+"""The baseline: a decoder-only MoE transformer LM (pre-norm RMSNorm, RoPE, top-k MoE, tied head)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from reasonlab.config import ModelConfig
+from reasonlab.model.layers import CausalSelfAttention, rope_tables
+from reasonlab.model.moe import MoE
+
+
+@dataclass
+class ModelOutput:
+    """Logits plus the auxiliary loss that training adds (already averaged over layers)."""
+
+    logits: torch.Tensor
+    balance_loss: torch.Tensor
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.d_model)
+        self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.moe_norm = nn.RMSNorm(cfg.d_model)
+        self.moe = MoE(cfg.d_model, cfg.d_ff, cfg.n_experts, cfg.top_k, cfg.dropout, cfg.router_noise_std)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin))
+        moe_out, aux = self.moe(self.moe_norm(x))
+        return x + self.dropout(moe_out), aux
+
+
+class MoETransformerLM(nn.Module):
+    """Token embedding (scaled by sqrt(d_model)) -> blocks -> RMSNorm -> tied LM head."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.RMSNorm(cfg.d_model)
+        cos, sin = rope_tables(cfg.seq_len, cfg.d_model // cfg.n_heads)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 style: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * n_layers)."""
+        std = 0.02
+        resid_std = std / math.sqrt(2 * self.cfg.n_layers)
+        nn.init.normal_(self.embed.weight, std=std)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.qkv.weight, std=std)
+            nn.init.normal_(block.attn.proj.weight, std=resid_std)
+            nn.init.normal_(block.moe.router.weight, std=std)
+            nn.init.normal_(block.moe.experts.w1, std=std)
+            nn.init.normal_(block.moe.experts.w2, std=resid_std)
+
+    def hidden(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final normalised hidden states [B, T, d] and the mean MoE balance loss."""
+        T = input_ids.shape[1]
+        if T > self.cfg.seq_len:
+            raise ValueError(f"sequence of {T} tokens exceeds the model's context of {self.cfg.seq_len}")
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        x = self.dropout(self.embed(input_ids) * math.sqrt(self.cfg.d_model))
+        aux = x.new_zeros((), dtype=torch.float32)
+        for block in self.blocks:
+            x, block_aux = block(x, cos, sin)
+            aux = aux + block_aux
+        return self.norm(x), aux / len(self.blocks)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return h @ self.embed.weight.t()
+
+    def run(self, input_ids: torch.Tensor) -> ModelOutput:
+        h, aux = self.hidden(input_ids)
+        return ModelOutput(self.head(h), aux)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits [B, T, vocab]."""
+        return self.run(input_ids).logits

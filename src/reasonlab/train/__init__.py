@@ -1,0 +1,1 @@
+"""Training: the loop, evaluation, optimizer and schedule, checkpoints, run logs."""

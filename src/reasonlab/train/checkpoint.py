@@ -1,0 +1,144 @@
+"""Checkpoints as a folder: safetensors for tensors, JSON/YAML for the rest, written atomically.
+
+    model.safetensors      weights (fp32 master copy)
+    optimizer.safetensors  AdamW moments and the RNG states
+    state.json             step, schedule length, sampler state, best val loss, counters, param groups
+    config.yaml            the resolved config
+    tokenizer.json, tokenizer_meta.json
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from reasonlab.config import Config, config_from_dict
+from reasonlab.data.tokenizer import Tokenizer
+from reasonlab.errors import UserError
+from reasonlab.io import atomic_replace_dir, resolve_dir
+
+
+@dataclass
+class TrainingState:
+    step: int
+    max_steps: int
+    sampler: dict[str, int]
+    best_val_loss: float
+    tokens: int
+    flops: int
+    train_time_s: float
+    wall_time_s: float
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    sd = optimizer.state_dict()
+    tensors = {f"state.{pid}.{name}": t.detach().cpu().contiguous() for pid, st in sd["state"].items() for name, t in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    tensors = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
+    return tensors
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainingState,
+    config: Config,
+    tokenizer: Tokenizer,
+) -> None:
+    opt_tensors, param_groups = _optimizer_tensors(optimizer)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+    def fill(tmp: Path) -> None:
+        save_file(weights, str(tmp / "model.safetensors"))
+        save_file({**opt_tensors, **_rng_tensors()}, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({**state.__dict__, "param_groups": param_groups}, indent=2))
+        (tmp / "config.yaml").write_text(config.to_yaml())
+        tokenizer.save(tmp)
+
+    atomic_replace_dir(directory, fill)
+
+
+def _fail(directory: Path, exc: Exception) -> UserError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return UserError(f"checkpoint {directory} is unreadable or incomplete: {reason}")
+
+
+def read_config(directory: str | Path) -> Config:
+    directory = resolve_dir(directory)
+    if not (directory / "config.yaml").is_file():
+        raise UserError(f"not a checkpoint (no config.yaml): {directory}")
+    try:
+        data = yaml.safe_load((directory / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise _fail(directory, exc) from None
+    return config_from_dict(data)
+
+
+def load_weights(directory: str | Path, model: nn.Module) -> None:
+    directory = resolve_dir(directory)
+    try:
+        model.load_state_dict(load_file(str(directory / "model.safetensors")))
+    except Exception as exc:  # safetensors raises its own error types for truncated files
+        raise _fail(directory, exc) from None
+
+
+def read_state(directory: str | Path) -> TrainingState:
+    directory = resolve_dir(directory)
+    try:
+        data = json.loads((directory / "state.json").read_text())
+        data.pop("param_groups")
+        return TrainingState(**data)
+    except Exception as exc:
+        raise _fail(directory, exc) from None
+
+
+def load_training_state(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> TrainingState:
+    """Restore weights, optimizer moments and RNG states; return the counters to continue from."""
+    directory = resolve_dir(directory)
+    load_weights(directory, model)
+    try:
+        data = json.loads((directory / "state.json").read_text())
+        tensors = load_file(str(directory / "optimizer.safetensors"))
+    except Exception as exc:
+        raise _fail(directory, exc) from None
+    param_groups = data.pop("param_groups")
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        if key.startswith("state."):
+            _, pid, name = key.split(".", 2)
+            opt_state.setdefault(int(pid), {})[name] = tensor
+    optimizer.load_state_dict({"state": opt_state, "param_groups": param_groups})
+    torch.set_rng_state(tensors["rng.cpu"])
+    cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+    return TrainingState(**data)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint with the highest step among final, best and step_N."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return None
+    candidates = {resolve_dir(root / p.name.removeprefix(".").removesuffix(".old")) for p in root.iterdir() if not p.name.endswith(".tmp")}
+    best: tuple[int, Path] | None = None
+    for path in candidates:
+        if (path / "state.json").is_file():
+            step = read_state(path).step
+            if best is None or step > best[0]:
+                best = (step, path)
+    return best[1] if best else None

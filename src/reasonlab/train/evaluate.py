@@ -1,0 +1,41 @@
+"""Token-weighted validation metrics over a fixed slice of the val split."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, ContextManager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reasonlab.data.sampler import eval_batches
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    tokens: np.ndarray,
+    seq_len: int,
+    batch_size: int,
+    n_batches: int,
+    device: torch.device,
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+) -> dict[str, float]:
+    """Summed cross-entropy and correct next-token predictions over every target token in the slice."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    for x, y in eval_batches(tokens, seq_len, batch_size, n_batches):
+        x, y = x.to(device), y.to(device)
+        with autocast():
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+        correct += (logits.argmax(dim=-1) == y).sum().item()
+        count += y.numel()
+    model.train(was_training)
+    loss = loss_sum / count
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "accuracy": correct / count, "tokens": count}

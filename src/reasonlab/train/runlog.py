@@ -1,0 +1,66 @@
+"""What a run tells the world: metrics.jsonl (one JSON event per line, flushed), train.log, the console."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from reasonlab.io import atomic_write_text
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(path: str | Path, step: int) -> None:
+    """Drop events after `step`: a resumed run rewrites them from its checkpoint on."""
+    kept = [e for e in read_metrics(path) if e["step"] <= step]
+    atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in kept))
+
+
+class RunLog:
+    """Appends metric events and log lines; a progress bar on a TTY, plain lines otherwise."""
+
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int, quiet: bool = False):
+        self.metrics = (run_dir / "metrics.jsonl").open("a")
+        self.logger = logging.getLogger(f"reasonlab.run.{run_dir.resolve()}")
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+        self.file_handler = logging.FileHandler(run_dir / "train.log")
+        self.file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        self.logger.addHandler(self.file_handler)
+        interactive = sys.stderr.isatty() and not quiet
+        self.quiet = quiet
+        self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, disable=not interactive, unit="step")
+
+    def event(self, record: dict[str, Any]) -> None:
+        self.metrics.write(json.dumps(record) + "\n")
+        self.metrics.flush()
+
+    def info(self, message: str) -> None:
+        self.logger.info(message)
+        if self.quiet:
+            return
+        if self.bar.disable:
+            print(message, file=sys.stderr, flush=True)
+        else:
+            self.bar.write(message, file=sys.stderr)
+
+    def progress(self, steps: int, **postfix: Any) -> None:
+        self.bar.update(steps)
+        if postfix:
+            self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.metrics.close()
+        self.logger.removeHandler(self.file_handler)
+        self.file_handler.close()

@@ -1,0 +1,213 @@
+"""The training loop: data -> model -> loss -> AdamW, with logging, evaluation and checkpoints.
+
+A run directory holds config.yaml, metrics.jsonl, train.log, checkpoints/{best,final,step_N},
+curves.png and summary.json. `train` starts a run, `resume` continues or extends one; with the
+same seed on CPU a resumed run reproduces the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from reasonlab.config import Config
+from reasonlab.data import BatchSampler, Corpus, prepare_corpus
+from reasonlab.errors import UserError
+from reasonlab.io import atomic_write_json, atomic_write_text
+from reasonlab.model import build_model, flops_per_token, param_counts
+from reasonlab.report.plots import plot_run_curves
+from reasonlab.runtime import runtime
+from reasonlab.train.checkpoint import TrainingState, latest_checkpoint, load_training_state, read_config, save_checkpoint
+from reasonlab.train.evaluate import evaluate
+from reasonlab.train.optim import build_optimizer, lr_at
+from reasonlab.train.runlog import RunLog, read_metrics, truncate_metrics
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+def fit_tokenizer_vocab(cfg: Config, corpus: Corpus) -> Config:
+    """The model's vocab is the tokenizer's, whatever size was asked for."""
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=corpus.tokenizer.vocab_size))
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, corpus: Corpus, quiet: bool = False):
+        self.cfg, self.run_dir, self.corpus, self.quiet = cfg, run_dir, corpus, quiet
+        self.device, self.precision, self.autocast = runtime(cfg.train)
+        torch.manual_seed(cfg.train.seed)
+        self.model = build_model(cfg.model).to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg.train, self.device)
+        self.sampler = BatchSampler(corpus.train, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed)
+        self.step_fn = torch.compile(self.model.run) if cfg.train.compile else self.model.run
+        self.flops_per_token = flops_per_token(cfg.model)
+        self.state = TrainingState(
+            step=0, max_steps=cfg.train.max_steps, sampler=self.sampler.state_dict(),
+            best_val_loss=math.inf, tokens=0, flops=0, train_time_s=0.0, wall_time_s=0.0,
+        )
+
+    def restore(self, checkpoint: Path) -> None:
+        max_steps = self.state.max_steps
+        self.state = load_training_state(checkpoint, self.model, self.optimizer)
+        self.state.max_steps = max_steps
+        self.sampler.load_state_dict(self.state.sampler)
+
+    def _save(self, name: str) -> None:
+        self.state.sampler = self.sampler.state_dict()
+        save_checkpoint(self.run_dir / "checkpoints" / name, self.model, self.optimizer, self.state, self.cfg, self.corpus.tokenizer)
+
+    def _evaluate(self) -> dict[str, float]:
+        t = self.cfg.train
+        return evaluate(self.model, self.corpus.val, self.cfg.model.seq_len, t.batch_size, t.eval_batches, self.device, self.autocast)
+
+    def _train_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        t = self.cfg.train
+        lr = lr_at(self.state.step, t)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = (b.to(self.device, non_blocking=True) for b in self.sampler.next_batch())
+        with self.autocast():
+            out = self.step_fn(x)
+        lm_loss = F.cross_entropy(out.logits.float().flatten(0, 1), y.flatten())
+        loss = lm_loss + self.cfg.model.balance_loss_weight * out.balance_loss
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"non-finite loss ({loss.item()}) at step {self.state.step + 1}")
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return lm_loss.detach(), out.balance_loss.detach(), grad_norm
+
+    def run(self) -> dict:
+        t, st = self.cfg.train, self.state
+        log = RunLog(self.run_dir, st.max_steps, st.step, self.quiet)
+        tokens_per_step = t.batch_size * self.cfg.model.seq_len
+        wall_start = time.perf_counter() - st.wall_time_s
+        final_val: dict[str, float] | None = None
+        sums = {"loss": 0.0, "balance_loss": 0.0, "grad_norm": 0.0, "time": 0.0, "n": 0}
+        try:
+            if st.step == 0:
+                log.info(f"training {self.cfg.model.arch}: {param_counts(self.cfg.model)['total']:,} params, "
+                         f"{st.max_steps} steps on {self.device} ({self.precision})")
+            while st.step < st.max_steps:
+                tic = time.perf_counter()
+                lm_loss, balance, grad_norm = self._train_step()
+                lm_loss_value = lm_loss.item()
+                dt = time.perf_counter() - tic
+                st.step += 1
+                st.tokens += tokens_per_step
+                st.flops += tokens_per_step * self.flops_per_token
+                st.train_time_s += dt
+                for key, value in (("loss", lm_loss_value), ("balance_loss", balance.item()), ("grad_norm", grad_norm.item()), ("time", dt)):
+                    sums[key] += value
+                sums["n"] += 1
+                log.progress(1, loss=f"{lm_loss_value:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}")
+                if st.step % t.log_every == 0 or st.step == st.max_steps:
+                    n = sums["n"]
+                    record = {
+                        "kind": "train", "step": st.step, "loss": sums["loss"] / n, "balance_loss": sums["balance_loss"] / n,
+                        "lr": lr_at(st.step - 1, t), "grad_norm": sums["grad_norm"] / n,
+                        "tokens_per_s": n * tokens_per_step / sums["time"], "tokens": st.tokens, "flops": st.flops,
+                        "time_s": st.train_time_s,
+                    }
+                    log.event(record)
+                    log.info(f"step {st.step}/{st.max_steps} loss {record['loss']:.4f} lr {record['lr']:.2e} "
+                             f"grad_norm {record['grad_norm']:.3f} tok/s {record['tokens_per_s']:,.0f}")
+                    sums = dict.fromkeys(sums, 0.0)
+                    sums["n"] = 0
+                if st.step % t.eval_every == 0 or st.step == st.max_steps:
+                    final_val = self._evaluate()
+                    log.event({"kind": "eval", "step": st.step, **{k: final_val[k] for k in ("loss", "perplexity", "accuracy")},
+                               "eval_tokens": final_val["tokens"], "tokens": st.tokens, "flops": st.flops, "time_s": st.train_time_s})
+                    log.info(f"eval step {st.step}: val loss {final_val['loss']:.4f} ppl {final_val['perplexity']:.1f} "
+                             f"acc {final_val['accuracy']:.2%}")
+                    if final_val["loss"] < st.best_val_loss:
+                        st.best_val_loss = final_val["loss"]
+                        st.wall_time_s = time.perf_counter() - wall_start
+                        self._save("best")
+                if t.save_every and st.step % t.save_every == 0:
+                    st.wall_time_s = time.perf_counter() - wall_start
+                    self._save(f"step_{st.step}")
+            if final_val is None:  # resumed at an already finished step count
+                final_val = self._evaluate()
+            st.wall_time_s = time.perf_counter() - wall_start
+            self._save("final")
+        except TrainingDiverged as exc:
+            log.event({"kind": "diverged", "step": st.step + 1, "message": str(exc)})
+            log.info(f"stopped: {exc}")
+            raise
+        finally:
+            log.close()
+        summary = self._summary(final_val)
+        atomic_write_json(self.run_dir / "summary.json", summary)
+        plot_run_curves(read_metrics(self.run_dir / "metrics.jsonl"), self.run_dir / "curves.png", title=self.run_dir.name)
+        return summary
+
+    def _summary(self, final_val: dict[str, float]) -> dict:
+        st = self.state
+        return {
+            "arch": self.cfg.model.arch,
+            "steps": st.step,
+            "best_val_loss": st.best_val_loss,
+            "final_val": {k: final_val[k] for k in ("loss", "perplexity", "accuracy")},
+            "total_time_s": st.wall_time_s,
+            "train_time_s": st.train_time_s,
+            "steps_per_s": st.step / st.train_time_s,
+            "tokens_per_s": st.tokens / st.train_time_s,
+            "tokens": st.tokens,
+            "flops": st.flops,
+            "flops_per_token": self.flops_per_token,
+            "params": {k: v for k, v in param_counts(self.cfg.model).items() if k in ("total", "active")},
+            "device": str(self.device),
+            "precision": self.precision,
+        }
+
+
+def _check_fresh_run_dir(run_dir: Path) -> None:
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise UserError(f"{run_dir} already holds files; pick another --out, or continue it with --resume {run_dir}")
+
+
+def train(cfg: Config, out: str | Path, quiet: bool = False) -> Path:
+    """Start a new run in `out` (which must be empty or absent); return the run directory."""
+    run_dir = Path(out)
+    _check_fresh_run_dir(run_dir)
+    corpus = prepare_corpus(cfg.data, cfg.model.vocab_size)
+    cfg = fit_tokenizer_vocab(cfg, corpus)
+    trainer = Trainer(cfg, run_dir, corpus, quiet)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    trainer.run()
+    return run_dir
+
+
+def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = False) -> Path:
+    """Continue a killed run from its latest checkpoint, or extend a finished one to `max_steps`."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"no run to resume in {run_dir} (no config.yaml)")
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise UserError(f"{run_dir} has no checkpoint to resume from")
+    cfg = read_config(checkpoint)
+    if max_steps is not None:
+        if max_steps < 1:
+            raise UserError(f"--max-steps must be >= 1, got {max_steps}")
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=max_steps))
+    corpus = prepare_corpus(cfg.data, cfg.model.vocab_size)
+    if corpus.tokenizer.vocab_size != cfg.model.vocab_size:
+        raise UserError(f"the corpus of {run_dir} no longer matches its checkpoint's tokenizer")
+    trainer = Trainer(cfg, run_dir, corpus, quiet)
+    trainer.restore(checkpoint)
+    if cfg.train.max_steps < trainer.state.step:
+        raise UserError(f"--max-steps {cfg.train.max_steps} is below the checkpoint's step {trainer.state.step}")
+    truncate_metrics(run_dir / "metrics.jsonl", trainer.state.step)
+    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    trainer.run()
+    return run_dir
