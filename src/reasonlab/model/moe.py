@@ -42,7 +42,7 @@ class GroupedExperts(nn.Module):
         self.b1 = nn.Parameter(torch.zeros(n_experts, d_ff))
         self.w2 = nn.Parameter(torch.empty(n_experts, d_ff, d_model))
         self.b2 = nn.Parameter(torch.zeros(n_experts, d_model))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout
         self.fused = True
 
     def forward(self, x: torch.Tensor, top_idx: torch.Tensor, top_weight: torch.Tensor) -> torch.Tensor:
@@ -56,7 +56,12 @@ class GroupedExperts(nn.Module):
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else self.w1.dtype
         w1, w2 = self.w1.to(dtype), self.w2.to(dtype)
         h = grouped_matmul(x[token].to(dtype), w1, counts, self.fused) + self.b1.to(dtype)[sorted_expert]
-        h = self.dropout(F.silu(h))
+        h = F.silu(h)
+        if self.training and self.dropout > 0:
+            # masks drawn in (token, slot) order, then sorted: a token's mask must not depend on
+            # how the other tokens were routed, or training-mode outputs would see later tokens
+            keep = torch.empty(h.shape, device=h.device, dtype=h.dtype).bernoulli_(1.0 - self.dropout)
+            h = h * keep[order] / (1.0 - self.dropout)
         out = grouped_matmul(h, w2, counts, self.fused) + self.b2.to(dtype)[sorted_expert]
         out = out * top_weight.reshape(-1)[order].to(dtype).unsqueeze(1)
         return torch.zeros_like(x).index_add_(0, token, out.to(x.dtype))

@@ -1,0 +1,78 @@
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from reasonlab.cli import main
+from conftest import CONFIGS
+
+TINY = str(CONFIGS / "cpu-tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--config", TINY, "--out", str(out), "--max-steps", "6", "--quiet",
+                 "--set", "train.eval_every=3"]) == 0
+    return out
+
+
+def _tree_digest(path):
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_eval_json(trained_run, capsys):
+    assert main(["eval", str(trained_run / "checkpoints" / "best"), "--json", "--batches", "2"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics) == {"loss", "perplexity", "accuracy", "tokens"}
+    assert metrics["tokens"] == 2 * 8 * 64
+
+
+def test_generate(trained_run, capsys):
+    args = ["generate", str(trained_run / "checkpoints" / "best"), "--prompt", "To be, or not",
+            "--max-new-tokens", "8", "--temperature", "0.8", "--top-k", "40", "--seed", "0"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first and first.startswith("To be, or not")
+
+
+def _bad(args, capsys, fragment):
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err and fragment in err, err
+
+
+def test_bad_inputs_exit_2_with_one_line(trained_run, tmp_path, capsys):
+    before = _tree_digest(trained_run)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.txt").write_text("")
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    for f in (trained_run / "checkpoints" / "best").iterdir():
+        (truncated / f.name).write_bytes(f.read_bytes())
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+    _bad(["train", "--config", TINY, "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r1")], capsys, "not found")
+    _bad(["train", "--config", TINY, "--data", str(empty), "--out", str(tmp_path / "r2")], capsys, "empty")
+    _bad(["train", "--config", TINY, "--set", "model.n_layerz=3", "--out", str(tmp_path / "r3")], capsys, "model.n_layerz")
+    _bad(["train", "--config", TINY, "--out", str(trained_run)], capsys, "already holds")
+    _bad(["train", "--resume", str(trained_run), "--set", "train.lr=1"], capsys, "--set")
+    _bad(["eval", str(truncated)], capsys, "unreadable")
+    _bad(["eval", str(tmp_path / "nowhere")], capsys, "not found")
+    _bad(["generate", str(trained_run / "checkpoints" / "best"), "--prompt", "word " * 200], capsys, "longer than the model's context")
+    _bad(["train", "--max-steps", "ten"], capsys, "invalid int")
+    assert _tree_digest(trained_run) == before
+    assert not any((tmp_path / name).exists() for name in ("r1", "r2", "r3"))
+
+
+def test_no_traceback_from_the_console_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "reasonlab", "train", "--set", "train.lr=-1", "--out", str(tmp_path / "x")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: train.lr: must be > 0, got -1.0"

@@ -1,0 +1,58 @@
+import pytest
+
+from reasonlab.config import Config, config_from_dict, resolve_config
+from reasonlab.errors import UserError
+from conftest import CONFIGS
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_presets_resolve(preset):
+    cfg = resolve_config(CONFIGS / preset)
+    assert isinstance(cfg, Config)
+
+
+def test_seed_gpu_preset_is_the_original_best_baseline():
+    cfg = resolve_config(CONFIGS / "seed-gpu.yaml")
+    m, t = cfg.model, cfg.train
+    assert (m.d_model, m.n_layers, m.n_heads, m.d_ff, m.n_experts, m.top_k, m.seq_len) == (512, 8, 8, 2048, 4, 2, 512)
+    assert (t.batch_size, t.lr, t.warmup_steps, m.dropout, t.max_steps, t.eval_every) == (16, 6e-4, 0, 0.1, 1000, 100)
+
+
+def test_overrides_are_typed():
+    cfg = resolve_config(None, ["train.lr=1e-4", "model.n_layers=3", "train.compile=true", "data.source=/tmp/x"])
+    assert cfg.train.lr == 1e-4 and cfg.model.n_layers == 3 and cfg.train.compile is True
+    assert cfg.data.source == "/tmp/x"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.nope=1", "model.nope"),
+        ("nosection.x=1", "nosection.x"),
+        ("model.n_layers=abc", "model.n_layers"),
+        ("model.n_layers=2.5", "model.n_layers"),
+        ("train.compile=3", "train.compile"),
+        ("model.dropout=1.5", "model.dropout"),
+        ("model.top_k=9", "model.top_k"),
+        ("train.lr=0", "train.lr"),
+        ("train.precision=fp8", "train.precision"),
+        ("model.d_model=130", "model.d_model"),
+    ],
+)
+def test_bad_override_names_the_key(override, key):
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        resolve_config(None, [override])
+
+
+def test_bad_yaml_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  d_modle: 64\n")
+    with pytest.raises(UserError, match="model.d_modle"):
+        resolve_config(bad)
+    with pytest.raises(UserError, match="not found"):
+        resolve_config(tmp_path / "missing.yaml")
+
+
+def test_round_trip_through_dict():
+    cfg = resolve_config(CONFIGS / "cpu-small.yaml", ["train.seed=7"])
+    assert config_from_dict(cfg.to_dict()) == cfg

@@ -1,0 +1,107 @@
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reasonlab.config import ModelConfig
+from reasonlab.model import build_model, flops_per_token, param_counts
+from reasonlab.model.moe import MoE, balance_loss
+
+TINY = ModelConfig(vocab_size=300, seq_len=32, d_model=32, n_layers=2, n_heads=4, d_ff=64, n_experts=4, top_k=2, dropout=0.0)
+
+
+def naive_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
+    """Reference: route, then loop over experts with boolean masks, one token set per expert."""
+    flat = x.reshape(-1, x.shape[-1])
+    probs = moe.router(flat).float().softmax(-1)
+    top_p, top_idx = probs.topk(moe.top_k, dim=-1)
+    top_p = top_p / top_p.sum(-1, keepdim=True)
+    ex = moe.experts
+    out = torch.zeros_like(flat)
+    for e in range(ex.w1.shape[0]):
+        for slot in range(moe.top_k):
+            mask = top_idx[:, slot] == e
+            h = F.silu(flat[mask] @ ex.w1[e] + ex.b1[e]) @ ex.w2[e] + ex.b2[e]
+            out[mask] += top_p[mask, slot, None] * h
+    return out.view_as(x)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("top_k", [1, 2, 4])
+def test_moe_matches_naive_per_expert_loop(fused, top_k):
+    torch.manual_seed(0)
+    moe = MoE(d_model=16, d_ff=24, n_experts=4, top_k=top_k, dropout=0.0, noise_std=0.1).eval()
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    moe.experts.fused = fused
+    ref = MoE(16, 24, 4, top_k, 0.0, 0.1).eval()
+    ref.load_state_dict(moe.state_dict())
+    x = torch.randn(3, 11, 16, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    out, _ = moe(x)
+    expected = naive_moe(ref, x_ref)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+    for (name, p), p_ref in zip(moe.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_balance_loss_hand_computed():
+    probs = torch.tensor([[0.7, 0.2, 0.1, 0.0], [0.1, 0.6, 0.3, 0.0], [0.5, 0.1, 0.1, 0.3]])
+    top_idx = torch.tensor([[0, 1], [1, 2], [0, 3]])
+    # slot shares: e0 2/6, e1 2/6, e2 1/6, e3 1/6; mean probs: e0 1.3/3, e1 0.9/3, e2 0.5/3, e3 0.3/3
+    expected = 4 * (2 / 6 * 1.3 / 3 + 2 / 6 * 0.9 / 3 + 1 / 6 * 0.5 / 3 + 1 / 6 * 0.3 / 3)
+    assert balance_loss(probs, top_idx, 4).item() == pytest.approx(expected)
+    uniform = torch.full((8, 4), 0.25)
+    assert balance_loss(uniform, torch.arange(8).remainder(4).view(8, 1), 4).item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_causality(train_mode):
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(TINY, dropout=0.1)).train(train_mode)
+    x = torch.randint(0, TINY.vocab_size, (2, TINY.seq_len))
+    for t in (0, 7, TINY.seq_len - 2):
+        y = x.clone()
+        y[:, t + 1 :] = torch.randint(0, TINY.vocab_size, (2, TINY.seq_len - t - 1))
+        torch.manual_seed(1)  # the same router noise in both passes
+        a = model(x)
+        torch.manual_seed(1)
+        b = model(y)
+        torch.testing.assert_close(a[:, : t + 1], b[:, : t + 1], rtol=0, atol=1e-5)
+        assert not torch.allclose(a[:, t + 1 :], b[:, t + 1 :])
+
+
+def test_logits_shape_and_context_limit():
+    model = build_model(TINY).eval()
+    assert model(torch.zeros(3, 5, dtype=torch.long)).shape == (3, 5, TINY.vocab_size)
+    with pytest.raises(ValueError, match="context"):
+        model(torch.zeros(1, TINY.seq_len + 1, dtype=torch.long))
+
+
+def test_param_counts_match_the_module():
+    model = build_model(TINY)
+    counts = param_counts(TINY)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    expert = sum(p[0].numel() for p in model.blocks[0].moe.experts.parameters())
+    assert counts["active"] == counts["total"] - TINY.n_layers * (TINY.n_experts - TINY.top_k) * expert
+
+
+def test_flops_hand_count():
+    # per layer: qkv 3*32*32 + proj 32*32 + router 32*4 + 2 experts * (32*64 + 64*32) = 4096 + 128 + 8192
+    matmul_params = 2 * (4096 + 128 + 8192)
+    expected = 6 * matmul_params + 6 * 32 * 300 + 12 * 2 * 32 * 32
+    assert flops_per_token(TINY) == expected
+
+
+def test_bf16_autocast_keeps_fp32_weights():
+    model = build_model(TINY)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.run(torch.randint(0, 300, (2, 16)))
+    assert out.logits.dtype == torch.bfloat16
+    out.logits.float().mean().backward()
+    assert all(p.dtype == torch.float32 and p.grad is not None for p in model.parameters())
