@@ -25,17 +25,13 @@ class Document:
 
 
 _HEADING = re.compile(r"^#+\s*", re.MULTILINE)
-_BOLD = re.compile(r"\*\*(.+?)\*\*")
-_ITALIC = re.compile(r"(?<!\w)_(.+?)_(?!\w)")
+_EMPHASIS = re.compile(r"[*_\\]")  # the plays use these only as markup, never as text
 _TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
 
 
 def strip_markdown(text: str) -> str:
     """Plain text from the plays' markdown: headings, bold speaker names, italic stage directions."""
-    text = _HEADING.sub("", text)
-    text = _BOLD.sub(r"\1", text)
-    text = _ITALIC.sub(r"\1", text)
-    text = text.replace("\\", "")
+    text = _EMPHASIS.sub("", _HEADING.sub("", text))
     return _TRAILING.sub("", text).strip() + "\n"
 
 
