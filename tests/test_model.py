@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reasonlab.config import ModelConfig
+from reasonlab.config import Config, ModelConfig
 from reasonlab.model import build_model, flops_per_token, param_counts
 from reasonlab.model.moe import MoE, balance_loss
 
@@ -63,7 +63,7 @@ def test_balance_loss_hand_computed():
 @pytest.mark.parametrize("train_mode", [False, True])
 def test_causality(train_mode):
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(TINY, dropout=0.1)).train(train_mode)
+    model = build_model(Config(model=dataclasses.replace(TINY, dropout=0.1))).train(train_mode)
     x = torch.randint(0, TINY.vocab_size, (2, TINY.seq_len))
     for t in (0, 7, TINY.seq_len - 2):
         y = x.clone()
@@ -77,15 +77,15 @@ def test_causality(train_mode):
 
 
 def test_logits_shape_and_context_limit():
-    model = build_model(TINY).eval()
+    model = build_model(Config(model=TINY)).eval()
     assert model(torch.zeros(3, 5, dtype=torch.long)).shape == (3, 5, TINY.vocab_size)
     with pytest.raises(ValueError, match="context"):
         model(torch.zeros(1, TINY.seq_len + 1, dtype=torch.long))
 
 
 def test_param_counts_match_the_module():
-    model = build_model(TINY)
-    counts = param_counts(TINY)
+    model = build_model(Config(model=TINY))
+    counts = param_counts(Config(model=TINY))
     assert counts["total"] == sum(p.numel() for p in model.parameters())
     expert = sum(p[0].numel() for p in model.blocks[0].moe.experts.parameters())
     assert counts["active"] == counts["total"] - TINY.n_layers * (TINY.n_experts - TINY.top_k) * expert
@@ -99,7 +99,7 @@ def test_flops_hand_count():
 
 
 def test_bf16_autocast_keeps_fp32_weights():
-    model = build_model(TINY)
+    model = build_model(Config(model=TINY))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model.run(torch.randint(0, 300, (2, 16)))
     assert out.logits.dtype == torch.bfloat16

@@ -55,7 +55,7 @@ def load(checkpoint_dir: str | Path, device: str = "auto") -> LoadedModel:
         raise UserError(f"checkpoint not found: {checkpoint_dir}")
     cfg = read_config(directory)
     dev = resolve_device(device)
-    model = build_model(cfg.model)
+    model = build_model(cfg)
     load_weights(directory, model)
     return LoadedModel(model.to(dev).eval(), Tokenizer.load(directory), cfg, dev)
 

@@ -26,14 +26,14 @@ class _Parser(argparse.ArgumentParser):
 
 def _train(args: argparse.Namespace) -> None:
     if args.resume:
-        given = [flag for flag, value in (("--config", args.config), ("--set", args.set), ("--seed", args.seed),
+        given = [flag for flag, value in (("--config", args.config), ("--set", args.set), ("--model", args.model), ("--seed", args.seed),
                                            ("--out", args.out), ("--data", args.data), ("--tokenizer", args.tokenizer)) if value]
         if given:
             raise UserError(f"--resume continues a run with its stored config; drop {', '.join(given)}")
         run_dir = api.resume(args.resume, args.max_steps, args.quiet)
     else:
         overrides = dict(parse_override(item) for item in args.set or [])
-        for key, value in (("train.seed", args.seed), ("train.max_steps", args.max_steps),
+        for key, value in (("model.arch", args.model), ("train.seed", args.seed), ("train.max_steps", args.max_steps),
                            ("data.source", args.data), ("data.tokenizer", args.tokenizer)):
             if value is not None:
                 overrides[key] = value
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model, or resume/extend a run")
     p.add_argument("--config", help="YAML preset, e.g. configs/cpu-small.yaml")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)")
+    p.add_argument("--model", choices=["baseline", "recursive"], help="the arm to train (sets model.arch)")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory (default runs/<arch>-<time>)")
     p.add_argument("--max-steps", type=int)

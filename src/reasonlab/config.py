@@ -18,7 +18,7 @@ from reasonlab.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-ARCHS = ("baseline",)
+ARCHS = ("baseline", "recursive")
 
 
 @dataclass
@@ -37,6 +37,19 @@ class ModelConfig:
     dropout: float = 0.1
     router_noise_std: float = 0.1
     balance_loss_weight: float = 0.01
+
+
+@dataclass
+class RecursionConfig:
+    """The recursive arm (model.arch: recursive): HRM-style H/L cycles over the shared block stack."""
+
+    H_cycles: int = 2  # high-level cycles per segment
+    L_cycles: int = 2  # low-level updates per high-level cycle
+    halt_max_steps: int = 2  # most segments a token is refined for
+    halt_exploration_prob: float = 0.1  # chance a token is made to run 2..halt_max_steps segments in training
+    use_act: bool = True  # learned per-token halting; false = every token runs halt_max_steps segments
+    grad_cycles: int = 1  # trailing H cycles per segment that carry gradient
+    halt_loss_weight: float = 0.5
 
 
 @dataclass
@@ -78,6 +91,7 @@ class TrainConfig:
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
+    recursion: RecursionConfig = field(default_factory=RecursionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -88,7 +102,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+SECTIONS: dict[str, type] = {"model": ModelConfig, "recursion": RecursionConfig, "data": DataConfig, "train": TrainConfig}
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
@@ -140,6 +154,22 @@ def _flatten(data: Any, origin: str) -> dict[str, Any]:
     return flat
 
 
+def read_preset(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML preset as dotted keys; `extends: other.yaml` (relative to the file) is read first."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise UserError(f"config file {path} extends itself")
+    data = read_yaml(path)
+    parent = data.pop("extends", None) if isinstance(data, dict) else None
+    flat: dict[str, Any] = {}
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise UserError(f"{path}: extends must be a file name, got {parent!r}")
+        flat.update(read_preset(path.parent / parent, (*_seen, path.resolve())))
+    flat.update(_flatten(data, str(path)))
+    return flat
+
+
 def read_yaml(path: str | Path) -> Any:
     path = Path(path)
     try:
@@ -171,7 +201,7 @@ def resolve_config(
     """Defaults <- YAML file <- overrides (a dict of dotted keys, or `key=value` strings), validated."""
     cfg = Config()
     if path is not None:
-        for key, value in _flatten(read_yaml(path), str(path)).items():
+        for key, value in read_preset(path).items():
             _apply(cfg, key, value)
     if isinstance(overrides, list):
         overrides = dict(parse_override(o) for o in overrides)
@@ -208,6 +238,13 @@ def validate(cfg: Config) -> None:
     _check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)", m.dropout)
     _check(m.router_noise_std >= 0.0, "model.router_noise_std", "must be >= 0", m.router_noise_std)
     _check(m.balance_loss_weight >= 0.0, "model.balance_loss_weight", "must be >= 0", m.balance_loss_weight)
+
+    r = cfg.recursion
+    for key in ("H_cycles", "L_cycles", "halt_max_steps", "grad_cycles"):
+        _check(getattr(r, key) >= 1, f"recursion.{key}", "must be >= 1", getattr(r, key))
+    _check(r.grad_cycles <= r.H_cycles, "recursion.grad_cycles", f"must be <= recursion.H_cycles ({r.H_cycles})", r.grad_cycles)
+    _check(0.0 <= r.halt_exploration_prob <= 1.0, "recursion.halt_exploration_prob", "must be in [0, 1]", r.halt_exploration_prob)
+    _check(r.halt_loss_weight >= 0.0, "recursion.halt_loss_weight", "must be >= 0", r.halt_loss_weight)
 
     _check(bool(d.source.strip()), "data.source", "must not be empty", d.source)
     _check(bool(d.tokenizer.strip()), "data.tokenizer", "must not be empty", d.tokenizer)

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from reasonlab.config import ModelConfig
+from reasonlab.model.flops import flops_per_token
 from reasonlab.model.layers import CausalSelfAttention, rope_tables
 from reasonlab.model.moe import MoE
-
-
-@dataclass
-class ModelOutput:
-    """Logits plus the auxiliary loss that training adds (already averaged over layers)."""
-
-    logits: torch.Tensor
-    balance_loss: torch.Tensor
+from reasonlab.model.outputs import ModelOutput, StepLoss
 
 
 class Block(nn.Module):
@@ -63,26 +57,41 @@ class MoETransformerLM(nn.Module):
             nn.init.normal_(block.moe.experts.w1, std=std)
             nn.init.normal_(block.moe.experts.w2, std=resid_std)
 
-    def hidden(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final normalised hidden states [B, T, d] and the mean MoE balance loss."""
+    def embed_tokens(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scaled token embeddings [B, T, d] and the rotary tables for T positions."""
         T = input_ids.shape[1]
         if T > self.cfg.seq_len:
             raise ValueError(f"sequence of {T} tokens exceeds the model's context of {self.cfg.seq_len}")
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         x = self.dropout(self.embed(input_ids) * math.sqrt(self.cfg.d_model))
+        return x, self.rope_cos[:T], self.rope_sin[:T]
+
+    def stack(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass through every block: the residual stream and the blocks' mean balance loss."""
         aux = x.new_zeros((), dtype=torch.float32)
         for block in self.blocks:
             x, block_aux = block(x, cos, sin)
             aux = aux + block_aux
-        return self.norm(x), aux / len(self.blocks)
+        return x, aux / len(self.blocks)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Tied LM head on already normalised states."""
         return h @ self.embed.weight.t()
 
     def run(self, input_ids: torch.Tensor) -> ModelOutput:
-        h, aux = self.hidden(input_ids)
-        return ModelOutput(self.head(h), aux)
+        x, cos, sin = self.embed_tokens(input_ids)
+        x, aux = self.stack(x, cos, sin)
+        return ModelOutput(self.head(self.norm(x)), aux)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Logits [B, T, vocab]."""
         return self.run(input_ids).logits
+
+    def compute_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> StepLoss:
+        out = self.run(input_ids)
+        lm_loss = F.cross_entropy(out.logits.float().flatten(0, 1), targets.flatten())
+        return StepLoss(
+            loss=lm_loss + self.cfg.balance_loss_weight * out.balance_loss,
+            lm_loss=lm_loss,
+            flops=targets.numel() * flops_per_token(self.cfg),
+            metrics={"balance_loss": out.balance_loss},
+        )

@@ -24,18 +24,24 @@ def evaluate(
     device: torch.device,
     autocast: Callable[[], ContextManager] = contextlib.nullcontext,
 ) -> dict[str, float]:
-    """Summed cross-entropy and correct next-token predictions over every target token in the slice."""
+    """Summed cross-entropy and correct next-token predictions over every target token in the slice;
+    for recursive models also the mean number of segments a token's prediction used."""
     was_training = model.training
     model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
+    loss_sum, correct, count, segments = 0.0, 0, 0, 0.0
     for x, y in eval_batches(tokens, seq_len, batch_size, n_batches):
         x, y = x.to(device), y.to(device)
         with autocast():
-            logits = model(x)
-        logits = logits.float()
+            out = model.run(x)
+        logits = out.logits.float()
         loss_sum += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
         correct += (logits.argmax(dim=-1) == y).sum().item()
         count += y.numel()
+        if out.segments is not None:
+            segments += out.segments.float().sum().item()
     model.train(was_training)
     loss = loss_sum / count
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "accuracy": correct / count, "tokens": count}
+    metrics = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "accuracy": correct / count, "tokens": count}
+    if segments:
+        metrics["segments"] = segments / count
+    return metrics

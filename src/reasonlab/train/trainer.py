@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from reasonlab.config import Config
 from reasonlab.data import BatchSampler, Corpus, prepare_corpus
 from reasonlab.errors import UserError
 from reasonlab.io import atomic_write_json, atomic_write_text
-from reasonlab.model import build_model, flops_per_token, param_counts
+from reasonlab.model.outputs import StepLoss
+from reasonlab.model import build_model, param_counts
 from reasonlab.report.plots import plot_run_curves
 from reasonlab.runtime import runtime
 from reasonlab.train.checkpoint import TrainingState, latest_checkpoint, load_training_state, read_config, save_checkpoint
@@ -42,11 +42,10 @@ class Trainer:
         self.cfg, self.run_dir, self.corpus, self.quiet = cfg, run_dir, corpus, quiet
         self.device, self.precision, self.autocast = runtime(cfg.train)
         torch.manual_seed(cfg.train.seed)
-        self.model = build_model(cfg.model).to(self.device)
+        self.model = build_model(cfg).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
         self.sampler = BatchSampler(corpus.train, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed)
-        self.step_fn = torch.compile(self.model.run) if cfg.train.compile else self.model.run
-        self.flops_per_token = flops_per_token(cfg.model)
+        self.loss_fn = torch.compile(self.model.compute_loss) if cfg.train.compile else self.model.compute_loss
         self.state = TrainingState(
             step=0, max_steps=cfg.train.max_steps, sampler=self.sampler.state_dict(),
             best_val_loss=math.inf, tokens=0, flops=0, train_time_s=0.0, wall_time_s=0.0,
@@ -66,23 +65,21 @@ class Trainer:
         t = self.cfg.train
         return evaluate(self.model, self.corpus.val, self.cfg.model.seq_len, t.batch_size, t.eval_batches, self.device, self.autocast)
 
-    def _train_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _train_step(self) -> tuple[StepLoss, torch.Tensor]:
         t = self.cfg.train
         lr = lr_at(self.state.step, t)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y = (b.to(self.device, non_blocking=True) for b in self.sampler.next_batch())
         with self.autocast():
-            out = self.step_fn(x)
-        lm_loss = F.cross_entropy(out.logits.float().flatten(0, 1), y.flatten())
-        loss = lm_loss + self.cfg.model.balance_loss_weight * out.balance_loss
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"non-finite loss ({loss.item()}) at step {self.state.step + 1}")
-        loss.backward()
+            out = self.loss_fn(x, y)
+        if not torch.isfinite(out.loss):
+            raise TrainingDiverged(f"non-finite loss ({out.loss.item()}) at step {self.state.step + 1}")
+        out.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return lm_loss.detach(), out.balance_loss.detach(), grad_norm
+        return out, grad_norm
 
     def run(self) -> dict:
         t, st = self.cfg.train, self.state
@@ -90,40 +87,39 @@ class Trainer:
         tokens_per_step = t.batch_size * self.cfg.model.seq_len
         wall_start = time.perf_counter() - st.wall_time_s
         final_val: dict[str, float] | None = None
-        sums = {"loss": 0.0, "balance_loss": 0.0, "grad_norm": 0.0, "time": 0.0, "n": 0}
+        sums: dict[str, float] = {}
         try:
             if st.step == 0:
-                log.info(f"training {self.cfg.model.arch}: {param_counts(self.cfg.model)['total']:,} params, "
+                log.info(f"training {self.cfg.model.arch}: {param_counts(self.cfg)['total']:,} params, "
                          f"{st.max_steps} steps on {self.device} ({self.precision})")
             while st.step < st.max_steps:
                 tic = time.perf_counter()
-                lm_loss, balance, grad_norm = self._train_step()
-                lm_loss_value = lm_loss.item()
+                out, grad_norm = self._train_step()
+                values = {"loss": out.lm_loss.item(), **{k: v.item() for k, v in out.metrics.items()}, "grad_norm": grad_norm.item()}
                 dt = time.perf_counter() - tic
                 st.step += 1
                 st.tokens += tokens_per_step
-                st.flops += tokens_per_step * self.flops_per_token
+                st.flops += out.flops
                 st.train_time_s += dt
-                for key, value in (("loss", lm_loss_value), ("balance_loss", balance.item()), ("grad_norm", grad_norm.item()), ("time", dt)):
-                    sums[key] += value
-                sums["n"] += 1
-                log.progress(1, loss=f"{lm_loss_value:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}")
+                for key, value in (*values.items(), ("time", dt), ("n", 1)):
+                    sums[key] = sums.get(key, 0.0) + value
+                log.progress(1, loss=f"{values['loss']:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}")
                 if st.step % t.log_every == 0 or st.step == st.max_steps:
-                    n = sums["n"]
+                    n = sums.pop("n")
+                    elapsed = sums.pop("time")
                     record = {
-                        "kind": "train", "step": st.step, "loss": sums["loss"] / n, "balance_loss": sums["balance_loss"] / n,
-                        "lr": lr_at(st.step - 1, t), "grad_norm": sums["grad_norm"] / n,
-                        "tokens_per_s": n * tokens_per_step / sums["time"], "tokens": st.tokens, "flops": st.flops,
+                        "kind": "train", "step": st.step, **{k: v / n for k, v in sums.items()}, "lr": lr_at(st.step - 1, t),
+                        "tokens_per_s": n * tokens_per_step / elapsed, "tokens": st.tokens, "flops": st.flops,
                         "time_s": st.train_time_s,
                     }
                     log.event(record)
+                    extra = f" segments {record['segments']:.2f}" if "segments" in record else ""
                     log.info(f"step {st.step}/{st.max_steps} loss {record['loss']:.4f} lr {record['lr']:.2e} "
-                             f"grad_norm {record['grad_norm']:.3f} tok/s {record['tokens_per_s']:,.0f}")
-                    sums = dict.fromkeys(sums, 0.0)
-                    sums["n"] = 0
+                             f"grad_norm {record['grad_norm']:.3f} tok/s {record['tokens_per_s']:,.0f}{extra}")
+                    sums = {}
                 if st.step % t.eval_every == 0 or st.step == st.max_steps:
                     final_val = self._evaluate()
-                    log.event({"kind": "eval", "step": st.step, **{k: final_val[k] for k in ("loss", "perplexity", "accuracy")},
+                    log.event({"kind": "eval", "step": st.step, **{k: v for k, v in final_val.items() if k != "tokens"},
                                "eval_tokens": final_val["tokens"], "tokens": st.tokens, "flops": st.flops, "time_s": st.train_time_s})
                     log.info(f"eval step {st.step}: val loss {final_val['loss']:.4f} ppl {final_val['perplexity']:.1f} "
                              f"acc {final_val['accuracy']:.2%}")
@@ -155,15 +151,15 @@ class Trainer:
             "arch": self.cfg.model.arch,
             "steps": st.step,
             "best_val_loss": st.best_val_loss,
-            "final_val": {k: final_val[k] for k in ("loss", "perplexity", "accuracy")},
+            "final_val": {k: v for k, v in final_val.items() if k != "tokens"},
             "total_time_s": st.wall_time_s,
             "train_time_s": st.train_time_s,
             "steps_per_s": st.step / st.train_time_s,
             "tokens_per_s": st.tokens / st.train_time_s,
             "tokens": st.tokens,
             "flops": st.flops,
-            "flops_per_token": self.flops_per_token,
-            "params": {k: v for k, v in param_counts(self.cfg.model).items() if k in ("total", "active")},
+            "flops_per_token": st.flops / st.tokens,
+            "params": {k: v for k, v in param_counts(self.cfg).items() if k in ("total", "active")},
             "device": str(self.device),
             "precision": self.precision,
         }

@@ -1,0 +1,28 @@
+"""What models return: inference outputs and one training step's losses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ModelOutput:
+    """Logits [B, T, V], the MoE balance loss (mean over passes), and for recursive models
+    the segment each token's prediction came from ([B, T])."""
+
+    logits: torch.Tensor
+    balance_loss: torch.Tensor
+    segments: torch.Tensor | None = None
+
+
+@dataclass
+class StepLoss:
+    """loss: the objective to backpropagate; lm_loss: the reported next-token cross-entropy;
+    metrics: auxiliary scalars logged on their own; flops: what the step really computed."""
+
+    loss: torch.Tensor
+    lm_loss: torch.Tensor
+    flops: int
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
