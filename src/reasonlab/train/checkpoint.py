@@ -35,6 +35,7 @@ class TrainingState:
     flops: int
     train_time_s: float
     wall_time_s: float
+    log_window: dict[str, float]  # sums since the last train log line, so a resumed run logs the same averages
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:

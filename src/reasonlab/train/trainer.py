@@ -48,7 +48,7 @@ class Trainer:
         self.loss_fn = torch.compile(self.model.compute_loss) if cfg.train.compile else self.model.compute_loss
         self.state = TrainingState(
             step=0, max_steps=cfg.train.max_steps, sampler=self.sampler.state_dict(),
-            best_val_loss=math.inf, tokens=0, flops=0, train_time_s=0.0, wall_time_s=0.0,
+            best_val_loss=math.inf, tokens=0, flops=0, train_time_s=0.0, wall_time_s=0.0, log_window={},
         )
 
     def restore(self, checkpoint: Path) -> None:
@@ -87,7 +87,7 @@ class Trainer:
         tokens_per_step = t.batch_size * self.cfg.model.seq_len
         wall_start = time.perf_counter() - st.wall_time_s
         final_val: dict[str, float] | None = None
-        sums: dict[str, float] = {}
+        sums = st.log_window
         try:
             if st.step == 0:
                 log.info(f"training {self.cfg.model.arch}: {param_counts(self.cfg)['total']:,} params, "
@@ -116,7 +116,7 @@ class Trainer:
                     extra = f" segments {record['segments']:.2f}" if "segments" in record else ""
                     log.info(f"step {st.step}/{st.max_steps} loss {record['loss']:.4f} lr {record['lr']:.2e} "
                              f"grad_norm {record['grad_norm']:.3f} tok/s {record['tokens_per_s']:,.0f}{extra}")
-                    sums = {}
+                    sums.clear()
                 if st.step % t.eval_every == 0 or st.step == st.max_steps:
                     final_val = self._evaluate()
                     log.event({"kind": "eval", "step": st.step, **{k: v for k, v in final_val.items() if k != "tokens"},
