@@ -163,5 +163,6 @@ def test_cli_trains_and_generates_the_recursive_arm(tmp_path, capsys):
     assert main(["train", "--config", str(CONFIGS / "cpu-tiny.yaml"), "--model", "recursive", "--max-steps", "4",
                  "--out", str(out), "--quiet"]) == 0
     assert reasonlab.load(out / "checkpoints" / "final").config.model.arch == "recursive"
+    capsys.readouterr()
     assert main(["generate", str(out / "checkpoints" / "final"), "--prompt", "To be", "--max-new-tokens", "5"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].startswith("To be") or "To be" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith("To be")

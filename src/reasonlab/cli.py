@@ -66,6 +66,22 @@ def _generate(args: argparse.Namespace) -> None:
     print(loaded.generate(args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
 
 
+def _ablate(args: argparse.Namespace) -> None:
+    from reasonlab.experiments.ablation import run_ablation
+
+    overrides = dict(parse_override(item) for item in args.set or [])
+    results = run_ablation(args.suite, args.steps, args.seeds, args.out, args.workers, args.storage, args.prune,
+                           args.base, overrides, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"{args.out}/ABLATION_SUMMARY.md: best {results.get('best', 'none')} of {len(results['configs'])} configs")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from reasonlab.report import rebuild
+
+    for path in rebuild(args.dir):
+        print(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="reasonlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -97,6 +113,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_generate)
+
+    p = sub.add_parser("ablate", help="run an ablation suite through the Optuna sweep engine")
+    p.add_argument("--suite", required=True, help="baseline | reasoning | a suite .yaml file")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="local worker processes")
+    p.add_argument("--storage", help="Optuna RDB URL shared by workers on several machines (default: SQLite in --out)")
+    p.add_argument("--prune", action="store_true", help="stop hopeless trials early (median pruner)")
+    p.add_argument("--base", help="base preset instead of the suite's own")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every config (repeatable)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_ablate)
+
+    p = sub.add_parser("report", help="rebuild plots and Markdown from the JSON in an ablation or comparison folder")
+    p.add_argument("dir")
+    p.set_defaults(func=_report)
     return parser
 
 

@@ -16,6 +16,7 @@ import yaml
 
 from reasonlab.errors import UserError
 
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"  # also at configs/ in a source checkout
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 ARCHS = ("baseline", "recursive")
@@ -154,9 +155,21 @@ def _flatten(data: Any, origin: str) -> dict[str, Any]:
     return flat
 
 
+def preset_path(name_or_path: str | Path) -> Path:
+    """A YAML file by path, or a bundled preset by name (`cpu-small` = configs/cpu-small.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file() or path.suffix in (".yaml", ".yml"):
+        return path
+    bundled = PRESETS_DIR / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+    raise UserError(f"unknown preset {str(name_or_path)!r} (bundled: {known}; or give a .yaml file)")
+
+
 def read_preset(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML preset as dotted keys; `extends: other.yaml` (relative to the file) is read first."""
-    path = Path(path)
+    path = preset_path(path)
     if path.resolve() in _seen:
         raise UserError(f"config file {path} extends itself")
     data = read_yaml(path)

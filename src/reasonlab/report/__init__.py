@@ -1,5 +1,32 @@
-"""Plots and reports built from the JSON a run writes."""
+"""Plots and reports, built only from the JSON that runs, ablations and comparisons write."""
 
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reasonlab.errors import UserError
 from reasonlab.report.plots import plot_run_curves
 
-__all__ = ["plot_run_curves"]
+__all__ = ["plot_run_curves", "rebuild"]
+
+
+def rebuild(directory: str | Path) -> list[Path]:
+    """Re-create the plots and Markdown of an ablation or comparison folder from its JSON."""
+    from reasonlab.report.ablation import write_ablation_report
+
+    directory = Path(directory)
+    written: list[Path] = []
+    sources = {"ablation_results.json": (write_ablation_report, ["ablation.png", "ABLATION_SUMMARY.md"])}
+    for name, (write, outputs) in sources.items():
+        path = directory / name
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path} is not valid JSON: {exc}") from None
+            write(data, directory)
+            written += [directory / o for o in outputs]
+    if not written:
+        raise UserError(f"nothing to report in {directory}: no ablation_results.json or comparison.json")
+    return written

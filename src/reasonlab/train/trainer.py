@@ -11,6 +11,9 @@ import dataclasses
 import math
 import time
 from pathlib import Path
+from typing import Callable
+
+EvalCallback = Callable[[int, dict], None]
 
 import torch
 
@@ -81,7 +84,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return out, grad_norm
 
-    def run(self) -> dict:
+    def run(self, on_eval: EvalCallback | None = None) -> dict:
+        """Train to max_steps; `on_eval(step, val_metrics)` runs after each evaluation and may raise to stop."""
         t, st = self.cfg.train, self.state
         log = RunLog(self.run_dir, st.max_steps, st.step, self.quiet)
         tokens_per_step = t.batch_size * self.cfg.model.seq_len
@@ -127,6 +131,8 @@ class Trainer:
                         st.best_val_loss = final_val["loss"]
                         st.wall_time_s = time.perf_counter() - wall_start
                         self._save("best")
+                    if on_eval is not None:
+                        on_eval(st.step, final_val)
                 if t.save_every and st.step % t.save_every == 0:
                     st.wall_time_s = time.perf_counter() - wall_start
                     self._save(f"step_{st.step}")
@@ -170,7 +176,7 @@ def _check_fresh_run_dir(run_dir: Path) -> None:
         raise UserError(f"{run_dir} already holds files; pick another --out, or continue it with --resume {run_dir}")
 
 
-def train(cfg: Config, out: str | Path, quiet: bool = False) -> Path:
+def train(cfg: Config, out: str | Path, quiet: bool = False, on_eval: EvalCallback | None = None) -> Path:
     """Start a new run in `out` (which must be empty or absent); return the run directory."""
     run_dir = Path(out)
     _check_fresh_run_dir(run_dir)
@@ -179,7 +185,7 @@ def train(cfg: Config, out: str | Path, quiet: bool = False) -> Path:
     trainer = Trainer(cfg, run_dir, corpus, quiet)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    trainer.run()
+    trainer.run(on_eval)
     return run_dir
 
 

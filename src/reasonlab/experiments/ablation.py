@@ -1,0 +1,148 @@
+"""`reasonlab ablate`: run a suite through the sweep engine and aggregate it over seeds."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from reasonlab.config import Config, config_from_dict
+from reasonlab.errors import UserError
+from reasonlab.experiments.stats import CI_LEVEL, mean_ci, welch_diff
+from reasonlab.experiments.suites import load_suite
+from reasonlab.experiments.sweep import SweepSpec, enqueue_missing, finished_trials, open_study, run_workers
+from reasonlab.io import atomic_write_json
+from reasonlab.report.ablation import write_ablation_report
+
+RESULTS = "ablation_results.json"
+
+
+def sweep_overrides(steps: int) -> dict[str, Any]:
+    """Short runs: about ten evaluations and ten log lines each, no periodic checkpoints."""
+    every = max(1, steps // 10)
+    return {"train.max_steps": steps, "train.eval_every": every, "train.log_every": every, "train.save_every": 0}
+
+
+def _seed_row(result: dict[str, Any]) -> dict[str, Any]:
+    summary = result.get("summary", {})
+    last_val = result["val_history"][-1] if result["val_history"] else {}
+    final = summary.get("final_val") or {k: last_val.get(k) for k in ("loss", "perplexity", "accuracy")}
+    return {
+        "status": result["status"],
+        "nan_encountered": result["nan_encountered"],
+        "final_val": final,
+        "best_val_loss": summary.get("best_val_loss", min((e["loss"] for e in result["val_history"]), default=None)),
+        "total_time_s": summary.get("total_time_s"),
+        "tokens_per_s": summary.get("tokens_per_s"),
+        "flops": summary.get("flops", last_val.get("flops")),
+        "val_history": result["val_history"],
+        "train_history": result["train_history"],
+        "run_dir": result["run_dir"],
+    }
+
+
+def _mean_curve(rows: list[dict[str, Any]], key: str = "loss") -> list[dict[str, float]]:
+    """Mean over seeds at the steps every seed evaluated."""
+    by_step: dict[int, list[float]] = {}
+    for row in rows:
+        for event in row["val_history"]:
+            by_step.setdefault(event["step"], []).append(event[key])
+    return [{"step": s, key: sum(v) / len(v)} for s, v in sorted(by_step.items()) if len(v) == len(rows)]
+
+
+def _finite(values: list[Any]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def aggregate(configs: dict[str, Config], seeds: list[int], results: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
+    """Per config: per-seed rows, mean and CI of each metric, status; then the ranking and noise verdicts."""
+    table: dict[str, Any] = {}
+    for name, cfg in configs.items():
+        rows = {seed: _seed_row(results[(name, seed)]) for seed in seeds if (name, seed) in results}
+        complete = [r for r in rows.values() if r["status"] == "complete"]
+        statuses = {r["status"] for r in rows.values()}
+        status = "missing" if not rows else ("complete" if len(complete) == len(seeds) else
+                                             "pruned" if "pruned" in statuses else
+                                             "diverged" if "diverged" in statuses else "partial")
+        entry: dict[str, Any] = {"config": cfg.to_dict(), "status": status,
+                                 "nan_encountered": any(r["nan_encountered"] for r in rows.values()),
+                                 "seeds": {str(s): r for s, r in rows.items()}}
+        metrics = {
+            "final_val_loss": [r["final_val"]["loss"] for r in complete],
+            "final_val_perplexity": [r["final_val"]["perplexity"] for r in complete],
+            "final_val_accuracy": [r["final_val"]["accuracy"] for r in complete],
+            "best_val_loss": [r["best_val_loss"] for r in complete],
+            "total_time_s": [r["total_time_s"] for r in complete],
+            "tokens_per_s": [r["tokens_per_s"] for r in complete],
+            "flops": [r["flops"] for r in complete],
+        }
+        for key, values in metrics.items():
+            finite = _finite(values)
+            entry[key] = mean_ci(finite, CI_LEVEL) if finite else None
+        entry["val_curve"] = _mean_curve(complete) if complete else []
+        table[name] = entry
+    ranked = sorted((n for n, e in table.items() if e["final_val_loss"]), key=lambda n: table[n]["final_val_loss"]["mean"])
+    out: dict[str, Any] = {"ci_level": round(CI_LEVEL * 100), "seeds": seeds, "configs": table, "ranking": ranked}
+    if ranked:
+        best = ranked[0]
+        losses = [table[n]["final_val_loss"]["mean"] for n in ranked]
+        out["best"] = best
+        out["range"] = {"min": losses[0], "max": losses[-1], "spread": losses[-1] - losses[0]}
+        best_values = _finite([r["final_val"]["loss"] for r in table[best]["seeds"].values() if r["status"] == "complete"])
+        out["vs_best"] = {
+            n: welch_diff(best_values, _finite([r["final_val"]["loss"] for r in table[n]["seeds"].values() if r["status"] == "complete"]))
+            for n in ranked[1:]
+        }
+    return out
+
+
+def run_ablation(
+    suite: str,
+    steps: int,
+    seeds: int,
+    out: str | Path,
+    workers: int = 1,
+    storage: str | None = None,
+    prune: bool = False,
+    base: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run (or resume) a suite and write ablation_results.json, ablation.png and ABLATION_SUMMARY.md."""
+    if steps < 1 or seeds < 1 or workers < 1:
+        raise UserError("--steps, --seeds and --workers must be >= 1")
+    loaded = load_suite(suite, base, {**sweep_overrides(steps), **(overrides or {})})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = SweepSpec(
+        storage_url=storage or f"sqlite:///{(out / 'study.db').resolve()}",
+        study_name=f"{loaded.name}-{loaded.fingerprint()}",
+        out=out,
+        configs={name: cfg.to_dict() for name, cfg in loaded.configs.items()},
+        prune=prune,
+    )
+    study = open_study(spec)
+    seed_list = list(range(seeds))
+    queued = enqueue_missing(study, list(loaded.configs), seed_list)
+    total = len(loaded.configs) * seeds
+    progress(f"suite {loaded.name}: {total} trials ({len(loaded.configs)} configs x {seeds} seeds), "
+             f"{total - queued} already done or running, {queued} queued; study {spec.study_name} in {spec.storage_url}")
+    run_workers(spec, workers, progress)
+    results = aggregate(loaded.configs, seed_list, finished_trials(study))
+    results.update({"suite": loaded.name, "base": str(loaded.base), "steps": steps, "study": spec.study_name,
+                    "storage": spec.storage_url})
+    atomic_write_json(out / RESULTS, results)
+    write_ablation_report(results, out)
+    return results
+
+
+def best_config(sweep_dir: str | Path) -> Config:
+    """The best config of a finished ablation (`DIR:best` on the command line)."""
+    path = Path(sweep_dir) / RESULTS
+    if not path.is_file():
+        raise UserError(f"no {RESULTS} in {sweep_dir}: run reasonlab ablate there first")
+    results = json.loads(path.read_text())
+    if "best" not in results:
+        raise UserError(f"{path} has no finished config to take as best")
+    return config_from_dict(results["configs"][results["best"]]["config"])

@@ -1,0 +1,40 @@
+"""Seed statistics: means with t-intervals, and Welch intervals for the difference of two arms."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from scipy import stats as sps
+
+CI_LEVEL = 0.95
+
+
+def mean_ci(values: list[float], level: float = CI_LEVEL) -> dict[str, float | int | None]:
+    """Mean, standard deviation and the t-interval of the mean; no interval from a single value."""
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return {"mean": mean, "std": None, "ci_low": None, "ci_high": None, "n": n}
+    std = statistics.stdev(values)
+    half = sps.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)
+    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def welch_diff(a: list[float], b: list[float], level: float = CI_LEVEL) -> dict[str, float | bool | None]:
+    """mean(b) - mean(a) with Welch's t-interval (unequal variances, independent runs).
+
+    `significant` is True only when the interval excludes zero; with fewer than two values per
+    arm there is no interval and nothing is called significant.
+    """
+    diff = statistics.fmean(b) - statistics.fmean(a)
+    if len(a) < 2 or len(b) < 2:
+        return {"diff": diff, "ci_low": None, "ci_high": None, "significant": False}
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return {"diff": diff, "ci_low": diff, "ci_high": diff, "significant": diff != 0}
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = sps.t.ppf(0.5 + level / 2, df) * se
+    low, high = diff - half, diff + half
+    return {"diff": diff, "ci_low": low, "ci_high": high, "significant": not (low <= 0.0 <= high)}

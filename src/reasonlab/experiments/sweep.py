@@ -1,0 +1,225 @@
+"""The sweep engine: every (config, seed) of a suite is one trial of one Optuna study.
+
+Trials are enqueued with fixed parameters (no sampler guesswork); workers claim waiting
+trials atomically through the study's storage, so any number of local processes or machines
+can share one study: a SQLite file in the sweep folder by default, or any Optuna RDB URL
+(`postgresql://...`) for several machines. Each trial's result (summary and curves) is stored
+in the study itself, so whichever machine builds the report sees every trial.
+
+Re-running the same command resumes: finished trials are not run again, and trials whose
+worker died (a heartbeat older than the grace period, or failed with an error) are retried.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from reasonlab.config import Config, config_from_dict
+from reasonlab.errors import UserError
+from reasonlab.train import trainer
+from reasonlab.train.runlog import read_metrics
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are stable in practice
+
+HEARTBEAT_S = 10
+GRACE_S = 60
+SEED_RANGE = (0, 2**31 - 1)
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass
+class SweepSpec:
+    """What a worker needs to run any trial of the study."""
+
+    storage_url: str
+    study_name: str
+    out: Path
+    configs: dict[str, dict[str, Any]]  # name -> resolved config as a dict (picklable, JSON-able)
+    prune: bool = False
+
+
+def make_storage(url: str) -> optuna.storages.RDBStorage:
+    kwargs: dict[str, Any] = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+    try:
+        return optuna.storages.RDBStorage(url, **kwargs)
+    except Exception as exc:  # bad URL, missing driver, unreachable server
+        raise UserError(f"cannot open sweep storage {url}: {str(exc).splitlines()[0]}") from None
+
+
+def _pruner(prune: bool) -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0) if prune else optuna.pruners.NopPruner()
+
+
+def open_study(spec: SweepSpec) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(study_name=spec.study_name, storage=make_storage(spec.storage_url),
+                               direction="minimize", pruner=_pruner(spec.prune), load_if_exists=True)
+
+
+def trial_key(trial: optuna.trial.FrozenTrial) -> tuple[str, int] | None:
+    params = trial.params or trial.system_attrs.get("fixed_params") or {}
+    return (params["config"], int(params["seed"])) if "config" in params else None
+
+
+def enqueue_missing(study: optuna.Study, names: list[str], seeds: list[int]) -> int:
+    """Queue every (config, seed) that has no finished, running or waiting trial; return how many."""
+    optuna.storages.fail_stale_trials(study)
+    live = {trial_key(t) for t in study.get_trials(deepcopy=False, states=(*DONE, TrialState.RUNNING, TrialState.WAITING))}
+    added = 0
+    for name in names:
+        for seed in seeds:
+            if (name, seed) not in live:
+                study.enqueue_trial({"config": name, "seed": seed})
+                added += 1
+    return added
+
+
+def _claim(study: optuna.Study) -> optuna.Trial | None:
+    """Atomically move one waiting trial to RUNNING; None when the queue is empty."""
+    storage = study._storage
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, frozen.number)
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+class _Heartbeat:
+    """Marks a trial alive every HEARTBEAT_S seconds while it runs."""
+
+    def __init__(self, storage: Any, trial_id: int):
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, args=(storage, trial_id), daemon=True)
+
+    def _beat(self, storage: Any, trial_id: int) -> None:
+        while True:
+            storage.record_heartbeat(trial_id)
+            if self.stop.wait(HEARTBEAT_S):
+                return
+
+    def __enter__(self) -> "_Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def trial_result(run_dir: Path, status: str) -> dict[str, Any]:
+    """What a report needs from one finished trial: its summary and its curves."""
+    events = read_metrics(run_dir / "metrics.jsonl")
+    keep = ("step", "loss", "perplexity", "accuracy", "segments", "tokens", "flops", "time_s")
+    result: dict[str, Any] = {
+        "status": status,
+        "nan_encountered": any(e["kind"] == "diverged" for e in events),
+        "run_dir": str(run_dir),
+        "train_history": [{k: e[k] for k in ("step", "loss", "flops", "time_s") if k in e} for e in events if e["kind"] == "train"],
+        "val_history": [{k: e[k] for k in keep if k in e} for e in events if e["kind"] == "eval"],
+    }
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        result["summary"] = json.loads(summary_path.read_text())
+    return result
+
+
+def run_trial(cfg: Config, run_dir: Path, on_eval: Callable[[int, dict[str, float]], None] | None = None) -> str:
+    """Train one trial from scratch; returns its status: complete, pruned or diverged."""
+    if run_dir.exists():  # an attempt whose worker died: start it over
+        shutil.rmtree(run_dir)
+    try:
+        trainer.train(cfg, run_dir, quiet=True, on_eval=on_eval)
+    except optuna.TrialPruned:
+        return "pruned"
+    except trainer.TrainingDiverged:
+        return "diverged"
+    return "complete"
+
+
+def work(spec: SweepSpec, threads: int | None = None, progress: Callable[[str], None] | None = None) -> int:
+    """Run waiting trials until none are left; return how many this worker finished."""
+    if threads:
+        torch.set_num_threads(threads)
+    study = open_study(spec)
+    optuna.storages.fail_stale_trials(study)
+    names = sorted(spec.configs)
+    done = 0
+    while (trial := _claim(study)) is not None:
+        name = trial.suggest_categorical("config", names)
+        seed = trial.suggest_int("seed", *SEED_RANGE)
+        cfg = config_from_dict(spec.configs[name])
+        cfg.train.seed = seed
+        run_dir = spec.out / "trials" / f"{name}-s{seed}"
+
+        def report(step: int, metrics: dict[str, float], trial: optuna.Trial = trial) -> None:
+            trial.report(metrics["loss"], step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        with _Heartbeat(study._storage, trial._trial_id):
+            try:
+                status = run_trial(cfg, run_dir, report if spec.prune else None)
+            except Exception as exc:
+                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+        result = trial_result(run_dir, status)
+        trial.set_user_attr("result", result)
+        if status == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            final = result.get("summary", {}).get("final_val", {}).get("loss")
+            study.tell(trial, float("inf") if final is None else final)
+        done += 1
+        if progress:
+            loss = result.get("summary", {}).get("final_val", {}).get("loss")
+            progress(f"trial {name} seed {seed}: {status}" + (f", val loss {loss:.4f}" if loss is not None else ""))
+    return done
+
+
+def _worker_main(spec: SweepSpec, threads: int) -> None:
+    work(spec, threads, progress=lambda line: print(line, flush=True))
+
+
+def run_workers(spec: SweepSpec, workers: int, progress: Callable[[str], None]) -> None:
+    """Run the queue with `workers` local processes (1 = in this process)."""
+    if workers <= 1:
+        work(spec, progress=progress)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(spec, threads)) for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    failed = [p.exitcode for p in procs if p.exitcode]
+    if failed:
+        raise RuntimeError(f"{len(failed)} sweep worker(s) exited with an error")
+
+
+def finished_trials(study: optuna.Study) -> dict[tuple[str, int], dict[str, Any]]:
+    """The latest finished result of each (config, seed)."""
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    for trial in study.get_trials(deepcopy=False, states=DONE):
+        key = trial_key(trial)
+        if key is not None and "result" in trial.user_attrs:
+            results[key] = trial.user_attrs["result"]
+    return results
