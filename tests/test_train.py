@@ -85,7 +85,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     before = (run / "checkpoints/final/model.safetensors").read_bytes()
     from reasonlab.train.trainer import Trainer, TrainingDiverged
 
-    real_step = Trainer._train_step
+    real_step = Trainer.train_step
 
     def poisoned(self):
         if self.state.step == 24:
@@ -93,7 +93,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
                 p.data.fill_(float("nan"))
         return real_step(self)
 
-    monkeypatch.setattr(Trainer, "_train_step", poisoned)
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
     with pytest.raises(TrainingDiverged, match="step 25"):
         reasonlab.resume(run, max_steps=40, quiet=True)
     assert (run / "checkpoints/final/model.safetensors").read_bytes() == before

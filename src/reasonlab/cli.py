@@ -75,6 +75,16 @@ def _ablate(args: argparse.Namespace) -> None:
     print(f"{args.out}/ABLATION_SUMMARY.md: best {results.get('best', 'none')} of {len(results['configs'])} configs")
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from reasonlab.experiments.compare import run_comparison
+
+    result = run_comparison(args.a, args.b, args.steps, args.seeds, args.match, args.out,
+                            progress=lambda line: print(line, file=sys.stderr, flush=True))
+    winner = result["winner"]
+    verdict = f"{result['arms'][winner]['name']} wins" if winner else "no significant difference"
+    print(f"{args.out}/FINAL_RESULTS.md: at equal {args.match}, {verdict}")
+
+
 def _report(args: argparse.Namespace) -> None:
     from reasonlab.report import rebuild
 
@@ -125,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every config (repeatable)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_ablate)
+
+    p = sub.add_parser("compare", help="two arms head to head over seeds, at equal steps, FLOPs and time")
+    p.add_argument("--a", required=True, help="YAML config, preset name, or DIR:best of an ablation")
+    p.add_argument("--b", required=True, help="YAML config, preset name, or DIR:best of an ablation")
+    p.add_argument("--steps", type=int, default=1000, help="steps of the costlier (or slower) arm")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--match", choices=["steps", "flops", "time"], default="flops", help="what the budgets equalise")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_compare)
 
     p = sub.add_parser("report", help="rebuild plots and Markdown from the JSON in an ablation or comparison folder")
     p.add_argument("dir")

@@ -167,8 +167,13 @@ def preset_path(name_or_path: str | Path) -> Path:
     raise UserError(f"unknown preset {str(name_or_path)!r} (bundled: {known}; or give a .yaml file)")
 
 
+def preset_ref(ref: str, origin: Path) -> Path:
+    """A preset named inside another file: a .yaml path relative to that file, or a bundled name."""
+    return origin.parent / ref if ref.endswith((".yaml", ".yml")) else Path(ref)
+
+
 def read_preset(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A YAML preset as dotted keys; `extends: other.yaml` (relative to the file) is read first."""
+    """A YAML preset as dotted keys; `extends: other.yaml` (or a bundled preset name) is read first."""
     path = preset_path(path)
     if path.resolve() in _seen:
         raise UserError(f"config file {path} extends itself")
@@ -178,7 +183,7 @@ def read_preset(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any
     if parent is not None:
         if not isinstance(parent, str):
             raise UserError(f"{path}: extends must be a file name, got {parent!r}")
-        flat.update(read_preset(path.parent / parent, (*_seen, path.resolve())))
+        flat.update(read_preset(preset_ref(parent, path), (*_seen, path.resolve())))
     flat.update(_flatten(data, str(path)))
     return flat
 

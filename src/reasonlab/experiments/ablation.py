@@ -137,12 +137,12 @@ def run_ablation(
     return results
 
 
-def best_config(sweep_dir: str | Path) -> Config:
-    """The best config of a finished ablation (`DIR:best` on the command line)."""
+def best_config(sweep_dir: str | Path) -> tuple[str, Config]:
+    """The name and config of the best config of a finished ablation (`DIR:best` on the command line)."""
     path = Path(sweep_dir) / RESULTS
     if not path.is_file():
         raise UserError(f"no {RESULTS} in {sweep_dir}: run reasonlab ablate there first")
     results = json.loads(path.read_text())
     if "best" not in results:
         raise UserError(f"{path} has no finished config to take as best")
-    return config_from_dict(results["configs"][results["best"]]["config"])
+    return results["best"], config_from_dict(results["configs"][results["best"]]["config"])

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reasonlab.config import PRESETS_DIR, Config, read_preset, read_yaml, resolve_config
+from reasonlab.config import PRESETS_DIR, Config, preset_ref, read_preset, read_yaml, resolve_config
 from reasonlab.errors import UserError
 
 SUITES_DIR = PRESETS_DIR / "suites"
@@ -74,8 +74,7 @@ def load_suite(name_or_path: str, base: str | Path | None = None, overrides: dic
     unknown = set(data) - {"name", "base", "common", "configs"}
     if unknown:
         raise UserError(f"suite {path}: unknown keys {', '.join(sorted(unknown))}")
-    ref = str(base or data.get("base", "cpu-small"))
-    base_path = path.parent / ref if not base and ref.endswith((".yaml", ".yml")) else Path(ref)
+    base_path = Path(base) if base else preset_ref(str(data.get("base", "cpu-small")), path)
     base_values = read_preset(base_path)
     base_cfg = resolve_config(None, base_values)
     configs = {}

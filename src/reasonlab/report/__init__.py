@@ -14,10 +14,14 @@ __all__ = ["plot_run_curves", "rebuild"]
 def rebuild(directory: str | Path) -> list[Path]:
     """Re-create the plots and Markdown of an ablation or comparison folder from its JSON."""
     from reasonlab.report.ablation import write_ablation_report
+    from reasonlab.report.comparison import write_comparison_report
 
     directory = Path(directory)
     written: list[Path] = []
-    sources = {"ablation_results.json": (write_ablation_report, ["ablation.png", "ABLATION_SUMMARY.md"])}
+    sources = {
+        "ablation_results.json": (write_ablation_report, ["ablation.png", "ABLATION_SUMMARY.md"]),
+        "comparison.json": (write_comparison_report, ["comparison.png", "comparison_compute.png", "FINAL_RESULTS.md"]),
+    }
     for name, (write, outputs) in sources.items():
         path = directory / name
         if path.is_file():

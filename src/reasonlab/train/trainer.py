@@ -68,7 +68,8 @@ class Trainer:
         t = self.cfg.train
         return evaluate(self.model, self.corpus.val, self.cfg.model.seq_len, t.batch_size, t.eval_batches, self.device, self.autocast)
 
-    def _train_step(self) -> tuple[StepLoss, torch.Tensor]:
+    def train_step(self) -> tuple[StepLoss, torch.Tensor]:
+        """One optimizer update on the next batch; returns the step's losses and the gradient norm."""
         t = self.cfg.train
         lr = lr_at(self.state.step, t)
         for group in self.optimizer.param_groups:
@@ -98,7 +99,7 @@ class Trainer:
                          f"{st.max_steps} steps on {self.device} ({self.precision})")
             while st.step < st.max_steps:
                 tic = time.perf_counter()
-                out, grad_norm = self._train_step()
+                out, grad_norm = self.train_step()
                 values = {"loss": out.lm_loss.item(), **{k: v.item() for k, v in out.metrics.items()}, "grad_norm": grad_norm.item()}
                 dt = time.perf_counter() - tic
                 st.step += 1

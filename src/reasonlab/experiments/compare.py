@@ -1,0 +1,245 @@
+"""`reasonlab compare`: two arms, several seeds each, judged at equal steps, FLOPs and wall time.
+
+`--match` sets the budgets both arms train to, each with its own full LR schedule:
+- steps: both arms run `steps` steps;
+- flops: both spend what the costlier arm spends in `steps` steps (the cheaper arm runs more);
+- time: both get the wall time the slower arm needs for `steps` steps (step times measured first).
+The other two verdicts are read off the validation curves at the largest budget both arms
+reached. Arm B's seeds follow arm A's (A: 0..k-1, B: k..2k-1), so the runs are independent
+samples, as Welch's interval for the difference assumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from reasonlab.config import Config, resolve_config
+from reasonlab.data import prepare_corpus
+from reasonlab.errors import UserError
+from reasonlab.experiments.ablation import best_config
+from reasonlab.experiments.stats import CI_LEVEL, mean_ci, welch_diff
+from reasonlab.io import atomic_write_json
+from reasonlab.model.flops import flops_per_token, segment_flops_per_token
+from reasonlab.report.comparison import write_comparison_report
+from reasonlab.train import trainer
+from reasonlab.train.runlog import read_metrics
+
+MATCHES = ("steps", "flops", "time")
+AXES = {"steps": "step", "flops": "flops", "time": "time_s"}
+RESULTS = "comparison.json"
+
+
+def arm_config(spec: str) -> tuple[str, Config]:
+    """`DIR:best` (the best config of an ablation) or a YAML config / bundled preset name."""
+    if spec.endswith(":best"):
+        return best_config(spec[: -len(":best")])
+    return Path(spec).stem, resolve_config(spec)
+
+
+def nominal_step_flops(cfg: Config) -> int:
+    """FLOPs of one training step when every segment runs (ACT can only spend less)."""
+    tokens = cfg.train.batch_size * cfg.model.seq_len
+    if cfg.model.arch == "recursive":
+        return tokens * cfg.recursion.halt_max_steps * segment_flops_per_token(cfg.model, cfg.recursion)
+    return tokens * flops_per_token(cfg.model)
+
+
+def measure_step_time(cfg: Config, steps: int = 5, warmup: int = 2) -> float:
+    """Median seconds per training step of this config on this machine (for --match time)."""
+    corpus = prepare_corpus(cfg.data, cfg.model.vocab_size)
+    steady = trainer.Trainer(trainer.fit_tokenizer_vocab(cfg, corpus), Path("."), corpus, quiet=True)
+    times = []
+    for i in range(warmup + steps):
+        tic = time.perf_counter()
+        steady.train_step()
+        if i >= warmup:
+            times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
+def plan_steps(configs: dict[str, Config], steps: int, match: str, progress: Callable[[str], None]) -> dict[str, int]:
+    if match == "steps":
+        return {arm: steps for arm in configs}
+    if match == "flops":
+        cost = {arm: nominal_step_flops(cfg) for arm, cfg in configs.items()}
+    else:
+        cost = {arm: measure_step_time(cfg) for arm, cfg in configs.items()}
+        progress("measured step times: " + ", ".join(f"{arm} {t * 1000:.0f} ms" for arm, t in cost.items()))
+    budget = steps * max(cost.values())
+    return {arm: max(1, round(budget / c)) for arm, c in cost.items()}
+
+
+def _with(cfg: Config, **train: Any) -> Config:
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
+
+
+def _same_run(stored: Config, wanted: Config) -> bool:
+    """Equal up to the vocab size, which a run fits to its tokenizer."""
+    a, b = stored.to_dict(), wanted.to_dict()
+    a["model"].pop("vocab_size")
+    b["model"].pop("vocab_size")
+    return a == b
+
+
+def _run(cfg: Config, run_dir: Path, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Train one seed of one arm, or reuse it when a finished run with the same config is there."""
+    summary = run_dir / "summary.json"
+    stored = run_dir / "config.yaml"
+    if summary.is_file() and stored.is_file() and _same_run(resolve_config(stored), cfg):
+        progress(f"{run_dir.name}: finished earlier, reused")
+    else:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        trainer.train(cfg, run_dir, quiet=True)
+    events = read_metrics(run_dir / "metrics.jsonl")
+    result = {
+        "run_dir": str(run_dir),
+        "summary": json.loads(summary.read_text()),
+        "train_history": [{k: e[k] for k in ("step", "loss", "flops", "time_s")} for e in events if e["kind"] == "train"],
+        "val_history": [{k: e[k] for k in ("step", "loss", "perplexity", "accuracy", "flops", "time_s") if k in e}
+                        for e in events if e["kind"] == "eval"],
+    }
+    final = result["summary"]["final_val"]
+    progress(f"{run_dir.name}: val loss {final['loss']:.4f}, accuracy {final['accuracy']:.2%}")
+    return result
+
+
+def value_at(history: list[dict[str, float]], axis: str, point: float, key: str) -> float:
+    """A validation metric at `point` on `axis`, linearly interpolated between evaluations."""
+    xs = [e[axis] for e in history]
+    return float(np.interp(point, xs, [e[key] for e in history]))
+
+
+def _mean_history(runs: list[dict[str, Any]], field: str) -> list[dict[str, float]]:
+    """Mean over seeds of each recorded quantity, at the steps every seed recorded."""
+    by_step: dict[int, list[dict[str, float]]] = {}
+    for run in runs:
+        for event in run[field]:
+            by_step.setdefault(event["step"], []).append(event)
+    return [{k: statistics.fmean(e[k] for e in events) for k in events[0]}
+            for step, events in sorted(by_step.items()) if len(events) == len(runs)]
+
+
+def _advantage(a: float, b: float, lower_is_better: bool) -> dict[str, Any]:
+    """Which arm is ahead and by how much, relative to the other arm's value (as the original report)."""
+    if a == b:
+        return {"better": None, "advantage_pct": 0.0}
+    better = ("a" if a < b else "b") if lower_is_better else ("a" if a > b else "b")
+    best, worst = (a, b) if better == "a" else (b, a)
+    return {"better": better, "advantage_pct": 100 * abs(best - worst) / abs(worst)}
+
+
+def verdicts(arms: dict[str, dict[str, Any]], match: str) -> dict[str, Any]:
+    out = {}
+    for dim, axis in AXES.items():
+        reach = {arm: min(r["val_history"][-1][axis] for r in data["per_seed"].values()) for arm, data in arms.items()}
+        point = min(reach.values())
+        values = {arm: [value_at(r["val_history"], axis, point, "loss") for r in data["per_seed"].values()]
+                  for arm, data in arms.items()}
+        diff = welch_diff(values["a"], values["b"])
+        winner = None if not diff["significant"] else ("a" if diff["diff"] > 0 else "b")
+        out[dim] = {"axis": axis, "point": point, "matched": dim == match, "a": mean_ci(values["a"]), "b": mean_ci(values["b"]),
+                    "diff_b_minus_a": diff, "winner": winner,
+                    "margin_pct": 100 * abs(diff["diff"]) / max(statistics.fmean(values["a"]), statistics.fmean(values["b"]))}
+    return out
+
+
+def recommendations(result: dict[str, Any]) -> list[str]:
+    """Advice that follows from the verdicts and the measured speeds, nothing canned."""
+    names = {arm: result["arms"][arm]["name"] for arm in ("a", "b")}
+    v = result["verdicts"]
+    notes = []
+    if result["n_seeds"] < 2:
+        notes.append("One seed per arm measures no noise: rerun with --seeds 3 before acting on any difference.")
+    for dim, label in (("flops", "a fixed compute budget"), ("time", "a fixed wall-clock budget"), ("steps", "a fixed number of steps")):
+        winner = v[dim]["winner"]
+        if winner:
+            notes.append(f"Under {label}, train {names[winner]}: it reaches a val loss {v[dim]['margin_pct']:.2f}% lower "
+                         f"({v[dim]['diff_b_minus_a']['ci_low']:.4f} to {v[dim]['diff_b_minus_a']['ci_high']:.4f} is the "
+                         f"{result['ci_level']}% CI of B minus A).")
+        else:
+            notes.append(f"Under {label} the arms are not distinguishable at {result['n_seeds']} seeds; "
+                         f"more seeds or a longer budget are needed to separate them.")
+    speed = result["speed"]["tokens_per_s"]
+    if speed["better"]:
+        notes.append(f"{names[speed['better']]} trains {speed['advantage_pct']:.2f}% faster per token on this machine; "
+                     "where the loss verdicts tie, it is the cheaper choice.")
+    return notes
+
+
+def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str | Path,
+                   progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train both arms over seeds and write comparison.json, comparison.png, comparison_compute.png, FINAL_RESULTS.md."""
+    if match not in MATCHES:
+        raise UserError(f"--match must be one of {', '.join(MATCHES)}, got {match!r}")
+    if steps < 1 or seeds < 1:
+        raise UserError("--steps and --seeds must be >= 1")
+    (name_a, cfg_a), (name_b, cfg_b) = arm_config(a), arm_config(b)
+    if name_a == name_b:
+        name_a, name_b = f"{name_a} (A)", f"{name_b} (B)"
+    configs = {"a": cfg_a, "b": cfg_b}
+    planned = plan_steps(configs, steps, match, progress)
+    seed_lists = {"a": list(range(seeds)), "b": list(range(seeds, 2 * seeds))}
+    out = Path(out)
+    arms: dict[str, dict[str, Any]] = {}
+    for arm, name, source in (("a", name_a, a), ("b", name_b, b)):
+        n = planned[arm]
+        cfg = _with(configs[arm], max_steps=n, eval_every=max(1, n // 10), log_every=max(1, n // 20), save_every=0)
+        progress(f"arm {arm.upper()} {name}: {n} steps x {seeds} seeds")
+        per_seed = {str(s): _run(_with(cfg, seed=s), out / "runs" / f"{arm}-s{s}", progress) for s in seed_lists[arm]}
+        runs = list(per_seed.values())
+        summaries = [r["summary"] for r in runs]
+        agg = {
+            "final_val_loss": mean_ci([s["final_val"]["loss"] for s in summaries]),
+            "final_val_perplexity": mean_ci([s["final_val"]["perplexity"] for s in summaries]),
+            "final_val_accuracy": mean_ci([s["final_val"]["accuracy"] for s in summaries]),
+            "best_val_loss": mean_ci([s["best_val_loss"] for s in summaries]),
+            "train_time_s": mean_ci([s["train_time_s"] for s in summaries]),
+            "total_time_s": mean_ci([s["total_time_s"] for s in summaries]),
+            "steps_per_s": mean_ci([s["steps_per_s"] for s in summaries]),
+            "tokens_per_s": mean_ci([s["tokens_per_s"] for s in summaries]),
+            "flops": mean_ci([s["flops"] for s in summaries]),
+        }
+        arms[arm] = {
+            "name": name, "source": source, "config": cfg.to_dict(), "max_steps": n, "seeds": seed_lists[arm],
+            "results": {"total_time": agg["total_time_s"]["mean"], "best_val_loss": agg["best_val_loss"]["mean"],
+                        "final_val_metrics": {k: agg[f"final_val_{k}"]["mean"] for k in ("loss", "perplexity", "accuracy")}},
+            "train_history": _mean_history(runs, "train_history"), "val_history": _mean_history(runs, "val_history"),
+            "aggregate": agg, "per_seed": per_seed,
+        }
+    fa, fb = arms["a"]["aggregate"], arms["b"]["aggregate"]
+    result: dict[str, Any] = {
+        "match": match, "steps": steps, "n_seeds": seeds, "ci_level": round(CI_LEVEL * 100), "arms": arms,
+        "metric_table": [
+            {"metric": "val loss", "key": "final_val_loss", "a": fa["final_val_loss"]["mean"], "b": fb["final_val_loss"]["mean"],
+             **_advantage(fa["final_val_loss"]["mean"], fb["final_val_loss"]["mean"], True)},
+            {"metric": "perplexity", "key": "final_val_perplexity", "a": fa["final_val_perplexity"]["mean"],
+             "b": fb["final_val_perplexity"]["mean"],
+             **_advantage(fa["final_val_perplexity"]["mean"], fb["final_val_perplexity"]["mean"], True)},
+            {"metric": "accuracy", "key": "final_val_accuracy", "a": fa["final_val_accuracy"]["mean"],
+             "b": fb["final_val_accuracy"]["mean"],
+             **_advantage(fa["final_val_accuracy"]["mean"], fb["final_val_accuracy"]["mean"], False)},
+        ],
+        "speed": {
+            "steps_per_s": {"a": fa["steps_per_s"]["mean"], "b": fb["steps_per_s"]["mean"],
+                            **_advantage(fa["steps_per_s"]["mean"], fb["steps_per_s"]["mean"], False)},
+            "tokens_per_s": {"a": fa["tokens_per_s"]["mean"], "b": fb["tokens_per_s"]["mean"],
+                             **_advantage(fa["tokens_per_s"]["mean"], fb["tokens_per_s"]["mean"], False)},
+            "train_time_s": {"a": fa["train_time_s"]["mean"], "b": fb["train_time_s"]["mean"],
+                             **_advantage(fa["train_time_s"]["mean"], fb["train_time_s"]["mean"], True)},
+        },
+    }
+    result["verdicts"] = verdicts(arms, match)
+    result["winner"] = result["verdicts"][match]["winner"]
+    result["recommendations"] = recommendations(result)
+    atomic_write_json(out / RESULTS, result)
+    write_comparison_report(result, out)
+    return result

@@ -1,0 +1,143 @@
+import json
+import math
+import re
+
+import optuna
+import pytest
+
+from reasonlab.cli import main
+from reasonlab.experiments.sweep import finished_trials, make_storage
+
+SUITE = """
+name: tiny
+base: cpu-tiny
+configs:
+  a_base: {}
+  b_small: {model.d_model: "/2"}
+  c_deep: {model.n_layers: "*2"}
+  d_hopeless: {train.lr: "/1000"}
+"""
+
+
+@pytest.fixture
+def suite_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SUITE)
+    return path
+
+
+def _trials(out):
+    study = optuna.load_study(study_name=None, storage=make_storage(f"sqlite:///{out / 'study.db'}"))
+    return study.get_trials(deepcopy=False)
+
+
+def _ablate(suite_file, out, *extra):
+    return main(["ablate", "--suite", str(suite_file), "--steps", "12", "--out", str(out), *extra])
+
+
+def test_suite_runs_end_to_end_and_resumes(tmp_path, suite_file, capsys):
+    out = tmp_path / "sweep"
+    assert _ablate(suite_file, out) == 0
+    for name in ("ablation_results.json", "ablation.png", "ABLATION_SUMMARY.md", "study.db"):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "ablation_results.json").read_text())
+    assert set(results["configs"]) == {"a_base", "b_small", "c_deep", "d_hopeless"}
+    assert results["ranking"][-1] == "d_hopeless" and results["best"] != "d_hopeless"
+    entry = results["configs"]["a_base"]
+    assert entry["status"] == "complete" and not entry["nan_encountered"]
+    for key in ("final_val_loss", "best_val_loss", "final_val_accuracy", "final_val_perplexity", "total_time_s", "tokens_per_s", "flops"):
+        assert entry[key]["mean"] > 0, key
+    assert results["configs"]["b_small"]["config"]["model"]["d_model"] == 32
+    summary = (out / "ABLATION_SUMMARY.md").read_text()
+    assert results["best"] in summary and "noise is not measured" in summary
+    capsys.readouterr()
+
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "trials").rglob("summary.json")}
+    assert _ablate(suite_file, out) == 0
+    assert "4 already done or running, 0 queued" in capsys.readouterr().err
+    assert len(_trials(out)) == 4
+    assert {p: p.stat().st_mtime_ns for p in (out / "trials").rglob("summary.json")} == stamps
+
+
+def test_two_workers_run_each_trial_exactly_once(tmp_path, suite_file):
+    out = tmp_path / "sweep"
+    assert _ablate(suite_file, out, "--workers", "2", "--seeds", "2") == 0
+    trials = _trials(out)
+    keys = sorted((t.params["config"], t.params["seed"]) for t in trials)
+    assert len(trials) == 8 and keys == sorted({*keys})
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    results = json.loads((out / "ablation_results.json").read_text())
+    assert all(e["final_val_loss"]["n"] == 2 and e["final_val_loss"]["ci_low"] is not None for e in results["configs"].values())
+
+
+def test_hopeless_trials_are_pruned_not_failed(tmp_path, suite_file):
+    out = tmp_path / "sweep"
+    assert _ablate(suite_file, out, "--prune") == 0
+    states = {t.params["config"]: t.state for t in _trials(out)}
+    assert states["d_hopeless"] == optuna.trial.TrialState.PRUNED
+    assert json.loads((out / "ablation_results.json").read_text())["configs"]["d_hopeless"]["status"] == "pruned"
+
+
+def test_unknown_suite_key_fails_before_anything_runs(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: cpu-tiny\nconfigs:\n  x: {model.d_modle: 3}\n")
+    out = tmp_path / "sweep"
+    assert main(["ablate", "--suite", str(bad), "--out", str(out)]) == 2
+    assert "model.d_modle" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def _compare(tmp_path, name, b_overrides=""):
+    b = tmp_path / f"{name}-b.yaml"
+    b.write_text("extends: cpu-tiny\n" + b_overrides)
+    out = tmp_path / name
+    assert main(["compare", "--a", "cpu-tiny", "--b", str(b), "--steps", "20", "--seeds", "3", "--match", "steps",
+                 "--out", str(out)]) == 0
+    return out, json.loads((out / "comparison.json").read_text())
+
+
+def test_a_a_comparison_finds_no_difference(tmp_path):
+    out, result = _compare(tmp_path, "aa")
+    assert result["arms"]["a"]["seeds"] != result["arms"]["b"]["seeds"]
+    assert all(v["winner"] is None for v in result["verdicts"].values())
+    assert "No significant difference at equal steps" in (out / "FINAL_RESULTS.md").read_text()
+
+
+def test_planted_handicap_loses_and_every_report_number_is_in_the_json(tmp_path):
+    out, result = _compare(tmp_path, "handicap", "train:\n  lr: 3.0e-5\n")
+    assert result["winner"] == "a"
+    assert result["verdicts"]["steps"]["diff_b_minus_a"]["ci_low"] > 0
+    for name in ("comparison.png", "comparison_compute.png", "FINAL_RESULTS.md"):
+        assert (out / name).is_file()
+    arm = result["arms"]["a"]
+    assert {"name", "config", "results", "train_history", "val_history"} <= set(arm)
+    assert set(arm["results"]) == {"total_time", "best_val_loss", "final_val_metrics"}
+
+    numbers = []
+
+    def walk(x):
+        if isinstance(x, bool):
+            return
+        if isinstance(x, (int, float)):
+            numbers.append(float(x))
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(result)
+    text = (out / "FINAL_RESULTS.md").read_text()
+    found = re.findall(r"(?<![\w.\-])-?\d[\d,]*(?:\.\d+)?(?:e[-+]\d+)?%?(?![\w])", text)
+    assert len(found) > 40
+    for token in found:
+        raw = token.rstrip("%").replace(",", "")
+        value = float(raw)
+        decimals = len(raw.split(".")[1].split("e")[0]) if "." in raw else 0
+        if "e" in raw:
+            tol = 0.5 * 10 ** (int(raw.split("e")[1]) - decimals)
+        else:
+            tol = 0.5 * 10**-decimals + 1e-9
+        ok = any(abs(value - v) <= tol or abs(value - 100 * v) <= tol for v in numbers if math.isfinite(v))
+        assert ok, f"{token} in FINAL_RESULTS.md is not in comparison.json"
