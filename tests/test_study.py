@@ -141,3 +141,21 @@ def test_planted_handicap_loses_and_every_report_number_is_in_the_json(tmp_path)
             tol = 0.5 * 10**-decimals + 1e-9
         ok = any(abs(value - v) <= tol or abs(value - 100 * v) <= tol for v in numbers if math.isfinite(v))
         assert ok, f"{token} in FINAL_RESULTS.md is not in comparison.json"
+
+
+def test_demo_runs_the_whole_study(tmp_path, monkeypatch, capsys):
+    from reasonlab.experiments import demo
+
+    monkeypatch.setattr(demo, "SWEEP_STEPS", 10)
+    monkeypatch.setattr(demo, "COMPARE_STEPS", 12)
+    monkeypatch.setattr(demo, "BASELINE_SUBSET", ["1_baseline", "4_high_lr"])
+    monkeypatch.setattr(demo, "REASONING_SUBSET", ["R02_minimal"])
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--base", "cpu-tiny"]) == 0
+    printed = capsys.readouterr().out
+    assert "FINAL_RESULTS.md" in printed and "equal FLOPs (matched)" in printed
+    for path in ("baseline_sweep/ABLATION_SUMMARY.md", "reasoning_sweep/ABLATION_SUMMARY.md", "comparison/FINAL_RESULTS.md",
+                 "comparison/comparison.png", "comparison/comparison_compute.png"):
+        assert (out / path).is_file(), path
+    result = json.loads((out / "comparison" / "comparison.json").read_text())
+    assert result["arms"]["b"]["config"]["model"]["arch"] == "recursive" and result["n_seeds"] == 2

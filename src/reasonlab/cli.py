@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from pathlib import Path
 from typing import Sequence
 
 from reasonlab import api
@@ -70,8 +72,9 @@ def _ablate(args: argparse.Namespace) -> None:
     from reasonlab.experiments.ablation import run_ablation
 
     overrides = dict(parse_override(item) for item in args.set or [])
+    only = [name.strip() for name in args.only.split(",")] if args.only else None
     results = run_ablation(args.suite, args.steps, args.seeds, args.out, args.workers, args.storage, args.prune,
-                           args.base, overrides, progress=lambda line: print(line, file=sys.stderr, flush=True))
+                           args.base, overrides, only, progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"{args.out}/ABLATION_SUMMARY.md: best {results.get('best', 'none')} of {len(results['configs'])} configs")
 
 
@@ -85,6 +88,16 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"{args.out}/FINAL_RESULTS.md: at equal {args.match}, {verdict}")
 
 
+def _demo(args: argparse.Namespace) -> None:
+    from reasonlab.experiments.demo import run_demo
+    from reasonlab.report.comparison import headline
+
+    tic = time.perf_counter()
+    result = run_demo(args.out, args.base, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"\nreport: {Path(args.out) / 'comparison' / 'FINAL_RESULTS.md'} ({time.perf_counter() - tic:.0f} s)\n")
+    print(headline(result))
+
+
 def _report(args: argparse.Namespace) -> None:
     from reasonlab.report import rebuild
 
@@ -95,6 +108,11 @@ def _report(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="reasonlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("demo", help="the whole study at CPU scale: two sweeps, a head-to-head, the report")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--base", default="cpu-demo", help="base preset of the sweeps")
+    p.set_defaults(func=_demo)
 
     p = sub.add_parser("train", help="train a model, or resume/extend a run")
     p.add_argument("--config", help="YAML preset, e.g. configs/cpu-small.yaml")
@@ -132,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna RDB URL shared by workers on several machines (default: SQLite in --out)")
     p.add_argument("--prune", action="store_true", help="stop hopeless trials early (median pruner)")
     p.add_argument("--base", help="base preset instead of the suite's own")
+    p.add_argument("--only", metavar="NAME,NAME", help="run just these configs of the suite")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every config (repeatable)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_ablate)

@@ -107,12 +107,13 @@ def run_ablation(
     prune: bool = False,
     base: str | None = None,
     overrides: dict[str, Any] | None = None,
+    only: list[str] | None = None,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run (or resume) a suite and write ablation_results.json, ablation.png and ABLATION_SUMMARY.md."""
     if steps < 1 or seeds < 1 or workers < 1:
         raise UserError("--steps, --seeds and --workers must be >= 1")
-    loaded = load_suite(suite, base, {**sweep_overrides(steps), **(overrides or {})})
+    loaded = load_suite(suite, base, {**sweep_overrides(steps), **(overrides or {})}, only)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec = SweepSpec(

@@ -65,8 +65,10 @@ def _scaled(key: str, value: Any, base: Config) -> Any:
     return round(scaled) if isinstance(current, int) else scaled
 
 
-def load_suite(name_or_path: str, base: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Suite:
-    """Resolve every config of a suite (base <- common <- its own overrides <- `overrides`)."""
+def load_suite(name_or_path: str, base: str | Path | None = None, overrides: dict[str, Any] | None = None,
+               only: list[str] | None = None) -> Suite:
+    """Resolve every config of a suite (base <- common <- its own overrides <- `overrides`),
+    or just the configs named in `only`."""
     path = suite_path(name_or_path)
     data = read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("configs"), dict) or not data["configs"]:
@@ -77,8 +79,13 @@ def load_suite(name_or_path: str, base: str | Path | None = None, overrides: dic
     base_path = Path(base) if base else preset_ref(str(data.get("base", "cpu-small")), path)
     base_values = read_preset(base_path)
     base_cfg = resolve_config(None, base_values)
+    unknown = set(only or []) - set(map(str, data["configs"]))
+    if unknown:
+        raise UserError(f"suite {path} has no config {', '.join(sorted(unknown))}")
     configs = {}
     for name, own in data["configs"].items():
+        if only and str(name) not in only:
+            continue
         if own is not None and not isinstance(own, dict):
             raise UserError(f"suite {path}: config {name!r} must be a mapping of section.key: value")
         merged = {**(data.get("common") or {}), **(own or {})}

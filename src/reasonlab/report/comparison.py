@@ -76,6 +76,44 @@ def _verdict_text(result: dict[str, Any], dim: str) -> str:
     return f"{result['arms'][v['winner']]['name']} wins by {fnum(v['margin_pct'], 2)}%"
 
 
+def _metric_rows(result: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for row in result["metric_table"]:
+        fmt = fpct if row["metric"] == "accuracy" else (lambda x: fnum(x, 2)) if row["metric"] == "perplexity" else fnum
+        adv = "tie" if row["better"] is None else f"{row['better'].upper()} {fnum(row['advantage_pct'], 1)}% better"
+        rows.append([row["metric"], fmt(row["a"]), fmt(row["b"]), adv])
+    for key, label, fmt in (("steps_per_s", "speed (steps/s)", lambda x: fnum(x, 2)), ("tokens_per_s", "speed (tokens/s)", fint),
+                            ("train_time_s", "training time (s)", lambda x: fnum(x, 1))):
+        s = result["speed"][key]
+        faster = "tie" if s["better"] is None else f"{s['better'].upper()} {fnum(s['advantage_pct'], 1)}% faster"
+        rows.append([label, fmt(s["a"]), fmt(s["b"]), faster])
+    return rows
+
+
+def _verdict_rows(result: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for dim, label, fmt in (("steps", "equal steps", lambda x: fint(x)), ("flops", "equal FLOPs", fsci),
+                            ("time", "equal time (s)", lambda x: fnum(x, 1))):
+        d = result["verdicts"][dim]
+        ci = d["diff_b_minus_a"]
+        interval = "n/a" if ci["ci_low"] is None else f"[{fnum(ci['ci_low'])}, {fnum(ci['ci_high'])}]"
+        rows.append([label + (" (matched)" if d["matched"] else ""), fmt(d["point"]), fci(d["a"]), fci(d["b"]),
+                     fnum(ci["diff"]), interval, _verdict_text(result, dim)])
+    return rows
+
+
+def _headers(result: dict[str, Any]) -> tuple[list[str], list[str]]:
+    a, b, level = result["arms"]["a"]["name"], result["arms"]["b"]["name"], result["ci_level"]
+    return (["metric", f"A: {a}", f"B: {b}", "advantage"],
+            ["budget", "at", "A val loss", "B val loss", "B - A", f"{level}% CI", "verdict"])
+
+
+def headline(result: dict[str, Any]) -> str:
+    """The metric table and the three verdicts, for a terminal."""
+    metric_header, verdict_header = _headers(result)
+    return table(metric_header, _metric_rows(result)) + "\n\n" + table(verdict_header, _verdict_rows(result))
+
+
 def comparison_markdown(result: dict[str, Any]) -> str:
     arms, level, match = result["arms"], result["ci_level"], result["match"]
     a, b = arms["a"], arms["b"]
@@ -103,29 +141,12 @@ def comparison_markdown(result: dict[str, Any]) -> str:
                   f"- Best val loss: {fci(agg['best_val_loss'])}",
                   f"- Training time: {fnum(agg['train_time_s']['mean'], 1)} s of {fnum(agg['total_time_s']['mean'], 1)} s wall",
                   f"- Training FLOPs: {fsci(agg['flops']['mean'])}", ""]
-    rows = []
-    for row in result["metric_table"]:
-        fmt = fpct if row["metric"] == "accuracy" else (lambda x: fnum(x, 2)) if row["metric"] == "perplexity" else fnum
-        adv = "tie" if row["better"] is None else f"{row['better'].upper()} {fnum(row['advantage_pct'], 1)}% better"
-        rows.append([row["metric"], fmt(row["a"]), fmt(row["b"]), adv])
-    for key, label, fmt in (("steps_per_s", "speed (steps/s)", lambda x: fnum(x, 2)), ("tokens_per_s", "speed (tokens/s)", fint),
-                            ("train_time_s", "training time (s)", lambda x: fnum(x, 1))):
-        s = result["speed"][key]
-        faster = "tie" if s["better"] is None else f"{s['better'].upper()} {fnum(s['advantage_pct'], 1)}% faster"
-        rows.append([label, fmt(s["a"]), fmt(s["b"]), faster])
-    lines += ["## Comparison", "", table(["metric", f"A: {a['name']}", f"B: {b['name']}", "advantage"], rows), "",
+    metric_header, verdict_header = _headers(result)
+    lines += ["## Comparison", "", table(metric_header, _metric_rows(result)), "",
               "## Verdicts", "",
               f"Val loss of each arm at the same budget (interpolated along its eval curve where that budget falls mid-run); "
               f"difference B minus A with Welch's {level}% interval.", ""]
-    rows = []
-    for dim, label, fmt in (("steps", "equal steps", lambda x: fint(x)), ("flops", "equal FLOPs", fsci),
-                            ("time", "equal time (s)", lambda x: fnum(x, 1))):
-        d = result["verdicts"][dim]
-        ci = d["diff_b_minus_a"]
-        interval = "n/a" if ci["ci_low"] is None else f"[{fnum(ci['ci_low'])}, {fnum(ci['ci_high'])}]"
-        rows.append([label + (" (matched)" if d["matched"] else ""), fmt(d["point"]), fci(d["a"]), fci(d["b"]),
-                     fnum(ci["diff"]), interval, _verdict_text(result, dim)])
-    lines += [table(["budget", "at", "A val loss", "B val loss", "B - A", f"{level}% CI", "verdict"], rows), "",
+    lines += [table(verdict_header, _verdict_rows(result)), "",
               "## Recommendations", "", *[f"- {note}" for note in result["recommendations"]], "",
               "Plots: `comparison.png` (against step), `comparison_compute.png` (against FLOPs and wall time)."]
     return "\n".join(lines) + "\n"
