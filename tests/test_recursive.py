@@ -165,4 +165,6 @@ def test_cli_trains_and_generates_the_recursive_arm(tmp_path, capsys):
     assert reasonlab.load(out / "checkpoints" / "final").config.model.arch == "recursive"
     capsys.readouterr()
     assert main(["generate", str(out / "checkpoints" / "final"), "--prompt", "To be", "--max-new-tokens", "5"]) == 0
-    assert capsys.readouterr().out.startswith("To be")
+    captured = capsys.readouterr()
+    assert captured.out.startswith("To be")
+    assert "mean recursion segments per generated token: 2.00" in captured.err

@@ -32,6 +32,11 @@ class LoadedModel:
 
     def generate(self, prompt: str, max_new_tokens: int = 50, temperature: float = 0.8, top_k: int = 0, seed: int = 0) -> str:
         """The prompt followed by up to `max_new_tokens` sampled tokens (stops at end-of-text)."""
+        return self.generate_with_segments(prompt, max_new_tokens, temperature, top_k, seed)[0]
+
+    def generate_with_segments(self, prompt: str, max_new_tokens: int = 50, temperature: float = 0.8, top_k: int = 0,
+                               seed: int = 0) -> tuple[str, list[int]]:
+        """Like `generate`, plus the recursion segment each new token came from (empty for the baseline)."""
         ids = self.tokenizer.encode(prompt)
         context = self.config.model.seq_len
         if not ids:
@@ -43,9 +48,9 @@ class LoadedModel:
         if top_k < 0:
             raise UserError(f"--top-k must be >= 0, got {top_k}")
         generator = torch.Generator().manual_seed(seed)
-        out = sample(self.model, torch.tensor([ids], device=self.device), max_new_tokens, context,
-                     temperature, top_k, generator, self.tokenizer.eot_id)
-        return self.tokenizer.decode(out[0].tolist())
+        out, segments = sample(self.model, torch.tensor([ids], device=self.device), max_new_tokens, context,
+                               temperature, top_k, generator, self.tokenizer.eot_id)
+        return self.tokenizer.decode(out[0].tolist()), segments
 
 
 def load(checkpoint_dir: str | Path, device: str = "auto") -> LoadedModel:

@@ -65,7 +65,10 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _generate(args: argparse.Namespace) -> None:
     loaded = api.load(args.checkpoint)
-    print(loaded.generate(args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
+    text, segments = loaded.generate_with_segments(args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed)
+    print(text)
+    if segments:
+        print(f"mean recursion segments per generated token: {sum(segments) / len(segments):.2f}", file=sys.stderr)
 
 
 def _ablate(args: argparse.Namespace) -> None:

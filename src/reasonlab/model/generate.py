@@ -16,10 +16,17 @@ def sample(
     top_k: int = 0,
     generator: torch.Generator | None = None,
     stop_id: int | None = None,
-) -> torch.Tensor:
-    """Extend ids [1, T] by up to max_new_tokens; the model sees at most the last `context` tokens."""
+) -> tuple[torch.Tensor, list[int]]:
+    """Extend ids [1, T] by up to max_new_tokens; the model sees at most the last `context` tokens.
+
+    Also returns, for recursive models, the segment each new token's prediction came from.
+    """
+    segments: list[int] = []
     for _ in range(max_new_tokens):
-        logits = model(ids[:, -context:])[:, -1, :].float()
+        out = model.run(ids[:, -context:])
+        logits = out.logits[:, -1, :].float()
+        if out.segments is not None:
+            segments.append(int(out.segments[0, -1]))
         if temperature == 0:
             next_id = logits.argmax(dim=-1, keepdim=True)
         else:
@@ -31,4 +38,4 @@ def sample(
         ids = torch.cat([ids, next_id], dim=1)
         if stop_id is not None and next_id.item() == stop_id:
             break
-    return ids
+    return ids, segments
