@@ -101,6 +101,18 @@ def _demo(args: argparse.Namespace) -> None:
     print(headline(result))
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from reasonlab.bench import bench, format_bench
+
+    overrides = dict(parse_override(item) for item in args.set or [])
+    if args.model:
+        overrides["model.arch"] = args.model
+    if args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {args.steps}")
+    result = bench(resolve_config(args.config, overrides), args.steps)
+    print(json.dumps(result) if args.json else format_bench(result))
+
+
 def _report(args: argparse.Namespace) -> None:
     from reasonlab.report import rebuild
 
@@ -166,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--match", choices=["steps", "flops", "time"], default="flops", help="what the budgets equalise")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("bench", help="matmul peak, then training tokens/s and MFU against it")
+    p.add_argument("--config", default="cpu-bench")
+    p.add_argument("--model", choices=["baseline", "recursive"])
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    p.add_argument("--steps", type=int, default=10, help="timed steps, after 3 untimed warm-up steps")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("report", help="rebuild plots and Markdown from the JSON in an ablation or comparison folder")
     p.add_argument("dir")

@@ -1,0 +1,84 @@
+"""`reasonlab bench`: this machine's matmul peak, then training-step throughput and MFU against it."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from reasonlab.config import Config
+from reasonlab.data import prepare_corpus
+from reasonlab.runtime import resolve_device, resolve_precision
+from reasonlab.train.trainer import Trainer, fit_tokenizer_vocab
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(precision: str, device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of an n x n matmul: the ceiling MFU is measured against."""
+    a = torch.randn(n, n, device=device, dtype=DTYPES[precision])
+    b = torch.randn(n, n, device=device, dtype=DTYPES[precision])
+    torch.mm(a, b)
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - tic)
+    return 2 * n**3 / best
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench(cfg: Config, steps: int = 10, warmup: int = 3) -> dict[str, Any]:
+    """Time `steps` training steps after `warmup` untimed ones; report medians and spread."""
+    device = resolve_device(cfg.train.device)
+    precision = resolve_precision(cfg.train.precision, device)
+    peaks = {p: matmul_peak(p, device) for p in DTYPES}
+    corpus = prepare_corpus(cfg.data, cfg.model.vocab_size)
+    trainer = Trainer(fit_tokenizer_vocab(cfg, corpus), corpus.directory, corpus, quiet=True)
+    times, flops = [], []
+    for i in range(warmup + steps):
+        _sync(device)
+        tic = time.perf_counter()
+        out, _ = trainer.train_step()
+        out.loss.item()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - tic)
+            flops.append(out.flops)
+    step_s = statistics.median(times)
+    tokens = cfg.train.batch_size * cfg.model.seq_len
+    flop_s = statistics.median(f / t for f, t in zip(flops, times))
+    return {
+        "arch": cfg.model.arch, "device": str(device), "precision": precision, "threads": torch.get_num_threads(),
+        "tokens_per_step": tokens, "steps": steps,
+        "step_ms": {"median": 1000 * step_s, "min": 1000 * min(times), "max": 1000 * max(times)},
+        "tokens_per_s": tokens / step_s, "flops_per_step": statistics.median(flops), "model_flop_s": flop_s,
+        "matmul_peak_flop_s": peaks, "mfu": flop_s / peaks[precision], "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    peaks = result["matmul_peak_flop_s"]
+    ms = result["step_ms"]
+    header = ["arch", "precision", "step ms (median [min, max])", "tokens/s", "model GFLOP/s", "MFU", "peak RSS MB"]
+    row = [result["arch"], result["precision"], f"{ms['median']:.1f} [{ms['min']:.1f}, {ms['max']:.1f}]",
+           f"{result['tokens_per_s']:,.0f}", f"{result['model_flop_s'] / 1e9:.1f}", f"{100 * result['mfu']:.1f}%",
+           f"{result['peak_rss_mb']:,.0f}"]
+    peak_line = (f"matmul peak on {result['device']} ({result['threads']} threads): "
+                 + ", ".join(f"{p} {v / 1e9:.1f} GFLOP/s" for p, v in peaks.items()))
+    widths = [max(len(h), len(r)) for h, r in zip(header, row)]
+    lines = [peak_line, "  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join(r.ljust(w) for r, w in zip(row, widths))]
+    return "\n".join(lines)
