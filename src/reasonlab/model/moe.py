@@ -46,25 +46,30 @@ class GroupedExperts(nn.Module):
         self.fused = True
 
     def forward(self, x: torch.Tensor, top_idx: torch.Tensor, top_weight: torch.Tensor) -> torch.Tensor:
-        """x: [N, d]; top_idx, top_weight: [N, k]. Returns sum_j weight_j * expert_{idx_j}(x)."""
-        n_experts, k = self.w1.shape[0], top_idx.shape[1]
+        """x: [N, d]; top_idx, top_weight: [N, k]. Returns sum_j weight_j * expert_{idx_j}(x).
+
+        Every gather here is by a permutation and every reduction a dense sum, never a scatter-add
+        into repeated indices, so forward and backward are bitwise deterministic on the CPU.
+        """
+        n_experts, (N, k) = self.w1.shape[0], top_idx.shape
         flat_expert = top_idx.reshape(-1)
         order = torch.argsort(flat_expert, stable=True)
         sorted_expert = flat_expert[order]
-        token = order // k
         counts = torch.bincount(flat_expert, minlength=n_experts)
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else self.w1.dtype
-        w1, w2 = self.w1.to(dtype), self.w2.to(dtype)
-        h = grouped_matmul(x[token].to(dtype), w1, counts, self.fused) + self.b1.to(dtype)[sorted_expert]
+        one_hot = F.one_hot(sorted_expert, n_experts).to(dtype)  # per-row bias as a matmul
+        slots = x.unsqueeze(1).expand(N, k, x.shape[-1]).reshape(N * k, -1)[order].to(dtype)
+        h = grouped_matmul(slots, self.w1.to(dtype), counts, self.fused) + one_hot @ self.b1.to(dtype)
         h = F.silu(h)
         if self.training and self.dropout > 0:
             # masks drawn in (token, slot) order, then sorted: a token's mask must not depend on
             # how the other tokens were routed, or training-mode outputs would see later tokens
             keep = torch.empty(h.shape, device=h.device, dtype=h.dtype).bernoulli_(1.0 - self.dropout)
             h = h * keep[order] / (1.0 - self.dropout)
-        out = grouped_matmul(h, w2, counts, self.fused) + self.b2.to(dtype)[sorted_expert]
+        out = grouped_matmul(h, self.w2.to(dtype), counts, self.fused) + one_hot @ self.b2.to(dtype)
         out = out * top_weight.reshape(-1)[order].to(dtype).unsqueeze(1)
-        return torch.zeros_like(x).index_add_(0, token, out.to(x.dtype))
+        unsorted = out[torch.argsort(order)]  # back to (token, slot) order
+        return unsorted.view(N, k, -1).sum(dim=1).to(x.dtype)
 
 
 class MoE(nn.Module):
