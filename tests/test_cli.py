@@ -63,12 +63,24 @@ def test_bad_inputs_exit_2_with_one_line(trained_run, tmp_path, capsys):
     _bad(["train", "--config", TINY, "--set", "model.n_layerz=3", "--out", str(tmp_path / "r3")], capsys, "model.n_layerz")
     _bad(["train", "--config", TINY, "--out", str(trained_run)], capsys, "already holds")
     _bad(["train", "--resume", str(trained_run), "--set", "train.lr=1"], capsys, "--set")
+    _bad(["train", "--resume", str(trained_run), "--seed", "0"], capsys, "--seed")
+    _bad(["eval", str(trained_run / "checkpoints" / "best"), "--batches", "0"], capsys, "--batches")
     _bad(["eval", str(truncated)], capsys, "unreadable")
     _bad(["eval", str(tmp_path / "nowhere")], capsys, "not found")
     _bad(["generate", str(trained_run / "checkpoints" / "best"), "--prompt", "word " * 200], capsys, "longer than the model's context")
     _bad(["train", "--max-steps", "ten"], capsys, "invalid int")
     assert _tree_digest(trained_run) == before
     assert not any((tmp_path / name).exists() for name in ("r1", "r2", "r3"))
+
+
+def test_resume_refuses_a_changed_corpus(tmp_path, small_corpus, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", TINY, "--data", str(small_corpus), "--out", str(out), "--max-steps", "2", "--quiet",
+                 "--set", "model.vocab_size=300", "--set", "model.seq_len=16", "--set", "train.batch_size=2"]) == 0
+    before = _tree_digest(out)
+    (small_corpus / "doc0.txt").write_text("entirely new words: zebra quokka axolotl " * 50)
+    _bad(["train", "--resume", str(out), "--max-steps", "4"], capsys, "has changed")
+    assert _tree_digest(out) == before
 
 
 def test_no_traceback_from_the_console_entry_point(tmp_path):

@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 def _train(args: argparse.Namespace) -> None:
     if args.resume:
         given = [flag for flag, value in (("--config", args.config), ("--set", args.set), ("--model", args.model), ("--seed", args.seed),
-                                           ("--out", args.out), ("--data", args.data), ("--tokenizer", args.tokenizer)) if value]
+                                           ("--out", args.out), ("--data", args.data), ("--tokenizer", args.tokenizer)) if value is not None]
         if given:
             raise UserError(f"--resume continues a run with its stored config; drop {', '.join(given)}")
         run_dir = api.resume(args.resume, args.max_steps, args.quiet)
@@ -49,7 +49,7 @@ def _train(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     loaded = api.load(args.checkpoint)
     cfg = loaded.config
-    batches = args.batches or cfg.train.eval_batches
+    batches = cfg.train.eval_batches if args.batches is None else args.batches
     if batches < 1:
         raise UserError(f"--batches must be >= 1, got {batches}")
     precision = resolve_precision(cfg.train.precision, loaded.device)

@@ -51,8 +51,10 @@ def atomic_replace_dir(target: str | Path, fill: Callable[[Path], None]) -> None
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     old = target.parent / f".{target.name}.old"
+    if not target.exists() and old.exists():  # a crash mid-swap left the complete copy aside
+        os.replace(old, target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         fill(tmp)
         for child in tmp.iterdir():

@@ -91,12 +91,17 @@ def hf_documents(spec: str, max_documents: int) -> list[Document]:
         raise UserError("hf: sources need the hf extra: pip install 'reasonlab[hf]'") from None
     if not max_documents:
         raise UserError("hf: sources stream without end; set data.max_documents")
-    stream = load_dataset(name, subset or None, split="train", streaming=True)
     docs = []
-    for i, record in enumerate(stream):
-        if i >= max_documents:
-            break
-        docs.append(Document(f"{name}:{i}", record["text"]))
+    try:
+        stream = load_dataset(name, subset or None, split="train", streaming=True)
+        for i, record in enumerate(stream):
+            if i >= max_documents:
+                break
+            docs.append(Document(f"{name}:{i}", record["text"]))
+    except KeyError:
+        raise UserError(f"dataset {spec!r} has no 'text' field") from None
+    except Exception as exc:  # unknown dataset, no network, bad subset: all surface as library errors
+        raise UserError(f"cannot stream dataset {spec!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     return docs
 
 

@@ -11,7 +11,7 @@ from reasonlab.config import Config, config_from_dict
 from reasonlab.errors import UserError
 from reasonlab.experiments.stats import CI_LEVEL, mean_ci, welch_diff
 from reasonlab.experiments.suites import load_suite
-from reasonlab.experiments.sweep import SweepSpec, enqueue_missing, finished_trials, open_study, run_workers
+from reasonlab.experiments.sweep import SweepSpec, enqueue_missing, finished_trials, open_study, run_workers, storage_lock
 from reasonlab.io import atomic_write_json
 from reasonlab.report.ablation import write_ablation_report
 
@@ -82,7 +82,9 @@ def aggregate(configs: dict[str, Config], seeds: list[int], results: dict[tuple[
             entry[key] = mean_ci(finite, CI_LEVEL) if finite else None
         entry["val_curve"] = _mean_curve(complete) if complete else []
         table[name] = entry
-    ranked = sorted((n for n, e in table.items() if e["final_val_loss"]), key=lambda n: table[n]["final_val_loss"]["mean"])
+    # only configs whose every seed completed are ranked: a mean over the surviving seeds of a
+    # partly pruned or diverged config would be biased towards its luckier runs
+    ranked = sorted((n for n, e in table.items() if e["status"] == "complete"), key=lambda n: table[n]["final_val_loss"]["mean"])
     out: dict[str, Any] = {"ci_level": round(CI_LEVEL * 100), "seeds": seeds, "configs": table, "ranking": ranked}
     if ranked:
         best = ranked[0]
@@ -125,7 +127,8 @@ def run_ablation(
     )
     study = open_study(spec)
     seed_list = list(range(seeds))
-    queued = enqueue_missing(study, list(loaded.configs), seed_list)
+    with storage_lock(spec.storage_url):
+        queued = enqueue_missing(study, list(loaded.configs), seed_list)
     total = len(loaded.configs) * seeds
     progress(f"suite {loaded.name}: {total} trials ({len(loaded.configs)} configs x {seeds} seeds), "
              f"{total - queued} already done or running, {queued} queued; study {spec.study_name} in {spec.storage_url}")

@@ -65,7 +65,20 @@ def measure_step_time(cfg: Config, steps: int = 5, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def plan_steps(configs: dict[str, Config], steps: int, match: str, progress: Callable[[str], None]) -> dict[str, int]:
+def plan_steps(configs: dict[str, Config], steps: int, match: str, out: Path, progress: Callable[[str], None]) -> dict[str, int]:
+    """Steps per arm for the matched budget; stored in plan.json so a rerun trains to the same plan."""
+    key = {"steps": steps, "match": match, "configs": {arm: cfg.to_dict() for arm, cfg in configs.items()}}
+    plan_file = out / "plan.json"
+    if plan_file.is_file():
+        stored = json.loads(plan_file.read_text())
+        if stored["key"] == key:
+            return stored["steps"]
+    planned = _plan(configs, steps, match, progress)
+    atomic_write_json(plan_file, {"key": key, "steps": planned})
+    return planned
+
+
+def _plan(configs: dict[str, Config], steps: int, match: str, progress: Callable[[str], None]) -> dict[str, int]:
     if match == "steps":
         return {arm: steps for arm in configs}
     if match == "flops":
@@ -134,19 +147,30 @@ def _advantage(a: float, b: float, lower_is_better: bool) -> dict[str, Any]:
         return {"better": None, "advantage_pct": 0.0}
     better = ("a" if a < b else "b") if lower_is_better else ("a" if a > b else "b")
     best, worst = (a, b) if better == "a" else (b, a)
-    return {"better": better, "advantage_pct": 100 * abs(best - worst) / abs(worst)}
+    return {"better": better, "advantage_pct": 100 * abs(best - worst) / abs(worst) if worst else None}
 
 
 def verdicts(arms: dict[str, dict[str, Any]], match: str) -> dict[str, Any]:
-    out = {}
+    """Val loss of both arms at the largest budget every run reached, on each axis.
+
+    The point must lie inside every run's evaluated range (no extrapolation before a first or
+    after a last evaluation); where the ranges do not overlap the verdict is unavailable.
+    """
+    out: dict[str, Any] = {}
     for dim, axis in AXES.items():
-        reach = {arm: min(r["val_history"][-1][axis] for r in data["per_seed"].values()) for arm, data in arms.items()}
-        point = min(reach.values())
+        runs = [r["val_history"] for data in arms.values() for r in data["per_seed"].values()]
+        point = min(h[-1][axis] for h in runs)
+        earliest = max(h[0][axis] for h in runs)
+        if earliest > point:
+            out[dim] = {"axis": axis, "point": None, "matched": dim == match, "winner": None, "available": False,
+                        "reason": f"the arms' evaluated ranges of {axis} do not overlap"}
+            continue
         values = {arm: [value_at(r["val_history"], axis, point, "loss") for r in data["per_seed"].values()]
                   for arm, data in arms.items()}
         diff = welch_diff(values["a"], values["b"])
         winner = None if not diff["significant"] else ("a" if diff["diff"] > 0 else "b")
-        out[dim] = {"axis": axis, "point": point, "matched": dim == match, "a": mean_ci(values["a"]), "b": mean_ci(values["b"]),
+        out[dim] = {"axis": axis, "point": point, "matched": dim == match, "available": True,
+                    "a": mean_ci(values["a"]), "b": mean_ci(values["b"]),
                     "diff_b_minus_a": diff, "winner": winner,
                     "margin_pct": 100 * abs(diff["diff"]) / max(statistics.fmean(values["a"]), statistics.fmean(values["b"]))}
     return out
@@ -161,7 +185,9 @@ def recommendations(result: dict[str, Any]) -> list[str]:
         notes.append("One seed per arm measures no noise: rerun with --seeds 3 before acting on any difference.")
     for dim, label in (("flops", "a fixed compute budget"), ("time", "a fixed wall-clock budget"), ("steps", "a fixed number of steps")):
         winner = v[dim]["winner"]
-        if winner:
+        if not v[dim]["available"]:
+            notes.append(f"Under {label} no verdict: {v[dim]['reason']}; match on {dim} to compare there.")
+        elif winner:
             notes.append(f"Under {label}, train {names[winner]}: it reaches a val loss {v[dim]['margin_pct']:.2f}% lower "
                          f"({v[dim]['diff_b_minus_a']['ci_low']:.4f} to {v[dim]['diff_b_minus_a']['ci_high']:.4f} is the "
                          f"{result['ci_level']}% CI of B minus A).")
@@ -169,7 +195,7 @@ def recommendations(result: dict[str, Any]) -> list[str]:
             notes.append(f"Under {label} the arms are not distinguishable at {result['n_seeds']} seeds; "
                          f"more seeds or a longer budget are needed to separate them.")
     speed = result["speed"]["tokens_per_s"]
-    if speed["better"]:
+    if speed["better"] and speed["advantage_pct"] is not None:
         notes.append(f"{names[speed['better']]} trains {speed['advantage_pct']:.2f}% faster per token on this machine; "
                      "where the loss verdicts tie, it is the cheaper choice.")
     return notes
@@ -186,9 +212,9 @@ def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str 
     if name_a == name_b:
         name_a, name_b = f"{name_a} (A)", f"{name_b} (B)"
     configs = {"a": cfg_a, "b": cfg_b}
-    planned = plan_steps(configs, steps, match, progress)
-    seed_lists = {"a": list(range(seeds)), "b": list(range(seeds, 2 * seeds))}
     out = Path(out)
+    planned = plan_steps(configs, steps, match, out, progress)
+    seed_lists = {"a": list(range(seeds)), "b": list(range(seeds, 2 * seeds))}
     arms: dict[str, dict[str, Any]] = {}
     for arm, name, source in (("a", name_a, a), ("b", name_b, b)):
         n = planned[arm]

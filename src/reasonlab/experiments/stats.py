@@ -32,8 +32,8 @@ def welch_diff(a: list[float], b: list[float], level: float = CI_LEVEL) -> dict[
         return {"diff": diff, "ci_low": None, "ci_high": None, "significant": False}
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     se = math.sqrt(va + vb)
-    if se == 0:
-        return {"diff": diff, "ci_low": diff, "ci_high": diff, "significant": diff != 0}
+    if se == 0:  # no spread within either arm: the noise is unmeasured, so nothing is called significant
+        return {"diff": diff, "ci_low": None, "ci_high": None, "significant": False}
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = sps.t.ppf(0.5 + level / 2, df) * se
     low, high = diff - half, diff + half

@@ -67,8 +67,10 @@ def _scaled(key: str, value: Any, base: Config) -> Any:
 
 def load_suite(name_or_path: str, base: str | Path | None = None, overrides: dict[str, Any] | None = None,
                only: list[str] | None = None) -> Suite:
-    """Resolve every config of a suite (base <- common <- its own overrides <- `overrides`),
-    or just the configs named in `only`."""
+    """Resolve every config of a suite, or just the configs named in `only`.
+
+    `overrides` change the base first, so a config's "*k" / "/k" scale the overridden value.
+    """
     path = suite_path(name_or_path)
     data = read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("configs"), dict) or not data["configs"]:
@@ -77,7 +79,7 @@ def load_suite(name_or_path: str, base: str | Path | None = None, overrides: dic
     if unknown:
         raise UserError(f"suite {path}: unknown keys {', '.join(sorted(unknown))}")
     base_path = Path(base) if base else preset_ref(str(data.get("base", "cpu-small")), path)
-    base_values = read_preset(base_path)
+    base_values = {**read_preset(base_path), **(overrides or {})}
     base_cfg = resolve_config(None, base_values)
     unknown = set(only or []) - set(map(str, data["configs"]))
     if unknown:
@@ -89,7 +91,7 @@ def load_suite(name_or_path: str, base: str | Path | None = None, overrides: dic
         if own is not None and not isinstance(own, dict):
             raise UserError(f"suite {path}: config {name!r} must be a mapping of section.key: value")
         merged = {**(data.get("common") or {}), **(own or {})}
-        values = {**base_values, **{k: _scaled(k, v, base_cfg) for k, v in merged.items()}, **(overrides or {})}
+        values = {**base_values, **{k: _scaled(k, v, base_cfg) for k, v in merged.items()}}
         try:
             configs[str(name)] = resolve_config(None, values)
         except UserError as exc:

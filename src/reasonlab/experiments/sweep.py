@@ -12,10 +12,11 @@ worker died (a heartbeat older than the grace period, or failed with an error) a
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import multiprocessing
 import os
-import shutil
 import threading
 import warnings
 from dataclasses import dataclass
@@ -64,6 +65,21 @@ def _pruner(prune: bool) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0) if prune else optuna.pruners.NopPruner()
 
 
+@contextlib.contextmanager
+def storage_lock(url: str):
+    """Serialise claims and enqueues on a SQLite study: SQLite ignores SELECT ... FOR UPDATE, which
+    server databases (PostgreSQL, MySQL) honour, so only SQLite needs a file lock beside it."""
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    with open(url[len("sqlite:///"):] + ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def open_study(spec: SweepSpec) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(study_name=spec.study_name, storage=make_storage(spec.storage_url),
@@ -89,15 +105,28 @@ def enqueue_missing(study: optuna.Study, names: list[str], seeds: list[int]) -> 
 
 
 def _claim(study: optuna.Study) -> optuna.Trial | None:
-    """Atomically move one waiting trial to RUNNING; None when the queue is empty."""
+    """Move one waiting trial to RUNNING (call under `storage_lock`); None when the queue is empty.
+
+    A waiting trial whose (config, seed) already finished or runs elsewhere (two launches that
+    enqueued at once) is closed as a duplicate instead of run again.
+    """
     storage = study._storage
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    trials = study.get_trials(deepcopy=False)
+    taken = {trial_key(t) for t in trials if t.state in (*DONE, TrialState.RUNNING)}
+    for frozen in trials:
+        if frozen.state != TrialState.WAITING:
+            continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, frozen.number)
         try:
-            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(study, trial_id)
+            if not storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
+        if trial_key(frozen) in taken:
+            storage.set_trial_user_attr(trial_id, "duplicate", True)
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+            continue
+        return optuna.Trial(study, trial_id)
     return None
 
 
@@ -141,9 +170,7 @@ def trial_result(run_dir: Path, status: str) -> dict[str, Any]:
 
 
 def run_trial(cfg: Config, run_dir: Path, on_eval: Callable[[int, dict[str, float]], None] | None = None) -> str:
-    """Train one trial from scratch; returns its status: complete, pruned or diverged."""
-    if run_dir.exists():  # an attempt whose worker died: start it over
-        shutil.rmtree(run_dir)
+    """Train one trial in a fresh folder; returns its status: complete, pruned or diverged."""
     try:
         trainer.train(cfg, run_dir, quiet=True, on_eval=on_eval)
     except optuna.TrialPruned:
@@ -154,44 +181,54 @@ def run_trial(cfg: Config, run_dir: Path, on_eval: Callable[[int, dict[str, floa
 
 
 def work(spec: SweepSpec, threads: int | None = None, progress: Callable[[str], None] | None = None) -> int:
-    """Run waiting trials until none are left; return how many this worker finished."""
+    """Run waiting trials until none are left; return how many this worker finished.
+
+    A trial that raises is recorded as failed (with its error) and the worker moves on; the
+    next run of the command retries it.
+    """
+    say = progress or (lambda line: None)
     if threads:
         torch.set_num_threads(threads)
     study = open_study(spec)
     optuna.storages.fail_stale_trials(study)
     names = sorted(spec.configs)
     done = 0
-    while (trial := _claim(study)) is not None:
-        name = trial.suggest_categorical("config", names)
-        seed = trial.suggest_int("seed", *SEED_RANGE)
-        cfg = config_from_dict(spec.configs[name])
-        cfg.train.seed = seed
-        run_dir = spec.out / "trials" / f"{name}-s{seed}"
-
-        def report(step: int, metrics: dict[str, float], trial: optuna.Trial = trial) -> None:
-            trial.report(metrics["loss"], step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-
+    while True:
+        with storage_lock(spec.storage_url):
+            trial = _claim(study)
+        if trial is None:
+            return done
         with _Heartbeat(study._storage, trial._trial_id):
+            name = trial.suggest_categorical("config", names)
+            seed = trial.suggest_int("seed", *SEED_RANGE)
+            cfg = config_from_dict(spec.configs[name])
+            cfg.train.seed = seed
+            run_dir = spec.out / "trials" / f"{name}-s{seed}-t{trial.number}"
+
+            def report(step: int, metrics: dict[str, float], trial: optuna.Trial = trial) -> None:
+                trial.report(metrics["loss"], step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
             try:
                 status = run_trial(cfg, run_dir, report if spec.prune else None)
             except Exception as exc:
                 trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
                 study.tell(trial, state=TrialState.FAIL)
+                say(f"trial {name} seed {seed}: failed ({type(exc).__name__}: {exc}); rerun the command to retry it")
+                continue
+            except BaseException:
+                study.tell(trial, state=TrialState.FAIL)
                 raise
-        result = trial_result(run_dir, status)
-        trial.set_user_attr("result", result)
-        if status == "pruned":
-            study.tell(trial, state=TrialState.PRUNED)
-        else:
+            result = trial_result(run_dir, status)
+            trial.set_user_attr("result", result)
             final = result.get("summary", {}).get("final_val", {}).get("loss")
-            study.tell(trial, float("inf") if final is None else final)
+            if status == "pruned":
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, float("inf") if final is None else final)
         done += 1
-        if progress:
-            loss = result.get("summary", {}).get("final_val", {}).get("loss")
-            progress(f"trial {name} seed {seed}: {status}" + (f", val loss {loss:.4f}" if loss is not None else ""))
-    return done
+        say(f"trial {name} seed {seed}: {status}" + (f", val loss {final:.4f}" if final is not None else ""))
 
 
 def _worker_main(spec: SweepSpec, threads: int) -> None:
@@ -212,7 +249,7 @@ def run_workers(spec: SweepSpec, workers: int, progress: Callable[[str], None]) 
         proc.join()
     failed = [p.exitcode for p in procs if p.exitcode]
     if failed:
-        raise RuntimeError(f"{len(failed)} sweep worker(s) exited with an error")
+        raise UserError(f"{len(failed)} of {workers} sweep workers stopped early; rerun the command to resume the sweep")
 
 
 def finished_trials(study: optuna.Study) -> dict[tuple[str, int], dict[str, Any]]:

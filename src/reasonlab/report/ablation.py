@@ -16,6 +16,8 @@ from reasonlab.report.markdown import fci, fint, fnum, fpct, fsci, table  # noqa
 
 def plot_ablation(results: dict[str, Any], path: Path) -> None:
     configs, ranked = results["configs"], results["ranking"]
+    if not ranked:
+        return
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(14, max(4.5, 0.35 * len(ranked) + 1.5)))
     means = [configs[n]["final_val_loss"]["mean"] for n in ranked]
     errors = [[0.0 if s["ci_low"] is None else s["mean"] - s["ci_low"] for s in (configs[n]["final_val_loss"] for n in ranked)],
@@ -63,7 +65,7 @@ def ablation_markdown(results: dict[str, Any]) -> str:
     others = [n for n in configs if n not in ranked]
     if others:
         unranked = ", ".join(f"{n} ({configs[n]['status']})" for n in others)
-        lines += [f"Not ranked (no finished seed): {unranked}.", ""]
+        lines += [f"Not ranked (not every seed completed): {unranked}.", ""]
     rng = results["range"]
     lines += ["## Best config", "", f"**{best}**: final val loss {fci(configs[best]['final_val_loss'])}. "
               f"Across the ranked configs the mean final val loss spans {fnum(rng['min'])} to {fnum(rng['max'])} "
@@ -87,5 +89,6 @@ def ablation_markdown(results: dict[str, Any]) -> str:
 
 
 def write_ablation_report(results: dict[str, Any], out: Path) -> None:
+    """ablation.png (only once some config has finished) and ABLATION_SUMMARY.md."""
     plot_ablation(results, out / "ablation.png")
     atomic_write_text(out / "ABLATION_SUMMARY.md", ablation_markdown(results))

@@ -71,6 +71,8 @@ def _arm_config_lines(cfg: dict[str, Any]) -> list[str]:
 
 def _verdict_text(result: dict[str, Any], dim: str) -> str:
     v = result["verdicts"][dim]
+    if not v["available"]:
+        return f"not available: {v['reason']}"
     if v["winner"] is None:
         return "no significant difference"
     return f"{result['arms'][v['winner']]['name']} wins by {fnum(v['margin_pct'], 2)}%"
@@ -80,12 +82,14 @@ def _metric_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = []
     for row in result["metric_table"]:
         fmt = fpct if row["metric"] == "accuracy" else (lambda x: fnum(x, 2)) if row["metric"] == "perplexity" else fnum
-        adv = "tie" if row["better"] is None else f"{row['better'].upper()} {fnum(row['advantage_pct'], 1)}% better"
+        adv = "tie" if row["better"] is None else f"{row['better'].upper()} better" + (
+            "" if row["advantage_pct"] is None else f" by {fnum(row['advantage_pct'], 1)}%")
         rows.append([row["metric"], fmt(row["a"]), fmt(row["b"]), adv])
     for key, label, fmt in (("steps_per_s", "speed (steps/s)", lambda x: fnum(x, 2)), ("tokens_per_s", "speed (tokens/s)", fint),
                             ("train_time_s", "training time (s)", lambda x: fnum(x, 1))):
         s = result["speed"][key]
-        faster = "tie" if s["better"] is None else f"{s['better'].upper()} {fnum(s['advantage_pct'], 1)}% faster"
+        faster = "tie" if s["better"] is None else f"{s['better'].upper()} faster" + (
+            "" if s["advantage_pct"] is None else f" by {fnum(s['advantage_pct'], 1)}%")
         rows.append([label, fmt(s["a"]), fmt(s["b"]), faster])
     return rows
 
@@ -95,10 +99,13 @@ def _verdict_rows(result: dict[str, Any]) -> list[list[str]]:
     for dim, label, fmt in (("steps", "equal steps", lambda x: fint(x)), ("flops", "equal FLOPs", fsci),
                             ("time", "equal time (s)", lambda x: fnum(x, 1))):
         d = result["verdicts"][dim]
+        label += " (matched)" if d["matched"] else ""
+        if not d["available"]:
+            rows.append([label, "n/a", "n/a", "n/a", "n/a", "n/a", _verdict_text(result, dim)])
+            continue
         ci = d["diff_b_minus_a"]
         interval = "n/a" if ci["ci_low"] is None else f"[{fnum(ci['ci_low'])}, {fnum(ci['ci_high'])}]"
-        rows.append([label + (" (matched)" if d["matched"] else ""), fmt(d["point"]), fci(d["a"]), fci(d["b"]),
-                     fnum(ci["diff"]), interval, _verdict_text(result, dim)])
+        rows.append([label, fmt(d["point"]), fci(d["a"]), fci(d["b"]), fnum(ci["diff"]), interval, _verdict_text(result, dim)])
     return rows
 
 

@@ -79,6 +79,7 @@ def _fail(directory: Path, exc: Exception) -> UserError:
 
 
 def read_config(directory: str | Path) -> Config:
+    """The resolved config stored in a checkpoint or run directory."""
     directory = resolve_dir(directory)
     if not (directory / "config.yaml").is_file():
         raise UserError(f"not a checkpoint (no config.yaml): {directory}")

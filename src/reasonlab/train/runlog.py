@@ -14,10 +14,19 @@ from reasonlab.io import atomic_write_text
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Every event of a metrics.jsonl; a torn last line (a kill mid-write) is ignored."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    events = []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise
+    return events
 
 
 def truncate_metrics(path: str | Path, step: int) -> None:

@@ -19,8 +19,9 @@ import torch
 
 from reasonlab.config import Config
 from reasonlab.data import BatchSampler, Corpus, prepare_corpus
+from reasonlab.data.tokenizer import Tokenizer
 from reasonlab.errors import UserError
-from reasonlab.io import atomic_write_json, atomic_write_text
+from reasonlab.io import atomic_write_json, atomic_write_text, resolve_dir
 from reasonlab.model.outputs import StepLoss
 from reasonlab.model import build_model, param_counts
 from reasonlab.report.plots import plot_run_curves
@@ -48,6 +49,9 @@ class Trainer:
         self.model = build_model(cfg).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
         self.sampler = BatchSampler(corpus.train, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed)
+        if len(corpus.val) < cfg.model.seq_len + 1:
+            raise UserError(f"the val split has {len(corpus.val)} tokens, fewer than one window of {cfg.model.seq_len + 1}; "
+                            "use a larger corpus or a smaller model.seq_len")
         self.loss_fn = torch.compile(self.model.compute_loss) if cfg.train.compile else self.model.compute_loss
         self.state = TrainingState(
             step=0, max_steps=cfg.train.max_steps, sampler=self.sampler.state_dict(),
@@ -81,6 +85,8 @@ class Trainer:
             raise TrainingDiverged(f"non-finite loss ({out.loss.item()}) at step {self.state.step + 1}")
         out.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+        if not torch.isfinite(grad_norm):
+            raise TrainingDiverged(f"non-finite gradient norm ({grad_norm.item()}) at step {self.state.step + 1}")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return out, grad_norm
@@ -199,13 +205,14 @@ def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = Fals
     if checkpoint is None:
         raise UserError(f"{run_dir} has no checkpoint to resume from")
     cfg = read_config(checkpoint)
-    if max_steps is not None:
-        if max_steps < 1:
-            raise UserError(f"--max-steps must be >= 1, got {max_steps}")
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=max_steps))
+    if max_steps is None:  # the run's own config holds the latest target, also of an extension killed midway
+        max_steps = read_config(run_dir).train.max_steps
+    if max_steps < 1:
+        raise UserError(f"--max-steps must be >= 1, got {max_steps}")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=max_steps))
     corpus = prepare_corpus(cfg.data, cfg.model.vocab_size)
-    if corpus.tokenizer.vocab_size != cfg.model.vocab_size:
-        raise UserError(f"the corpus of {run_dir} no longer matches its checkpoint's tokenizer")
+    if corpus.tokenizer.backend.to_str() != Tokenizer.load(resolve_dir(checkpoint)).backend.to_str():
+        raise UserError(f"the corpus of {run_dir} has changed since its checkpoint: its tokenizer no longer matches")
     trainer = Trainer(cfg, run_dir, corpus, quiet)
     trainer.restore(checkpoint)
     if cfg.train.max_steps < trainer.state.step:

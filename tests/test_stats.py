@@ -1,0 +1,50 @@
+import math
+
+import pytest
+
+from reasonlab.experiments.compare import verdicts
+from reasonlab.experiments.stats import mean_ci, welch_diff
+from reasonlab.report.ablation import ablation_markdown, write_ablation_report
+from reasonlab.train.runlog import read_metrics
+
+
+def test_mean_ci_matches_the_t_interval():
+    stat = mean_ci([1.0, 2.0, 3.0])
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, df=2) * s / sqrt(n)
+    assert stat["mean"] == 2.0 and stat["ci_low"] == pytest.approx(2 - half) and stat["ci_high"] == pytest.approx(2 + half)
+    assert mean_ci([5.0])["ci_low"] is None
+
+
+def test_welch_difference():
+    d = welch_diff([1.0, 1.1, 0.9], [2.0, 2.1, 1.9])
+    assert d["diff"] == pytest.approx(1.0) and d["significant"] and d["ci_low"] > 0
+    assert not welch_diff([1.0, 1.5, 0.5], [1.1, 0.6, 1.6])["significant"]
+    assert not welch_diff([1.0, 1.0], [1.0000001, 1.0000001])["significant"]  # no spread: noise unmeasured
+    assert not welch_diff([1.0], [2.0])["significant"]
+
+
+def _arm(histories):
+    return {"per_seed": {str(i): {"val_history": h} for i, h in enumerate(histories)}}
+
+
+def test_verdicts_never_extrapolate_before_a_first_evaluation():
+    cheap = [{"step": s, "flops": 10 * s, "time_s": s, "loss": 5 - s / 100} for s in (10, 20, 30)]
+    costly = [{"step": s, "flops": 1000 * s, "time_s": 2 * s, "loss": 4 - s / 100} for s in (10, 20, 30)]
+    out = verdicts({"a": _arm([cheap, cheap]), "b": _arm([costly, costly])}, "steps")
+    assert out["steps"]["available"] and out["steps"]["point"] == 30
+    assert not out["flops"]["available"] and out["flops"]["winner"] is None
+    assert out["time"]["available"] and out["time"]["point"] == 30
+
+
+def test_torn_last_metrics_line_is_ignored(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"kind": "train", "step": 1, "loss": 2.0}\n{"kind": "tra')
+    assert read_metrics(path) == [{"kind": "train", "step": 1, "loss": 2.0}]
+
+
+def test_ablation_report_with_nothing_finished(tmp_path):
+    results = {"suite": "s", "steps": 10, "base": "cpu-tiny", "ci_level": 95, "seeds": [0], "ranking": [],
+               "configs": {"x": {"status": "diverged"}, "y": {"status": "pruned"}}}
+    write_ablation_report(results, tmp_path)
+    assert "No config has finished yet" in ablation_markdown(results)
+    assert not (tmp_path / "ablation.png").exists()
