@@ -216,11 +216,18 @@ def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str 
     planned = plan_steps(configs, steps, match, out, progress)
     seed_lists = {"a": list(range(seeds)), "b": list(range(seeds, 2 * seeds))}
     arms: dict[str, dict[str, Any]] = {}
-    for arm, name, source in (("a", name_a, a), ("b", name_b, b)):
-        n = planned[arm]
-        cfg = _with(configs[arm], max_steps=n, eval_every=max(1, n // 10), log_every=max(1, n // 20), save_every=0)
-        progress(f"arm {arm.upper()} {name}: {n} steps x {seeds} seeds")
-        per_seed = {str(s): _run(_with(cfg, seed=s), out / "runs" / f"{arm}-s{s}", progress) for s in seed_lists[arm]}
+    names, sources = {"a": name_a, "b": name_b}, {"a": a, "b": b}
+    arm_cfgs = {arm: _with(configs[arm], max_steps=n, eval_every=max(1, n // 10), log_every=max(1, n // 20), save_every=0)
+                for arm, n in planned.items()}
+    for arm in ("a", "b"):
+        progress(f"arm {arm.upper()} {names[arm]}: {planned[arm]} steps x {seeds} seeds")
+    per_arm: dict[str, dict[str, Any]] = {"a": {}, "b": {}}
+    for i in range(seeds):  # alternate the arms, so drift in machine speed touches both alike
+        for arm in ("a", "b"):
+            seed = seed_lists[arm][i]
+            per_arm[arm][str(seed)] = _run(_with(arm_cfgs[arm], seed=seed), out / "runs" / f"{arm}-s{seed}", progress)
+    for arm in ("a", "b"):
+        name, source, cfg, n, per_seed = names[arm], sources[arm], arm_cfgs[arm], planned[arm], per_arm[arm]
         runs = list(per_seed.values())
         summaries = [r["summary"] for r in runs]
         agg = {
