@@ -1,7 +1,7 @@
 """`reasonlab demo`: the whole study at CPU scale in about ten minutes.
 
 A baseline sweep and a reasoning sweep over subsets of the two suites, then the best config of
-each head to head over two seeds at equal FLOPs (the equal-steps and equal-time verdicts come
+each head to head over three seeds at equal FLOPs (the equal-steps and equal-time verdicts come
 from the same runs' curves), and the report.
 """
 
@@ -20,7 +20,7 @@ BASELINE_SUBSET = ["1_baseline", "3_low_lr", "4_high_lr", "6_no_warmup"]
 REASONING_SUBSET = ["R02_minimal", "R14_asym_H", "R15_asym_L"]
 SWEEP_STEPS = 80
 COMPARE_STEPS = 150
-SEEDS = 2
+SEEDS = 3
 
 
 def run_demo(out: str | Path = "runs/demo", base: str = "cpu-demo", progress: Callable[[str], None] = print) -> dict[str, Any]:
