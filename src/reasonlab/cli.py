@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,8 @@ def _train(args: argparse.Namespace) -> None:
             if value is not None:
                 overrides[key] = value
         run_dir = api.train(resolve_config(args.config, overrides), args.out, quiet=args.quiet)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only the main process reports
+        return
     summary = json.loads((run_dir / "summary.json").read_text())
     final = summary["final_val"]
     print(f"{run_dir}: {summary['steps']} steps, val loss {final['loss']:.4f}, perplexity {final['perplexity']:.1f}, "

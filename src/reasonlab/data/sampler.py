@@ -21,16 +21,19 @@ class BatchSampler:
 
     Each epoch draws a random start offset and a permutation of the windows from a generator
     seeded by (seed, epoch), so the whole state is (seed, epoch, position): a resumed run
-    gets exactly the batches the uninterrupted run would have.
+    gets exactly the batches the uninterrupted run would have. Under data parallelism every
+    process draws the same global batch and keeps its own contiguous slice of it (`rank` of
+    `world`), so the processes together see exactly what one process would.
     """
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int):
+    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         if (len(tokens) - seq_len - 1) // seq_len < batch_size:
             raise UserError(
                 f"the train split has {len(tokens)} tokens, too few for one batch of "
                 f"{batch_size} x {seq_len + 1}; use a larger corpus or smaller train.batch_size/model.seq_len"
             )
         self.tokens, self.seq_len, self.batch_size, self.seed = tokens, seq_len, batch_size, seed
+        self.rank, self.local_batch = rank, batch_size // world
         self.epoch, self.position = 0, 0
         self._starts = self._epoch_starts(0)
 
@@ -46,7 +49,8 @@ class BatchSampler:
             self._starts = self._epoch_starts(self.epoch)
         starts = self._starts[self.position : self.position + self.batch_size]
         self.position += self.batch_size
-        return _windows(self.tokens, starts, self.seq_len)
+        mine = starts[self.rank * self.local_batch : (self.rank + 1) * self.local_batch]
+        return _windows(self.tokens, mine, self.seq_len)
 
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "epoch": self.epoch, "position": self.position}

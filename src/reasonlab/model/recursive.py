@@ -125,8 +125,10 @@ class RecursiveLM(nn.Module):
                 break
         return ModelOutput(logits, aux / (segments_run * self.passes_per_segment), exit_segment)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T, vocab]."""
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor | StepLoss:
+        """Logits [B, T, vocab]; with targets, the training step's losses (what DDP wraps)."""
+        if targets is not None:
+            return self.compute_loss(input_ids, targets)
         return self.run(input_ids).logits
 
     def compute_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> StepLoss:

@@ -82,8 +82,10 @@ class MoETransformerLM(nn.Module):
         x, aux = self.stack(x, cos, sin)
         return ModelOutput(self.head(self.norm(x)), aux)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T, vocab]."""
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor | StepLoss:
+        """Logits [B, T, vocab]; with targets, the training step's losses (what DDP wraps)."""
+        if targets is not None:
+            return self.compute_loss(input_ids, targets)
         return self.run(input_ids).logits
 
     def compute_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> StepLoss:

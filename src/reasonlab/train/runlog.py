@@ -36,9 +36,15 @@ def truncate_metrics(path: str | Path, step: int) -> None:
 
 
 class RunLog:
-    """Appends metric events and log lines; a progress bar on a TTY, plain lines otherwise."""
+    """Appends metric events and log lines; a progress bar on a TTY, plain lines otherwise.
 
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int, quiet: bool = False):
+    A disabled log (every process but the main one under torchrun) writes and prints nothing.
+    """
+
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int, quiet: bool = False, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
         self.metrics = (run_dir / "metrics.jsonl").open("a")
         self.logger = logging.getLogger(f"reasonlab.run.{run_dir.resolve()}")
         self.logger.setLevel(logging.INFO)
@@ -51,10 +57,14 @@ class RunLog:
         self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, disable=not interactive, unit="step")
 
     def event(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         self.metrics.write(json.dumps(record) + "\n")
         self.metrics.flush()
 
     def info(self, message: str) -> None:
+        if not self.enabled:
+            return
         self.logger.info(message)
         if self.quiet:
             return
@@ -64,11 +74,15 @@ class RunLog:
             self.bar.write(message, file=sys.stderr)
 
     def progress(self, steps: int, **postfix: Any) -> None:
+        if not self.enabled:
+            return
         self.bar.update(steps)
         if postfix:
             self.bar.set_postfix(postfix, refresh=False)
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self.bar.close()
         self.metrics.close()
         self.logger.removeHandler(self.file_handler)

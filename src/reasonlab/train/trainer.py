@@ -3,6 +3,9 @@
 A run directory holds config.yaml, metrics.jsonl, train.log, checkpoints/{best,final,step_N},
 curves.png and summary.json. `train` starts a run, `resume` continues or extends one; with the
 same seed on CPU a resumed run reproduces the uninterrupted one exactly.
+
+Under torchrun the model is wrapped in DistributedDataParallel; each process takes its slice of
+the configured (global) batch, and only the main process evaluates and writes files.
 """
 
 from __future__ import annotations
@@ -13,23 +16,25 @@ import time
 from pathlib import Path
 from typing import Callable
 
-EvalCallback = Callable[[int, dict], None]
-
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from reasonlab.config import Config
 from reasonlab.data import BatchSampler, Corpus, prepare_corpus
 from reasonlab.data.tokenizer import Tokenizer
+from reasonlab.distributed import World, all_reduce, barrier, init_world, shutdown
 from reasonlab.errors import UserError
 from reasonlab.io import atomic_write_json, atomic_write_text, resolve_dir
 from reasonlab.model.outputs import StepLoss
 from reasonlab.model import build_model, param_counts
 from reasonlab.report.plots import plot_run_curves
-from reasonlab.runtime import runtime
+from reasonlab.runtime import resolve_device, runtime
 from reasonlab.train.checkpoint import TrainingState, latest_checkpoint, load_training_state, read_config, save_checkpoint
 from reasonlab.train.evaluate import evaluate
 from reasonlab.train.optim import build_optimizer, lr_at
 from reasonlab.train.runlog import RunLog, read_metrics, truncate_metrics
+
+EvalCallback = Callable[[int, dict], None]
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,26 +50,48 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, corpus: Corpus, quiet: bool = False):
         self.cfg, self.run_dir, self.corpus, self.quiet = cfg, run_dir, corpus, quiet
         self.device, self.precision, self.autocast = runtime(cfg.train)
+        self.world = init_world(self.device.type)
+        if self.world.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.world.local_rank)
+        if cfg.train.batch_size % self.world.size:
+            raise UserError(f"train.batch_size ({cfg.train.batch_size}) is the global batch and must divide evenly "
+                            f"over {self.world.size} processes")
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(cfg).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
-        self.sampler = BatchSampler(corpus.train, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed)
+        self.sampler = BatchSampler(corpus.train, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed,
+                                    self.world.rank, self.world.size)
         if len(corpus.val) < cfg.model.seq_len + 1:
             raise UserError(f"the val split has {len(corpus.val)} tokens, fewer than one window of {cfg.model.seq_len + 1}; "
                             "use a larger corpus or a smaller model.seq_len")
-        self.loss_fn = torch.compile(self.model.compute_loss) if cfg.train.compile else self.model.compute_loss
+        train_model: torch.nn.Module = self.model
+        if self.world.active:
+            train_model = DistributedDataParallel(
+                self.model, device_ids=[self.world.local_rank] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.model.arch == "recursive",  # the halting head idles without ACT
+            )
+            self._reseed_rank(0)
+        self.loss_fn = torch.compile(train_model) if cfg.train.compile else train_model
         self.state = TrainingState(
             step=0, max_steps=cfg.train.max_steps, sampler=self.sampler.state_dict(),
             best_val_loss=math.inf, tokens=0, flops=0, train_time_s=0.0, wall_time_s=0.0, log_window={},
         )
+
+    def _reseed_rank(self, step: int) -> None:
+        """Dropout and router noise differ between processes (the init above does not)."""
+        torch.manual_seed((self.cfg.train.seed * 1_000_003 + step) * 1009 + self.world.rank)
 
     def restore(self, checkpoint: Path) -> None:
         max_steps = self.state.max_steps
         self.state = load_training_state(checkpoint, self.model, self.optimizer)
         self.state.max_steps = max_steps
         self.sampler.load_state_dict(self.state.sampler)
+        if self.world.active:  # checkpoints hold the main process's RNG only
+            self._reseed_rank(self.state.step)
 
     def _save(self, name: str) -> None:
+        if not self.world.is_main:
+            return
         self.state.sampler = self.sampler.state_dict()
         save_checkpoint(self.run_dir / "checkpoints" / name, self.model, self.optimizer, self.state, self.cfg, self.corpus.tokenizer)
 
@@ -81,8 +108,9 @@ class Trainer:
         x, y = (b.to(self.device, non_blocking=True) for b in self.sampler.next_batch())
         with self.autocast():
             out = self.loss_fn(x, y)
-        if not torch.isfinite(out.loss):
-            raise TrainingDiverged(f"non-finite loss ({out.loss.item()}) at step {self.state.step + 1}")
+        loss = all_reduce(out.loss.detach(), self.world)  # every process must agree to stop
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"non-finite loss ({loss.item()}) at step {self.state.step + 1}")
         out.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
         if not torch.isfinite(grad_norm):
@@ -94,7 +122,8 @@ class Trainer:
     def run(self, on_eval: EvalCallback | None = None) -> dict:
         """Train to max_steps; `on_eval(step, val_metrics)` runs after each evaluation and may raise to stop."""
         t, st = self.cfg.train, self.state
-        log = RunLog(self.run_dir, st.max_steps, st.step, self.quiet)
+        main = self.world.is_main
+        log = RunLog(self.run_dir, st.max_steps, st.step, self.quiet, enabled=main)
         tokens_per_step = t.batch_size * self.cfg.model.seq_len
         wall_start = time.perf_counter() - st.wall_time_s
         final_val: dict[str, float] | None = None
@@ -106,11 +135,13 @@ class Trainer:
             while st.step < st.max_steps:
                 tic = time.perf_counter()
                 out, grad_norm = self.train_step()
-                values = {"loss": out.lm_loss.item(), **{k: v.item() for k, v in out.metrics.items()}, "grad_norm": grad_norm.item()}
+                values = {k: all_reduce(v, self.world).item() for k, v in (("loss", out.lm_loss), *out.metrics.items())}
+                values["grad_norm"] = grad_norm.item()
+                flops = int(all_reduce(torch.tensor(out.flops, dtype=torch.float64, device=self.device), self.world, mean=False).item())
                 dt = time.perf_counter() - tic
                 st.step += 1
                 st.tokens += tokens_per_step
-                st.flops += out.flops
+                st.flops += flops
                 st.train_time_s += dt
                 for key, value in (*values.items(), ("time", dt), ("n", 1)):
                     sums[key] = sums.get(key, 0.0) + value
@@ -128,7 +159,7 @@ class Trainer:
                     log.info(f"step {st.step}/{st.max_steps} loss {record['loss']:.4f} lr {record['lr']:.2e} "
                              f"grad_norm {record['grad_norm']:.3f} tok/s {record['tokens_per_s']:,.0f}{extra}")
                     sums.clear()
-                if st.step % t.eval_every == 0 or st.step == st.max_steps:
+                if main and (st.step % t.eval_every == 0 or st.step == st.max_steps):
                     final_val = self._evaluate()
                     log.event({"kind": "eval", "step": st.step, **{k: v for k, v in final_val.items() if k != "tokens"},
                                "eval_tokens": final_val["tokens"], "tokens": st.tokens, "flops": st.flops, "time_s": st.train_time_s})
@@ -143,7 +174,7 @@ class Trainer:
                 if t.save_every and st.step % t.save_every == 0:
                     st.wall_time_s = time.perf_counter() - wall_start
                     self._save(f"step_{st.step}")
-            if final_val is None:  # resumed at an already finished step count
+            if main and final_val is None:  # resumed at an already finished step count
                 final_val = self._evaluate()
             st.wall_time_s = time.perf_counter() - wall_start
             self._save("final")
@@ -153,6 +184,8 @@ class Trainer:
             raise
         finally:
             log.close()
+        if not main:
+            return {}
         summary = self._summary(final_val)
         atomic_write_json(self.run_dir / "summary.json", summary)
         plot_run_curves(read_metrics(self.run_dir / "metrics.jsonl"), self.run_dir / "curves.png", title=self.run_dir.name)
@@ -183,16 +216,32 @@ def _check_fresh_run_dir(run_dir: Path) -> None:
         raise UserError(f"{run_dir} already holds files; pick another --out, or continue it with --resume {run_dir}")
 
 
+def _prepare_corpus(cfg: Config, world: World) -> Corpus:
+    """The main process builds the token cache; the others read it once it is there."""
+    if world.is_main:
+        corpus = prepare_corpus(cfg.data, cfg.model.vocab_size)
+    barrier(world)
+    if not world.is_main:
+        corpus = prepare_corpus(cfg.data, cfg.model.vocab_size)
+    return corpus
+
+
 def train(cfg: Config, out: str | Path, quiet: bool = False, on_eval: EvalCallback | None = None) -> Path:
     """Start a new run in `out` (which must be empty or absent); return the run directory."""
     run_dir = Path(out)
-    _check_fresh_run_dir(run_dir)
-    corpus = prepare_corpus(cfg.data, cfg.model.vocab_size)
-    cfg = fit_tokenizer_vocab(cfg, corpus)
-    trainer = Trainer(cfg, run_dir, corpus, quiet)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    trainer.run(on_eval)
+    world = init_world(resolve_device(cfg.train.device).type)
+    try:
+        _check_fresh_run_dir(run_dir)
+        barrier(world)
+        corpus = _prepare_corpus(cfg, world)
+        cfg = fit_tokenizer_vocab(cfg, corpus)
+        trainer = Trainer(cfg, run_dir, corpus, quiet)
+        if world.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        trainer.run(on_eval)
+    finally:
+        shutdown(world)
     return run_dir
 
 
@@ -210,14 +259,20 @@ def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = Fals
     if max_steps < 1:
         raise UserError(f"--max-steps must be >= 1, got {max_steps}")
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=max_steps))
-    corpus = prepare_corpus(cfg.data, cfg.model.vocab_size)
-    if corpus.tokenizer.backend.to_str() != Tokenizer.load(resolve_dir(checkpoint)).backend.to_str():
-        raise UserError(f"the corpus of {run_dir} has changed since its checkpoint: its tokenizer no longer matches")
-    trainer = Trainer(cfg, run_dir, corpus, quiet)
-    trainer.restore(checkpoint)
-    if cfg.train.max_steps < trainer.state.step:
-        raise UserError(f"--max-steps {cfg.train.max_steps} is below the checkpoint's step {trainer.state.step}")
-    truncate_metrics(run_dir / "metrics.jsonl", trainer.state.step)
-    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    trainer.run()
+    world = init_world(resolve_device(cfg.train.device).type)
+    try:
+        corpus = _prepare_corpus(cfg, world)
+        if corpus.tokenizer.backend.to_str() != Tokenizer.load(resolve_dir(checkpoint)).backend.to_str():
+            raise UserError(f"the corpus of {run_dir} has changed since its checkpoint: its tokenizer no longer matches")
+        trainer = Trainer(cfg, run_dir, corpus, quiet)
+        trainer.restore(checkpoint)
+        if cfg.train.max_steps < trainer.state.step:
+            raise UserError(f"--max-steps {cfg.train.max_steps} is below the checkpoint's step {trainer.state.step}")
+        barrier(world)  # everyone has read the checkpoint before the main process rewrites the logs
+        if world.is_main:
+            truncate_metrics(run_dir / "metrics.jsonl", trainer.state.step)
+            atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        trainer.run()
+    finally:
+        shutdown(world)
     return run_dir
