@@ -152,6 +152,7 @@ def test_demo_runs_the_whole_study(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "COMPARE_STEPS", 12)
     monkeypatch.setattr(demo, "BASELINE_SUBSET", ["1_baseline", "4_high_lr"])
     monkeypatch.setattr(demo, "REASONING_SUBSET", ["R02_minimal"])
+    monkeypatch.setattr(demo, "SEEDS", 2)
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--base", "cpu-tiny"]) == 0
     printed = capsys.readouterr().out
