@@ -82,6 +82,8 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 disables clipping
     precision: str = "auto"  # auto = bf16 autocast on CUDA with bf16 support, else fp32
     compile: bool = False
+    activation_checkpointing: bool = False  # recompute each block's activations in backward
+    loss_chunk_tokens: int = 0  # LM head + loss in checkpointed chunks of this many tokens; 0 = all at once
     device: str = "auto"
     log_every: int = 10
     eval_every: int = 100
@@ -272,7 +274,7 @@ def validate(cfg: Config) -> None:
 
     for key in ("max_steps", "batch_size", "log_every", "eval_every", "eval_batches"):
         _check(getattr(t, key) >= 1, f"train.{key}", "must be >= 1", getattr(t, key))
-    for key in ("warmup_steps", "save_every"):
+    for key in ("warmup_steps", "save_every", "loss_chunk_tokens"):
         _check(getattr(t, key) >= 0, f"train.{key}", "must be >= 0", getattr(t, key))
     for key in ("lr", "eps"):
         value = getattr(t, key)

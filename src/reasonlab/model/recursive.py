@@ -41,6 +41,7 @@ from torch import nn
 
 from reasonlab.config import ModelConfig, RecursionConfig
 from reasonlab.model.flops import segment_flops_per_token
+from reasonlab.model.loss import token_losses
 from reasonlab.model.outputs import ModelOutput, StepLoss
 from reasonlab.model.transformer import MoETransformerLM
 
@@ -65,6 +66,9 @@ class RecursiveLM(nn.Module):
         nn.init.normal_(self.p_lh.weight, std=0.02)
         nn.init.zeros_(self.halt_head.weight)
         nn.init.constant_(self.halt_head.bias, -5.0)  # start by never halting, as HRM does
+
+    def configure_memory(self, activation_checkpointing: bool, loss_chunk_tokens: int) -> None:
+        self.core.configure_memory(activation_checkpointing, loss_chunk_tokens)
 
     def _cycle(self, z: State, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[State, torch.Tensor]:
         z_l, z_h = z
@@ -151,15 +155,14 @@ class RecursiveLM(nn.Module):
             z, seg_aux = self._segment(z, x, cos, sin)
             aux, segments_run = aux + seg_aux, segments_run + 1
             h = self.core.norm(z[1])
-            logits = self.core.head(h).float()
-            token_loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+            token_loss, prediction = token_losses(h, self.core.embed.weight, targets, self.core.loss_chunk_tokens)
             weight = active.float()
             lm_sum = lm_sum + (token_loss * weight).sum()
             counted = counted + weight.sum()
             halt = active.clone() if s == n - 1 else torch.zeros_like(active)
             if rec.use_act:
                 q = self.halt_head(h).squeeze(-1).float()
-                correct = (logits.detach().argmax(dim=-1) == targets).float()
+                correct = (prediction == targets).float()
                 halt_sum = halt_sum + (F.binary_cross_entropy_with_logits(q, correct, reduction="none") * weight).sum()
                 halt = halt | (active & (q.detach() > 0) & (min_segments <= s + 1))
             exit_loss = torch.where(halt, token_loss.detach(), exit_loss)

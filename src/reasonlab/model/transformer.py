@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from reasonlab.config import ModelConfig
 from reasonlab.model.flops import flops_per_token
 from reasonlab.model.layers import CausalSelfAttention, rope_tables
+from reasonlab.model.loss import token_losses
 from reasonlab.model.moe import MoE
 from reasonlab.model.outputs import ModelOutput, StepLoss
 
@@ -43,6 +44,8 @@ class MoETransformerLM(nn.Module):
         cos, sin = rope_tables(cfg.seq_len, cfg.d_model // cfg.n_heads)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.activation_checkpointing = False
+        self.loss_chunk_tokens = 0
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -57,6 +60,11 @@ class MoETransformerLM(nn.Module):
             nn.init.normal_(block.moe.experts.w1, std=std)
             nn.init.normal_(block.moe.experts.w2, std=resid_std)
 
+    def configure_memory(self, activation_checkpointing: bool, loss_chunk_tokens: int) -> None:
+        """Trade compute for memory: recompute block activations and head logits in backward."""
+        self.activation_checkpointing = activation_checkpointing
+        self.loss_chunk_tokens = loss_chunk_tokens
+
     def embed_tokens(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Scaled token embeddings [B, T, d] and the rotary tables for T positions."""
         T = input_ids.shape[1]
@@ -69,7 +77,10 @@ class MoETransformerLM(nn.Module):
         """One pass through every block: the residual stream and the blocks' mean balance loss."""
         aux = x.new_zeros((), dtype=torch.float32)
         for block in self.blocks:
-            x, block_aux = block(x, cos, sin)
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                x, block_aux = checkpoint(block, x, cos, sin, use_reentrant=False)  # recomputed in backward
+            else:
+                x, block_aux = block(x, cos, sin)
             aux = aux + block_aux
         return x, aux / len(self.blocks)
 
@@ -89,11 +100,12 @@ class MoETransformerLM(nn.Module):
         return self.run(input_ids).logits
 
     def compute_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> StepLoss:
-        out = self.run(input_ids)
-        lm_loss = F.cross_entropy(out.logits.float().flatten(0, 1), targets.flatten())
+        x, cos, sin = self.embed_tokens(input_ids)
+        x, balance = self.stack(x, cos, sin)
+        lm_loss = token_losses(self.norm(x), self.embed.weight, targets, self.loss_chunk_tokens)[0].mean()
         return StepLoss(
-            loss=lm_loss + self.cfg.balance_loss_weight * out.balance_loss,
+            loss=lm_loss + self.cfg.balance_loss_weight * balance,
             lm_loss=lm_loss,
             flops=targets.numel() * flops_per_token(self.cfg),
-            metrics={"balance_loss": out.balance_loss},
+            metrics={"balance_loss": balance},
         )

@@ -58,6 +58,7 @@ class Trainer:
                             f"over {self.world.size} processes")
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(cfg).to(self.device)
+        self.model.configure_memory(cfg.train.activation_checkpointing, cfg.train.loss_chunk_tokens)
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
         self.sampler = BatchSampler(corpus.train, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed,
                                     self.world.rank, self.world.size)
