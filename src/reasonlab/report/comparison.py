@@ -14,6 +14,7 @@ from reasonlab.io import atomic_write, atomic_write_text  # noqa: E402
 from reasonlab.report.markdown import fci, fint, fnum, fpct, fsci, table  # noqa: E402
 
 COLORS = {"a": "tab:blue", "b": "tab:orange"}
+MATCH_LABELS = {"steps": "steps", "flops": "FLOPs", "time": "wall time"}
 
 
 def _curves(ax: Any, result: dict[str, Any], field: str, x: str, y: str) -> None:
@@ -123,20 +124,21 @@ def headline(result: dict[str, Any]) -> str:
 
 def comparison_markdown(result: dict[str, Any]) -> str:
     arms, level, match = result["arms"], result["ci_level"], result["match"]
+    label = MATCH_LABELS[match]
     a, b = arms["a"], arms["b"]
     v = result["verdicts"][match]
     lines = [f"# Final Results: {a['name']} vs {b['name']}", "", "## Executive summary", ""]
     if v["winner"]:
         win = arms[v["winner"]]["name"]
-        lines.append(f"**Winner at equal {match}: {win}**, with a {fnum(v['margin_pct'], 2)}% lower validation loss "
+        lines.append(f"**Winner at equal {label}: {win}**, with a {fnum(v['margin_pct'], 2)}% lower validation loss "
                      f"({fnum(v['a']['mean'])} vs {fnum(v['b']['mean'])}; {level}% CI of B minus A: "
                      f"[{fnum(v['diff_b_minus_a']['ci_low'])}, {fnum(v['diff_b_minus_a']['ci_high'])}]).")
     else:
         ci = v["diff_b_minus_a"]
         interval = "not measured with one seed" if ci["ci_low"] is None else f"[{fnum(ci['ci_low'])}, {fnum(ci['ci_high'])}]"
-        lines.append(f"**No significant difference at equal {match}**: val loss {fnum(v['a']['mean'])} (A) vs "
+        lines.append(f"**No significant difference at equal {label}**: val loss {fnum(v['a']['mean'])} (A) vs "
                      f"{fnum(v['b']['mean'])} (B); the {level}% CI of B minus A is {interval}.")
-    lines += ["", f"Budgets matched on {match}: A ran {a['max_steps']} steps, B ran {b['max_steps']} steps, "
+    lines += ["", f"Budgets matched on {label}: A ran {a['max_steps']} steps, B ran {b['max_steps']} steps, "
               f"{result['n_seeds']} seeds per arm. Means over seeds; {level}% t-intervals in brackets.", ""]
     for arm in (a, b):
         agg = arm["aggregate"]
