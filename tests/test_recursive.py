@@ -1,4 +1,3 @@
-import dataclasses
 import json
 import shutil
 
@@ -10,7 +9,7 @@ from reasonlab.config import Config, ModelConfig, RecursionConfig
 from reasonlab.model import RecursiveLM, build_model, param_counts
 from reasonlab.model.flops import segment_flops_per_token
 from reasonlab.train.runlog import read_metrics
-from conftest import CONFIGS, tiny_config
+from conftest import CONFIGS
 
 TINY = ModelConfig(arch="recursive", vocab_size=300, seq_len=32, d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.1)
 

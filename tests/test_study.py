@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from reasonlab.cli import main
-from reasonlab.experiments.sweep import finished_trials, make_storage
+from reasonlab.experiments.sweep import make_storage
 
 SUITE = """
 name: tiny

@@ -241,6 +241,7 @@ def train(cfg: Config, out: str | Path, quiet: bool = False, on_eval: EvalCallba
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
         trainer.run(on_eval)
+        barrier(world)  # the others wait for the main process's final writes before leaving the group
     finally:
         shutdown(world)
     return run_dir
@@ -274,6 +275,7 @@ def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = Fals
             truncate_metrics(run_dir / "metrics.jsonl", trainer.state.step)
             atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
         trainer.run()
+        barrier(world)
     finally:
         shutdown(world)
     return run_dir
