@@ -249,7 +249,8 @@ def run_workers(spec: SweepSpec, workers: int, progress: Callable[[str], None]) 
         proc.join()
     failed = [p.exitcode for p in procs if p.exitcode]
     if failed:
-        raise UserError(f"{len(failed)} of {workers} sweep workers stopped early; rerun the command to resume the sweep")
+        raise UserError(f"{len(failed)} of {workers} sweep workers stopped early (exit codes {failed}; negative = "
+                        "killed by that signal); rerun the command to resume the sweep")
 
 
 def finished_trials(study: optuna.Study) -> dict[tuple[str, int], dict[str, Any]]:
