@@ -27,6 +27,11 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
+def _overrides(args: argparse.Namespace) -> dict:
+    """The repeatable --set section.key=value options as dotted-key overrides."""
+    return dict(parse_override(item) for item in args.set or [])
+
+
 def _train(args: argparse.Namespace) -> None:
     if args.resume:
         given = [flag for flag, value in (("--config", args.config), ("--set", args.set), ("--model", args.model), ("--seed", args.seed),
@@ -35,7 +40,7 @@ def _train(args: argparse.Namespace) -> None:
             raise UserError(f"--resume continues a run with its stored config; drop {', '.join(given)}")
         run_dir = api.resume(args.resume, args.max_steps, args.quiet)
     else:
-        overrides = dict(parse_override(item) for item in args.set or [])
+        overrides = _overrides(args)
         for key, value in (("model.arch", args.model), ("train.seed", args.seed), ("train.max_steps", args.max_steps),
                            ("data.source", args.data), ("data.tokenizer", args.tokenizer)):
             if value is not None:
@@ -77,7 +82,7 @@ def _generate(args: argparse.Namespace) -> None:
 def _ablate(args: argparse.Namespace) -> None:
     from reasonlab.experiments.ablation import run_ablation
 
-    overrides = dict(parse_override(item) for item in args.set or [])
+    overrides = _overrides(args)
     only = [name.strip() for name in args.only.split(",")] if args.only else None
     results = run_ablation(args.suite, args.steps, args.seeds, args.out, args.workers, args.storage, args.prune,
                            args.base, overrides, only, progress=lambda line: print(line, file=sys.stderr, flush=True))
@@ -107,7 +112,7 @@ def _demo(args: argparse.Namespace) -> None:
 def _bench(args: argparse.Namespace) -> None:
     from reasonlab.bench import bench, format_bench
 
-    overrides = dict(parse_override(item) for item in args.set or [])
+    overrides = _overrides(args)
     if args.model:
         overrides["model.arch"] = args.model
     if args.steps < 1:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from reasonlab.config import Config, config_from_dict
 from reasonlab.errors import UserError
-from reasonlab.experiments.stats import CI_LEVEL, mean_ci, welch_diff
+from reasonlab.experiments.stats import CI_LEVEL, mean_ci, mean_curve, welch_diff
 from reasonlab.experiments.suites import load_suite
 from reasonlab.experiments.sweep import SweepSpec, enqueue_missing, finished_trials, open_study, run_workers, storage_lock
 from reasonlab.io import atomic_write_json
@@ -42,15 +42,6 @@ def _seed_row(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _mean_curve(rows: list[dict[str, Any]], key: str = "loss") -> list[dict[str, float]]:
-    """Mean over seeds at the steps every seed evaluated."""
-    by_step: dict[int, list[float]] = {}
-    for row in rows:
-        for event in row["val_history"]:
-            by_step.setdefault(event["step"], []).append(event[key])
-    return [{"step": s, key: sum(v) / len(v)} for s, v in sorted(by_step.items()) if len(v) == len(rows)]
-
-
 def _finite(values: list[Any]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(v)]
 
@@ -80,7 +71,7 @@ def aggregate(configs: dict[str, Config], seeds: list[int], results: dict[tuple[
         for key, values in metrics.items():
             finite = _finite(values)
             entry[key] = mean_ci(finite, CI_LEVEL) if finite else None
-        entry["val_curve"] = _mean_curve(complete) if complete else []
+        entry["val_curve"] = mean_curve([r["val_history"] for r in complete])
         table[name] = entry
     # only configs whose every seed completed are ranked: a mean over the surviving seeds of a
     # partly pruned or diverged config would be biased towards its luckier runs

@@ -25,12 +25,12 @@ from reasonlab.config import Config, resolve_config
 from reasonlab.data import prepare_corpus
 from reasonlab.errors import UserError
 from reasonlab.experiments.ablation import best_config
-from reasonlab.experiments.stats import CI_LEVEL, mean_ci, welch_diff
+from reasonlab.experiments.stats import CI_LEVEL, mean_ci, mean_curve, welch_diff
 from reasonlab.io import atomic_write_json
 from reasonlab.model.flops import flops_per_token, segment_flops_per_token
 from reasonlab.report.comparison import write_comparison_report
 from reasonlab.train import trainer
-from reasonlab.train.runlog import read_metrics
+from reasonlab.train.runlog import run_result
 
 MATCHES = ("steps", "flops", "time")
 AXES = {"steps": "step", "flops": "flops", "time": "time_s"}
@@ -112,14 +112,7 @@ def _run(cfg: Config, run_dir: Path, progress: Callable[[str], None]) -> dict[st
         if run_dir.exists():
             shutil.rmtree(run_dir)
         trainer.train(cfg, run_dir, quiet=True)
-    events = read_metrics(run_dir / "metrics.jsonl")
-    result = {
-        "run_dir": str(run_dir),
-        "summary": json.loads(summary.read_text()),
-        "train_history": [{k: e[k] for k in ("step", "loss", "flops", "time_s")} for e in events if e["kind"] == "train"],
-        "val_history": [{k: e[k] for k in ("step", "loss", "perplexity", "accuracy", "flops", "time_s") if k in e}
-                        for e in events if e["kind"] == "eval"],
-    }
+    result = run_result(run_dir)
     final = result["summary"]["final_val"]
     progress(f"{run_dir.name}: val loss {final['loss']:.4f}, accuracy {final['accuracy']:.2%}")
     return result
@@ -129,16 +122,6 @@ def value_at(history: list[dict[str, float]], axis: str, point: float, key: str)
     """A validation metric at `point` on `axis`, linearly interpolated between evaluations."""
     xs = [e[axis] for e in history]
     return float(np.interp(point, xs, [e[key] for e in history]))
-
-
-def _mean_history(runs: list[dict[str, Any]], field: str) -> list[dict[str, float]]:
-    """Mean over seeds of each recorded quantity, at the steps every seed recorded."""
-    by_step: dict[int, list[dict[str, float]]] = {}
-    for run in runs:
-        for event in run[field]:
-            by_step.setdefault(event["step"], []).append(event)
-    return [{k: statistics.fmean(e[k] for e in events) for k in events[0]}
-            for step, events in sorted(by_step.items()) if len(events) == len(runs)]
 
 
 def _advantage(a: float, b: float, lower_is_better: bool) -> dict[str, Any]:
@@ -245,7 +228,8 @@ def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str 
             "name": name, "source": source, "config": cfg.to_dict(), "max_steps": n, "seeds": seed_lists[arm],
             "results": {"total_time": agg["total_time_s"]["mean"], "best_val_loss": agg["best_val_loss"]["mean"],
                         "final_val_metrics": {k: agg[f"final_val_{k}"]["mean"] for k in ("loss", "perplexity", "accuracy")}},
-            "train_history": _mean_history(runs, "train_history"), "val_history": _mean_history(runs, "val_history"),
+            "train_history": mean_curve([r["train_history"] for r in runs]),
+            "val_history": mean_curve([r["val_history"] for r in runs]),
             "aggregate": agg, "per_seed": per_seed,
         }
     fa, fb = arms["a"]["aggregate"], arms["b"]["aggregate"]

@@ -21,6 +21,16 @@ def mean_ci(values: list[float], level: float = CI_LEVEL) -> dict[str, float | i
     return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
+def mean_curve(histories: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    """Mean over seeds of every recorded quantity, at the steps every seed recorded."""
+    by_step: dict[int, list[dict[str, float]]] = {}
+    for history in histories:
+        for event in history:
+            by_step.setdefault(event["step"], []).append(event)
+    return [{**{k: statistics.fmean(e[k] for e in events) for k in events[0]}, "step": step}
+            for step, events in sorted(by_step.items()) if len(events) == len(histories)]
+
+
 def welch_diff(a: list[float], b: list[float], level: float = CI_LEVEL) -> dict[str, float | bool | None]:
     """mean(b) - mean(a) with Welch's t-interval (unequal variances, independent runs).
 

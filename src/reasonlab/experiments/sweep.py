@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import multiprocessing
 import os
 import threading
@@ -30,7 +29,7 @@ from optuna.trial import TrialState
 from reasonlab.config import Config, config_from_dict
 from reasonlab.errors import UserError
 from reasonlab.train import trainer
-from reasonlab.train.runlog import read_metrics
+from reasonlab.train.runlog import run_result
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are stable in practice
 
@@ -152,23 +151,6 @@ class _Heartbeat:
         self.thread.join()
 
 
-def trial_result(run_dir: Path, status: str) -> dict[str, Any]:
-    """What a report needs from one finished trial: its summary and its curves."""
-    events = read_metrics(run_dir / "metrics.jsonl")
-    keep = ("step", "loss", "perplexity", "accuracy", "segments", "tokens", "flops", "time_s")
-    result: dict[str, Any] = {
-        "status": status,
-        "nan_encountered": any(e["kind"] == "diverged" for e in events),
-        "run_dir": str(run_dir),
-        "train_history": [{k: e[k] for k in ("step", "loss", "flops", "time_s") if k in e} for e in events if e["kind"] == "train"],
-        "val_history": [{k: e[k] for k in keep if k in e} for e in events if e["kind"] == "eval"],
-    }
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        result["summary"] = json.loads(summary_path.read_text())
-    return result
-
-
 def run_trial(cfg: Config, run_dir: Path, on_eval: Callable[[int, dict[str, float]], None] | None = None) -> str:
     """Train one trial in a fresh folder; returns its status: complete, pruned or diverged."""
     try:
@@ -220,7 +202,7 @@ def work(spec: SweepSpec, threads: int | None = None, progress: Callable[[str], 
             except BaseException:
                 study.tell(trial, state=TrialState.FAIL)
                 raise
-            result = trial_result(run_dir, status)
+            result = {"status": status, **run_result(run_dir)}
             trial.set_user_attr("result", result)
             final = result.get("summary", {}).get("final_val", {}).get("loss")
             if status == "pruned":

@@ -10,7 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from reasonlab.io import atomic_write, atomic_write_text  # noqa: E402
+from reasonlab.io import atomic_write_text  # noqa: E402
+from reasonlab.report.plots import save_figure  # noqa: E402
 from reasonlab.report.markdown import fci, fint, fnum, fpct, fsci, table  # noqa: E402
 
 
@@ -38,9 +39,7 @@ def plot_ablation(results: dict[str, Any], path: Path) -> None:
     curves.grid(alpha=0.3)
     curves.legend(fontsize=7, ncol=2)
     fig.suptitle(f"ablation: {results['suite']}, {results['steps']} steps")
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def ablation_markdown(results: dict[str, Any]) -> str:

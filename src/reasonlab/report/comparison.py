@@ -10,7 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from reasonlab.io import atomic_write, atomic_write_text  # noqa: E402
+from reasonlab.io import atomic_write_text  # noqa: E402
+from reasonlab.report.plots import save_figure  # noqa: E402
 from reasonlab.report.markdown import fci, fint, fnum, fpct, fsci, table  # noqa: E402
 
 COLORS = {"a": "tab:blue", "b": "tab:orange"}
@@ -28,12 +29,6 @@ def _curves(ax: Any, result: dict[str, Any], field: str, x: str, y: str) -> None
     ax.legend(fontsize=8)
 
 
-def _save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-
-
 def plot_comparison(result: dict[str, Any], out: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     for ax, field, key, title in ((axes[0, 0], "train_history", "loss", "train loss"),
@@ -45,7 +40,7 @@ def plot_comparison(result: dict[str, Any], out: Path) -> None:
         ax.set_xlabel("step")
     axes[1, 1].set_yscale("log")
     fig.suptitle(f"A vs B, {result['n_seeds']} seeds per arm (thin: seeds, thick: mean)")
-    _save(fig, out / "comparison.png")
+    save_figure(fig, out / "comparison.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, x, label in ((axes[0], "flops", "training FLOPs"), (axes[1], "time_s", "training wall time (s)")):
@@ -54,7 +49,7 @@ def plot_comparison(result: dict[str, Any], out: Path) -> None:
         ax.set_ylabel("val loss")
     axes[0].set_xscale("log")
     fig.suptitle("val loss against compute")
-    _save(fig, out / "comparison_compute.png")
+    save_figure(fig, out / "comparison_compute.png")
 
 
 def _arm_config_lines(cfg: dict[str, Any]) -> list[str]:

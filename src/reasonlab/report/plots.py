@@ -13,6 +13,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from reasonlab.io import atomic_write  # noqa: E402
 
 
+def save_figure(fig: Any, path: str | Path) -> None:
+    """Lay out, write atomically as PNG, and free the figure."""
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
 def plot_run_curves(events: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
     train = [e for e in events if e.get("kind") == "train"]
     val = [e for e in events if e.get("kind") == "eval"]
@@ -31,6 +38,4 @@ def plot_run_curves(events: list[dict[str, Any]], path: str | Path, title: str =
     axes[1, 1].set_yscale("log")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    save_figure(fig, path)

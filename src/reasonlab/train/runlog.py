@@ -29,6 +29,23 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return events
 
 
+def run_result(run_dir: str | Path) -> dict[str, Any]:
+    """A finished (or stopped) run as reports need it: its summary, if written, and its curves."""
+    run_dir = Path(run_dir)
+    events = read_metrics(run_dir / "metrics.jsonl")
+    keep = ("step", "loss", "perplexity", "accuracy", "segments", "tokens", "flops", "time_s")
+    result: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "nan_encountered": any(e["kind"] == "diverged" for e in events),
+        "train_history": [{k: e[k] for k in ("step", "loss", "flops", "time_s") if k in e} for e in events if e["kind"] == "train"],
+        "val_history": [{k: e[k] for k in keep if k in e} for e in events if e["kind"] == "eval"],
+    }
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        result["summary"] = json.loads(summary.read_text())
+    return result
+
+
 def truncate_metrics(path: str | Path, step: int) -> None:
     """Drop events after `step`: a resumed run rewrites them from its checkpoint on."""
     kept = [e for e in read_metrics(path) if e["step"] <= step]
