@@ -5,14 +5,15 @@ from __future__ import annotations
 import resource
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from reasonlab.config import Config
-from reasonlab.data import prepare_corpus
 from reasonlab.runtime import resolve_device, resolve_precision
-from reasonlab.train.trainer import Trainer, fit_tokenizer_vocab
+from reasonlab.train.data import prepare_data
+from reasonlab.train.trainer import Trainer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -46,8 +47,8 @@ def bench(cfg: Config, steps: int = 10, warmup: int = 3) -> dict[str, Any]:
     device = resolve_device(cfg.train.device)
     precision = resolve_precision(cfg.train.precision, device)
     peaks = {p: matmul_peak(p, device) for p in DTYPES}
-    corpus = prepare_corpus(cfg.data, cfg.model.vocab_size)
-    trainer = Trainer(fit_tokenizer_vocab(cfg, corpus), corpus.directory, corpus, quiet=True)
+    data = prepare_data(cfg)
+    trainer = Trainer(data.fit(cfg), Path("."), data, quiet=True)
     times, flops = [], []
     for i in range(warmup + steps):
         _sync(device)

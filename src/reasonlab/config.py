@@ -38,6 +38,7 @@ class ModelConfig:
     dropout: float = 0.1
     router_noise_std: float = 0.1
     balance_loss_weight: float = 0.01
+    causal: bool = True  # false = bidirectional attention (the grid format of reasoning tasks)
 
 
 @dataclass
@@ -63,6 +64,24 @@ class DataConfig:
     max_documents: int = 0  # 0 = all documents
     max_chars: int = 0  # cut each document to this many characters; 0 = no cut
     cache_dir: str = ""  # "" = $REASONLAB_CACHE or ~/.cache/reasonlab
+
+
+@dataclass
+class TaskConfig:
+    """A generated reasoning task to train on instead of text (`reasonlab tasks --list`)."""
+
+    name: str = ""  # "" = language modelling on data.source
+    size: int = 0  # grid side of sudoku (4, 6, 9) and maze; 0 = the task's default
+    reverse: bool = True  # addition: every number written least-significant digit first
+    min_search: int = 0  # sudoku: only puzzles whose solver needs at least this many guesses
+    format: str = "seq"  # seq: prompt, "=", answer decoded greedily; grid: every answer cell at its input position, one pass
+    train_min_level: int = 0  # levels (digits, bits, blanks, path length) trained on; 0 = the task's default
+    train_max_level: int = 0
+    test_min_level: int = 0  # the harder range tested after training; 0 = the task's default
+    test_max_level: int = 0
+    train_examples: int = 20000
+    eval_examples: int = 256  # held-out instances per split (val at the train levels, test at the harder ones)
+    seed: int = 1234  # the dataset's seed: every arm and training seed sees the same instances
 
 
 @dataclass
@@ -96,6 +115,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     recursion: RecursionConfig = field(default_factory=RecursionConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -105,7 +125,10 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-SECTIONS: dict[str, type] = {"model": ModelConfig, "recursion": RecursionConfig, "data": DataConfig, "train": TrainConfig}
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig, "recursion": RecursionConfig, "data": DataConfig, "task": TaskConfig, "train": TrainConfig,
+}
+TASK_FORMATS = ("seq", "grid")
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
@@ -231,6 +254,15 @@ def resolve_config(
     return cfg
 
 
+def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """A validated copy of `cfg` with dotted-key overrides applied."""
+    out = config_from_dict(cfg.to_dict())
+    for key, value in overrides.items():
+        _apply(out, key, value)
+    validate(out)
+    return out
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a stored, resolved config (run directory or checkpoint)."""
     cfg = Config()
@@ -251,7 +283,8 @@ def validate(cfg: Config) -> None:
     _check(m.arch in ARCHS, "model.arch", f"must be one of {', '.join(ARCHS)}", m.arch)
     for key in ("vocab_size", "seq_len", "d_model", "n_layers", "n_heads", "d_ff", "n_experts", "top_k"):
         _check(getattr(m, key) >= 1, f"model.{key}", "must be >= 1", getattr(m, key))
-    _check(m.vocab_size >= 260, "model.vocab_size", "must be >= 260 (256 bytes + specials)", m.vocab_size)
+    if not cfg.task.name and d.tokenizer == "bpe":
+        _check(m.vocab_size >= 260, "model.vocab_size", "must be >= 260 (256 bytes + specials)", m.vocab_size)
     _check(m.d_model % m.n_heads == 0, "model.d_model", f"must be divisible by model.n_heads ({m.n_heads})", m.d_model)
     _check((m.d_model // m.n_heads) % 2 == 0, "model.n_heads", "must leave an even head size for rotary embeddings", m.n_heads)
     _check(m.top_k <= m.n_experts, "model.top_k", f"must be <= model.n_experts ({m.n_experts})", m.top_k)
@@ -271,6 +304,13 @@ def validate(cfg: Config) -> None:
     _check(0.0 < d.val_fraction < 1.0, "data.val_fraction", "must be in (0, 1)", d.val_fraction)
     _check(d.max_documents >= 0, "data.max_documents", "must be >= 0", d.max_documents)
     _check(d.max_chars >= 0, "data.max_chars", "must be >= 0", d.max_chars)
+
+    k = cfg.task
+    _check(k.format in TASK_FORMATS, "task.format", f"must be one of {', '.join(TASK_FORMATS)}", k.format)
+    for key in ("size", "min_search", "train_min_level", "train_max_level", "test_min_level", "test_max_level"):
+        _check(getattr(k, key) >= 0, f"task.{key}", "must be >= 0", getattr(k, key))
+    for key in ("train_examples", "eval_examples"):
+        _check(getattr(k, key) >= 1, f"task.{key}", "must be >= 1", getattr(k, key))
 
     for key in ("max_steps", "batch_size", "log_every", "eval_every", "eval_batches"):
         _check(getattr(t, key) >= 1, f"train.{key}", "must be >= 1", getattr(t, key))

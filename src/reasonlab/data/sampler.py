@@ -68,3 +68,36 @@ def eval_batches(tokens: np.ndarray, seq_len: int, batch_size: int, n_batches: i
     starts = torch.arange(n_windows) * seq_len
     for i in range(0, n_windows, batch_size):
         yield _windows(tokens, starts[i : i + batch_size], seq_len)
+
+
+class RowSampler:
+    """Shuffled rows of a fixed example set (a reasoning task's train split), one epoch after
+    another; the same (seed, epoch, position) state and rank slicing as BatchSampler."""
+
+    def __init__(self, n_rows: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if n_rows < batch_size:
+            raise UserError(f"the train split has {n_rows} examples, fewer than one batch of {batch_size}; "
+                            "raise task.train_examples or lower train.batch_size")
+        self.n_rows, self.batch_size, self.seed = n_rows, batch_size, seed
+        self.rank, self.local_batch = rank, batch_size // world
+        self.epoch, self.position = 0, 0
+        self._order = self._epoch_order(0)
+
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.n_rows, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+
+    def next_rows(self) -> torch.Tensor:
+        """Indices of this process's slice of the next batch."""
+        if self.position + self.batch_size > self.n_rows:
+            self.epoch, self.position = self.epoch + 1, 0
+            self._order = self._epoch_order(self.epoch)
+        rows = self._order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return rows[self.rank * self.local_batch : (self.rank + 1) * self.local_batch]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
+        self._order = self._epoch_order(self.epoch)

@@ -74,6 +74,15 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     return Tokenizer(backend, EOT)
 
 
+def word_tokenizer(words: list[str], eot_token: str) -> Tokenizer:
+    """A fixed vocabulary of whitespace-separated words (a reasoning task's symbols); the
+    end-of-text token, id 0, doubles as padding."""
+    vocab = {word: i for i, word in enumerate(dict.fromkeys([eot_token, *words]))}
+    backend = HFTokenizer(models.WordLevel(vocab, unk_token=None))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return Tokenizer(backend, eot_token)
+
+
 def load_pretrained(name_or_path: str) -> Tokenizer:
     """A tokenizer.json file or folder, else an HF hub name through `transformers` (the hf extra)."""
     path = Path(name_or_path).expanduser()

@@ -11,7 +11,14 @@ from reasonlab.config import Config, config_from_dict
 from reasonlab.errors import UserError
 from reasonlab.experiments.stats import CI_LEVEL, mean_ci, mean_curve, welch_diff
 from reasonlab.experiments.suites import load_suite
-from reasonlab.experiments.sweep import SweepSpec, enqueue_missing, finished_trials, open_study, run_workers, storage_lock
+from reasonlab.experiments.sweep import (
+    SweepSpec,
+    enqueue_missing,
+    finished_trials,
+    open_study,
+    run_workers,
+    storage_lock,
+)
 from reasonlab.io import atomic_write_json
 from reasonlab.report.ablation import write_ablation_report
 

@@ -5,7 +5,7 @@
 - flops: both spend what the costlier arm spends in `steps` steps (the cheaper arm runs more);
 - time: both get the wall time the slower arm needs for `steps` steps (step times measured first).
 The other two verdicts are read off the validation curves at the largest budget both arms
-reached. Arm B's seeds follow arm A's (A: 0..k-1, B: k..2k-1), so the runs are independent
+reached. Arms are judged on val loss, or on exact match for reasoning tasks. Arm B's seeds follow arm A's (A: 0..k-1, B: k..2k-1), so the runs are independent
 samples, as Welch's interval for the difference assumes.
 """
 
@@ -21,8 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from reasonlab.config import Config, resolve_config
-from reasonlab.data import prepare_corpus
+from reasonlab.config import Config, resolve_config, with_overrides
 from reasonlab.errors import UserError
 from reasonlab.experiments.ablation import best_config
 from reasonlab.experiments.stats import CI_LEVEL, mean_ci, mean_curve, welch_diff
@@ -30,18 +29,25 @@ from reasonlab.io import atomic_write_json
 from reasonlab.model.flops import flops_per_token, segment_flops_per_token
 from reasonlab.report.comparison import write_comparison_report
 from reasonlab.train import trainer
+from reasonlab.train.data import prepare_data
 from reasonlab.train.runlog import run_result
 
 MATCHES = ("steps", "flops", "time")
+METRICS = {  # what a verdict compares: key in the eval events, label, lower is better
+    "loss": {"key": "loss", "label": "val loss", "lower_is_better": True},
+    "exact_match": {"key": "exact_match", "label": "val exact match", "lower_is_better": False},
+}
 AXES = {"steps": "step", "flops": "flops", "time": "time_s"}
 RESULTS = "comparison.json"
 
 
-def arm_config(spec: str) -> tuple[str, Config]:
-    """`DIR:best` (the best config of an ablation) or a YAML config / bundled preset name."""
+def arm_config(spec: str, overrides: dict[str, Any] | None = None) -> tuple[str, Config]:
+    """`DIR:best` (the best config of an ablation) or a YAML config / bundled preset name,
+    with dotted-key overrides applied on top."""
     if spec.endswith(":best"):
-        return best_config(spec[: -len(":best")])
-    return Path(spec).stem, resolve_config(spec)
+        name, cfg = best_config(spec[: -len(":best")])
+        return name, with_overrides(cfg, overrides or {})
+    return Path(spec).stem, resolve_config(spec, overrides)
 
 
 def nominal_step_flops(cfg: Config) -> int:
@@ -54,8 +60,8 @@ def nominal_step_flops(cfg: Config) -> int:
 
 def measure_step_time(cfg: Config, steps: int = 5, warmup: int = 2) -> float:
     """Median seconds per training step of this config on this machine (for --match time)."""
-    corpus = prepare_corpus(cfg.data, cfg.model.vocab_size)
-    steady = trainer.Trainer(trainer.fit_tokenizer_vocab(cfg, corpus), Path("."), corpus, quiet=True)
+    data = prepare_data(cfg)
+    steady = trainer.Trainer(data.fit(cfg), Path("."), data, quiet=True)
     times = []
     for i in range(warmup + steps):
         tic = time.perf_counter()
@@ -133,8 +139,15 @@ def _advantage(a: float, b: float, lower_is_better: bool) -> dict[str, Any]:
     return {"better": better, "advantage_pct": 100 * abs(best - worst) / abs(worst) if worst else None}
 
 
-def verdicts(arms: dict[str, dict[str, Any]], match: str) -> dict[str, Any]:
-    """Val loss of both arms at the largest budget every run reached, on each axis.
+def margin(values: dict[str, list[float]], diff: float, metric: dict[str, Any]) -> float:
+    """How far apart the arms are: % of the worse val loss, or points of exact match."""
+    if metric["lower_is_better"]:
+        return 100 * abs(diff) / max(statistics.fmean(values["a"]), statistics.fmean(values["b"]))
+    return 100 * abs(diff)
+
+
+def verdicts(arms: dict[str, dict[str, Any]], match: str, metric: dict[str, Any] = METRICS["loss"]) -> dict[str, Any]:
+    """The judged metric of both arms at the largest budget every run reached, on each axis.
 
     The point must lie inside every run's evaluated range (no extrapolation before a first or
     after a last evaluation); where the ranges do not overlap the verdict is unavailable.
@@ -148,21 +161,21 @@ def verdicts(arms: dict[str, dict[str, Any]], match: str) -> dict[str, Any]:
             out[dim] = {"axis": axis, "point": None, "matched": dim == match, "winner": None, "available": False,
                         "reason": f"the arms' evaluated ranges of {axis} do not overlap"}
             continue
-        values = {arm: [value_at(r["val_history"], axis, point, "loss") for r in data["per_seed"].values()]
+        values = {arm: [value_at(r["val_history"], axis, point, metric["key"]) for r in data["per_seed"].values()]
                   for arm, data in arms.items()}
         diff = welch_diff(values["a"], values["b"])
-        winner = None if not diff["significant"] else ("a" if diff["diff"] > 0 else "b")
+        b_ahead = (diff["diff"] < 0) == metric["lower_is_better"]
+        winner = None if not diff["significant"] else ("b" if b_ahead else "a")
         out[dim] = {"axis": axis, "point": point, "matched": dim == match, "available": True,
                     "a": mean_ci(values["a"]), "b": mean_ci(values["b"]),
-                    "diff_b_minus_a": diff, "winner": winner,
-                    "margin_pct": 100 * abs(diff["diff"]) / max(statistics.fmean(values["a"]), statistics.fmean(values["b"]))}
+                    "diff_b_minus_a": diff, "winner": winner, "margin": margin(values, diff["diff"], metric)}
     return out
 
 
 def recommendations(result: dict[str, Any]) -> list[str]:
     """Advice that follows from the verdicts and the measured speeds, nothing canned."""
     names = {arm: result["arms"][arm]["name"] for arm in ("a", "b")}
-    v = result["verdicts"]
+    v, metric = result["verdicts"], result["metric"]
     notes = []
     if result["n_seeds"] < 2:
         notes.append("One seed per arm measures no noise: rerun with --seeds 3 before acting on any difference.")
@@ -171,7 +184,9 @@ def recommendations(result: dict[str, Any]) -> list[str]:
         if not v[dim]["available"]:
             notes.append(f"Under {label} no verdict: {v[dim]['reason']}; match on {dim} to compare there.")
         elif winner:
-            notes.append(f"Under {label}, train {names[winner]}: it reaches a val loss {v[dim]['margin_pct']:.2f}% lower "
+            ahead = (f"a val loss {v[dim]['margin']:.2f}% lower" if metric["lower_is_better"]
+                     else f"a {metric['label']} {v[dim]['margin']:.2f} points higher")
+            notes.append(f"Under {label}, train {names[winner]}: it reaches {ahead} "
                          f"({v[dim]['diff_b_minus_a']['ci_low']:.4f} to {v[dim]['diff_b_minus_a']['ci_high']:.4f} is the "
                          f"{result['ci_level']}% CI of B minus A).")
         else:
@@ -185,13 +200,17 @@ def recommendations(result: dict[str, Any]) -> list[str]:
 
 
 def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str | Path,
-                   progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train both arms over seeds and write comparison.json, comparison.png, comparison_compute.png, FINAL_RESULTS.md."""
+                   progress: Callable[[str], None] = print, overrides: dict[str, Any] | None = None,
+                   metric: str = "loss") -> dict[str, Any]:
+    """Train both arms over seeds and write comparison.json, comparison.png, comparison_compute.png, FINAL_RESULTS.md.
+
+    `overrides` (dotted keys) apply to both arms; `metric` is what the verdicts judge.
+    """
     if match not in MATCHES:
         raise UserError(f"--match must be one of {', '.join(MATCHES)}, got {match!r}")
     if steps < 1 or seeds < 1:
         raise UserError("--steps and --seeds must be >= 1")
-    (name_a, cfg_a), (name_b, cfg_b) = arm_config(a), arm_config(b)
+    (name_a, cfg_a), (name_b, cfg_b) = arm_config(a, overrides), arm_config(b, overrides)
     if name_a == name_b:
         name_a, name_b = f"{name_a} (A)", f"{name_b} (B)"
     configs = {"a": cfg_a, "b": cfg_b}
@@ -224,6 +243,8 @@ def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str 
             "tokens_per_s": mean_ci([s["tokens_per_s"] for s in summaries]),
             "flops": mean_ci([s["flops"] for s in summaries]),
         }
+        if metric == "exact_match":
+            agg["final_val_exact_match"] = mean_ci([s["final_val"]["exact_match"] for s in summaries])
         arms[arm] = {
             "name": name, "source": source, "config": cfg.to_dict(), "max_steps": n, "seeds": seed_lists[arm],
             "results": {"total_time": agg["total_time_s"]["mean"], "best_val_loss": agg["best_val_loss"]["mean"],
@@ -234,7 +255,7 @@ def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str 
         }
     fa, fb = arms["a"]["aggregate"], arms["b"]["aggregate"]
     result: dict[str, Any] = {
-        "match": match, "steps": steps, "n_seeds": seeds, "ci_level": round(CI_LEVEL * 100), "arms": arms,
+        "match": match, "steps": steps, "n_seeds": seeds, "ci_level": round(CI_LEVEL * 100), "metric": METRICS[metric], "arms": arms,
         "metric_table": [
             {"metric": "val loss", "key": "final_val_loss", "a": fa["final_val_loss"]["mean"], "b": fb["final_val_loss"]["mean"],
              **_advantage(fa["final_val_loss"]["mean"], fb["final_val_loss"]["mean"], True)},
@@ -254,7 +275,12 @@ def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str 
                              **_advantage(fa["train_time_s"]["mean"], fb["train_time_s"]["mean"], True)},
         },
     }
-    result["verdicts"] = verdicts(arms, match)
+    if metric == "exact_match":
+        result["metric_table"].insert(0, {
+            "metric": "exact match", "key": "final_val_exact_match", "a": fa["final_val_exact_match"]["mean"],
+            "b": fb["final_val_exact_match"]["mean"],
+            **_advantage(fa["final_val_exact_match"]["mean"], fb["final_val_exact_match"]["mean"], False)})
+    result["verdicts"] = verdicts(arms, match, METRICS[metric])
     result["winner"] = result["verdicts"][match]["winner"]
     result["recommendations"] = recommendations(result)
     atomic_write_json(out / RESULTS, result)

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reasonlab.config import PRESETS_DIR, Config, preset_ref, read_preset, read_yaml, resolve_config
+from reasonlab.config import (
+    PRESETS_DIR,
+    Config,
+    preset_ref,
+    read_preset,
+    read_yaml,
+    resolve_config,
+)
 from reasonlab.errors import UserError
 
 SUITES_DIR = PRESETS_DIR / "suites"

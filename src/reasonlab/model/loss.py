@@ -3,6 +3,9 @@
 At full vocabulary size the fp32 logits of a batch dominate memory (16 x 512 tokens x 49,152
 entries = 1.6 GB, with as much again for their gradient). In chunks, only `chunk_tokens` x V
 logits exist at a time; backward recomputes each chunk's logits instead of keeping them.
+
+Targets equal to IGNORE_INDEX (prompt tokens and padding of reasoning tasks) add no loss and
+are left out of every mean.
 """
 
 from __future__ import annotations
@@ -10,6 +13,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` where `mask` holds; 0 when it holds nowhere."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

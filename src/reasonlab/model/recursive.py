@@ -41,7 +41,7 @@ from torch import nn
 
 from reasonlab.config import ModelConfig, RecursionConfig
 from reasonlab.model.flops import segment_flops_per_token
-from reasonlab.model.loss import token_losses
+from reasonlab.model.loss import IGNORE_INDEX, masked_mean, token_losses
 from reasonlab.model.outputs import ModelOutput, StepLoss
 from reasonlab.model.transformer import MoETransformerLM
 
@@ -102,11 +102,16 @@ class RecursiveLM(nn.Module):
     def passes_per_segment(self) -> int:
         return self.rec.H_cycles * (self.rec.L_cycles + 1)
 
-    def run(self, input_ids: torch.Tensor) -> ModelOutput:
-        """Inference: each token's logits from the segment it exits at."""
+    def run(self, input_ids: torch.Tensor, segments: int | None = None) -> ModelOutput:
+        """Inference: each token's logits from the segment it exits at.
+
+        `segments` overrides halting: every token runs exactly that many segments and predicts
+        from the last, which may be more than training ever ran (test-time compute).
+        """
         x, cos, sin = self.core.embed_tokens(input_ids)
         z = self._initial_state(x)
-        n = self.rec.halt_max_steps
+        n = self.rec.halt_max_steps if segments is None else segments
+        use_act = self.rec.use_act and segments is None
         logits = None
         exit_segment = torch.full(input_ids.shape, n, device=x.device)
         done = torch.zeros(input_ids.shape, dtype=torch.bool, device=x.device)
@@ -117,7 +122,7 @@ class RecursiveLM(nn.Module):
             z = (z[0].detach(), z[1].detach())
             aux, segments_run = aux + seg_aux, segments_run + 1
             last = s == n - 1
-            if not self.rec.use_act and not last:
+            if not use_act and not last:
                 continue
             h = self.core.norm(z[1])
             seg_logits = self.core.head(h)
@@ -141,7 +146,8 @@ class RecursiveLM(nn.Module):
         n = rec.halt_max_steps
         x, cos, sin = self.core.embed_tokens(input_ids)
         z = self._initial_state(x)
-        active = torch.ones(targets.shape, dtype=torch.bool, device=x.device)
+        valid = targets != IGNORE_INDEX
+        active = valid.clone()
         min_segments = torch.ones(targets.shape, dtype=torch.long, device=x.device)
         if rec.use_act and self.training and rec.halt_exploration_prob > 0 and n > 1:
             explore = torch.rand(targets.shape, device=x.device) < rec.halt_exploration_prob
@@ -149,7 +155,7 @@ class RecursiveLM(nn.Module):
         exit_loss = torch.zeros(targets.shape, device=x.device)
         exit_segment = torch.full(targets.shape, n, device=x.device)
         lm_sum = halt_sum = aux = x.new_zeros((), dtype=torch.float32)
-        counted = 0
+        counted = x.new_zeros((), dtype=torch.float32)
         segments_run = 0
         for s in range(n):
             z, seg_aux = self._segment(z, x, cos, sin)
@@ -172,14 +178,14 @@ class RecursiveLM(nn.Module):
             if not active.any():
                 break
         balance = aux / (segments_run * self.passes_per_segment)
-        halt_loss = halt_sum / counted
-        loss = lm_sum / counted + self.cfg.balance_loss_weight * balance + rec.halt_loss_weight * halt_loss
-        metrics = {"balance_loss": balance, "segments": exit_segment.float().mean()}
+        halt_loss = halt_sum / counted.clamp(min=1)
+        loss = lm_sum / counted.clamp(min=1) + self.cfg.balance_loss_weight * balance + rec.halt_loss_weight * halt_loss
+        metrics = {"balance_loss": balance, "segments": masked_mean(exit_segment.float(), valid)}
         if rec.use_act:
             metrics["halt_loss"] = halt_loss
         return StepLoss(
             loss=loss,
-            lm_loss=exit_loss.mean(),
+            lm_loss=masked_mean(exit_loss, valid),
             flops=targets.numel() * segments_run * segment_flops_per_token(self.cfg, rec),
             metrics=metrics,
         )

@@ -10,8 +10,8 @@ from torch.utils.checkpoint import checkpoint
 
 from reasonlab.config import ModelConfig
 from reasonlab.model.flops import flops_per_token
-from reasonlab.model.layers import CausalSelfAttention, rope_tables
-from reasonlab.model.loss import token_losses
+from reasonlab.model.layers import SelfAttention, rope_tables
+from reasonlab.model.loss import IGNORE_INDEX, masked_mean, token_losses
 from reasonlab.model.moe import MoE
 from reasonlab.model.outputs import ModelOutput, StepLoss
 
@@ -20,7 +20,7 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.attn_norm = nn.RMSNorm(cfg.d_model)
-        self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.attn = SelfAttention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.causal)
         self.moe_norm = nn.RMSNorm(cfg.d_model)
         self.moe = MoE(cfg.d_model, cfg.d_ff, cfg.n_experts, cfg.top_k, cfg.dropout, cfg.router_noise_std)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -102,7 +102,8 @@ class MoETransformerLM(nn.Module):
     def compute_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> StepLoss:
         x, cos, sin = self.embed_tokens(input_ids)
         x, balance = self.stack(x, cos, sin)
-        lm_loss = token_losses(self.norm(x), self.embed.weight, targets, self.loss_chunk_tokens)[0].mean()
+        losses = token_losses(self.norm(x), self.embed.weight, targets, self.loss_chunk_tokens)[0]
+        lm_loss = masked_mean(losses, targets != IGNORE_INDEX)
         return StepLoss(
             loss=lm_loss + self.cfg.balance_loss_weight * balance,
             lm_loss=lm_loss,

@@ -30,25 +30,29 @@ def _curves(ax: Any, result: dict[str, Any], field: str, x: str, y: str) -> None
 
 
 def plot_comparison(result: dict[str, Any], out: Path) -> None:
+    metric = result["metric"]
+    judged_loss = metric["key"] == "loss"
+    last = ("perplexity", "val perplexity") if judged_loss else (metric["key"], metric["label"])
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     for ax, field, key, title in ((axes[0, 0], "train_history", "loss", "train loss"),
                                   (axes[0, 1], "val_history", "loss", "val loss"),
                                   (axes[1, 0], "val_history", "accuracy", "val next-token accuracy"),
-                                  (axes[1, 1], "val_history", "perplexity", "val perplexity")):
+                                  (axes[1, 1], "val_history", *last)):
         _curves(ax, result, field, "step", key)
         ax.set_title(title)
         ax.set_xlabel("step")
-    axes[1, 1].set_yscale("log")
+    if judged_loss:
+        axes[1, 1].set_yscale("log")
     fig.suptitle(f"A vs B, {result['n_seeds']} seeds per arm (thin: seeds, thick: mean)")
     save_figure(fig, out / "comparison.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, x, label in ((axes[0], "flops", "training FLOPs"), (axes[1], "time_s", "training wall time (s)")):
-        _curves(ax, result, "val_history", x, "loss")
+        _curves(ax, result, "val_history", x, metric["key"])
         ax.set_xlabel(label)
-        ax.set_ylabel("val loss")
+        ax.set_ylabel(metric["label"])
     axes[0].set_xscale("log")
-    fig.suptitle("val loss against compute")
+    fig.suptitle(f"{metric['label']} against compute")
     save_figure(fig, out / "comparison_compute.png")
 
 
@@ -65,19 +69,24 @@ def _arm_config_lines(cfg: dict[str, Any]) -> list[str]:
     return lines
 
 
+def margin_text(result: dict[str, Any], v: dict[str, Any]) -> str:
+    """A verdict's margin: % of the worse loss, or points of exact match."""
+    return f"{fnum(v['margin'], 2)}%" if result["metric"]["lower_is_better"] else f"{fnum(v['margin'], 2)} points"
+
+
 def _verdict_text(result: dict[str, Any], dim: str) -> str:
     v = result["verdicts"][dim]
     if not v["available"]:
         return f"not available: {v['reason']}"
     if v["winner"] is None:
         return "no significant difference"
-    return f"{result['arms'][v['winner']]['name']} wins by {fnum(v['margin_pct'], 2)}%"
+    return f"{result['arms'][v['winner']]['name']} wins by {margin_text(result, v)}"
 
 
 def _metric_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = []
     for row in result["metric_table"]:
-        fmt = fpct if row["metric"] == "accuracy" else (lambda x: fnum(x, 2)) if row["metric"] == "perplexity" else fnum
+        fmt = fpct if row["metric"] in ("accuracy", "exact match") else (lambda x: fnum(x, 2)) if row["metric"] == "perplexity" else fnum
         adv = "tie" if row["better"] is None else f"{row['better'].upper()} better" + (
             "" if row["advantage_pct"] is None else f" by {fnum(row['advantage_pct'], 1)}%")
         rows.append([row["metric"], fmt(row["a"]), fmt(row["b"]), adv])
@@ -107,8 +116,9 @@ def _verdict_rows(result: dict[str, Any]) -> list[list[str]]:
 
 def _headers(result: dict[str, Any]) -> tuple[list[str], list[str]]:
     a, b, level = result["arms"]["a"]["name"], result["arms"]["b"]["name"], result["ci_level"]
+    label = result["metric"]["label"]
     return (["metric", f"A: {a}", f"B: {b}", "advantage"],
-            ["budget", "at", "A val loss", "B val loss", "B - A", f"{level}% CI", "verdict"])
+            ["budget", "at", f"A {label}", f"B {label}", "B - A", f"{level}% CI", "verdict"])
 
 
 def headline(result: dict[str, Any]) -> str:
@@ -121,17 +131,18 @@ def comparison_markdown(result: dict[str, Any]) -> str:
     arms, level, match = result["arms"], result["ci_level"], result["match"]
     label = MATCH_LABELS[match]
     a, b = arms["a"], arms["b"]
-    v = result["verdicts"][match]
+    v, metric = result["verdicts"][match], result["metric"]
     lines = [f"# Final Results: {a['name']} vs {b['name']}", "", "## Executive summary", ""]
     if v["winner"]:
         win = arms[v["winner"]]["name"]
-        lines.append(f"**Winner at equal {label}: {win}**, with a {fnum(v['margin_pct'], 2)}% lower validation loss "
+        ahead = "lower" if metric["lower_is_better"] else "higher"
+        lines.append(f"**Winner at equal {label}: {win}**, with a {margin_text(result, v)} {ahead} {metric['label']} "
                      f"({fnum(v['a']['mean'])} vs {fnum(v['b']['mean'])}; {level}% CI of B minus A: "
                      f"[{fnum(v['diff_b_minus_a']['ci_low'])}, {fnum(v['diff_b_minus_a']['ci_high'])}]).")
     else:
         ci = v["diff_b_minus_a"]
         interval = "not measured with one seed" if ci["ci_low"] is None else f"[{fnum(ci['ci_low'])}, {fnum(ci['ci_high'])}]"
-        lines.append(f"**No significant difference at equal {label}**: val loss {fnum(v['a']['mean'])} (A) vs "
+        lines.append(f"**No significant difference at equal {label}**: {metric['label']} {fnum(v['a']['mean'])} (A) vs "
                      f"{fnum(v['b']['mean'])} (B); the {level}% CI of B minus A is {interval}.")
     lines += ["", f"Budgets matched on {label}: A ran {a['max_steps']} steps, B ran {b['max_steps']} steps, "
               f"{result['n_seeds']} seeds per arm. Means over seeds; {level}% t-intervals in brackets.", ""]
@@ -142,13 +153,14 @@ def comparison_markdown(result: dict[str, Any]) -> str:
                   f"- Val loss: {fci(agg['final_val_loss'])}",
                   f"- Perplexity: {fci(agg['final_val_perplexity'], 2)}",
                   f"- Accuracy: {fpct(agg['final_val_accuracy']['mean'])}",
+                  *([f"- Exact match: {fpct(agg['final_val_exact_match']['mean'])}"] if "final_val_exact_match" in agg else []),
                   f"- Best val loss: {fci(agg['best_val_loss'])}",
                   f"- Training time: {fnum(agg['train_time_s']['mean'], 1)} s of {fnum(agg['total_time_s']['mean'], 1)} s wall",
                   f"- Training FLOPs: {fsci(agg['flops']['mean'])}", ""]
     metric_header, verdict_header = _headers(result)
     lines += ["## Comparison", "", table(metric_header, _metric_rows(result)), "",
               "## Verdicts", "",
-              f"Val loss of each arm at the same budget (interpolated along its eval curve where that budget falls mid-run); "
+              f"{metric['label'].capitalize()} of each arm at the same budget (interpolated along its eval curve where that budget falls mid-run); "
               f"difference B minus A with Welch's {level}% interval.", ""]
     lines += [table(verdict_header, _verdict_rows(result)), "",
               "## Recommendations", "", *[f"- {note}" for note in result["recommendations"]], "",

@@ -33,7 +33,7 @@ def run_result(run_dir: str | Path) -> dict[str, Any]:
     """A finished (or stopped) run as reports need it: its summary, if written, and its curves."""
     run_dir = Path(run_dir)
     events = read_metrics(run_dir / "metrics.jsonl")
-    keep = ("step", "loss", "perplexity", "accuracy", "segments", "tokens", "flops", "time_s")
+    keep = ("step", "loss", "perplexity", "accuracy", "exact_match", "segments", "tokens", "flops", "time_s")
     result: dict[str, Any] = {
         "run_dir": str(run_dir),
         "nan_encountered": any(e["kind"] == "diverged" for e in events),

@@ -20,17 +20,22 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from reasonlab.config import Config
-from reasonlab.data import BatchSampler, Corpus, prepare_corpus
 from reasonlab.data.tokenizer import Tokenizer
 from reasonlab.distributed import World, all_reduce, barrier, init_world, shutdown
 from reasonlab.errors import UserError
 from reasonlab.io import atomic_write_json, atomic_write_text, resolve_dir
-from reasonlab.model.outputs import StepLoss
 from reasonlab.model import build_model, param_counts
+from reasonlab.model.outputs import StepLoss
 from reasonlab.report.plots import plot_run_curves
 from reasonlab.runtime import resolve_device, runtime
-from reasonlab.train.checkpoint import TrainingState, latest_checkpoint, load_training_state, read_config, save_checkpoint
-from reasonlab.train.evaluate import evaluate
+from reasonlab.train.checkpoint import (
+    TrainingState,
+    latest_checkpoint,
+    load_training_state,
+    read_config,
+    save_checkpoint,
+)
+from reasonlab.train.data import TrainingData, prepare_data
 from reasonlab.train.optim import build_optimizer, lr_at
 from reasonlab.train.runlog import RunLog, read_metrics, truncate_metrics
 
@@ -41,14 +46,10 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
 
 
-def fit_tokenizer_vocab(cfg: Config, corpus: Corpus) -> Config:
-    """The model's vocab is the tokenizer's, whatever size was asked for."""
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=corpus.tokenizer.vocab_size))
-
-
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: Path, corpus: Corpus, quiet: bool = False):
-        self.cfg, self.run_dir, self.corpus, self.quiet = cfg, run_dir, corpus, quiet
+    def __init__(self, cfg: Config, run_dir: Path, data: TrainingData, quiet: bool = False):
+        """`cfg` must already be fitted to the data (`data.fit`)."""
+        self.cfg, self.run_dir, self.data, self.quiet = cfg, run_dir, data, quiet
         self.device, self.precision, self.autocast = runtime(cfg.train)
         self.world = init_world(self.device.type)
         if self.world.active and self.device.type == "cuda":
@@ -60,11 +61,7 @@ class Trainer:
         self.model = build_model(cfg).to(self.device)
         self.model.configure_memory(cfg.train.activation_checkpointing, cfg.train.loss_chunk_tokens)
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
-        self.sampler = BatchSampler(corpus.train, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed,
-                                    self.world.rank, self.world.size)
-        if len(corpus.val) < cfg.model.seq_len + 1:
-            raise UserError(f"the val split has {len(corpus.val)} tokens, fewer than one window of {cfg.model.seq_len + 1}; "
-                            "use a larger corpus or a smaller model.seq_len")
+        self.sampler = data.sampler(cfg, self.world.rank, self.world.size)
         train_model: torch.nn.Module = self.model
         if self.world.active:
             train_model = DistributedDataParallel(
@@ -94,11 +91,10 @@ class Trainer:
         if not self.world.is_main:
             return
         self.state.sampler = self.sampler.state_dict()
-        save_checkpoint(self.run_dir / "checkpoints" / name, self.model, self.optimizer, self.state, self.cfg, self.corpus.tokenizer)
+        save_checkpoint(self.run_dir / "checkpoints" / name, self.model, self.optimizer, self.state, self.cfg, self.data.tokenizer)
 
     def _evaluate(self) -> dict[str, float]:
-        t = self.cfg.train
-        return evaluate(self.model, self.corpus.val, self.cfg.model.seq_len, t.batch_size, t.eval_batches, self.device, self.autocast)
+        return self.data.evaluate(self.model, self.cfg, self.device, self.autocast)
 
     def train_step(self) -> tuple[StepLoss, torch.Tensor]:
         """One optimizer update on the next batch; returns the step's losses and the gradient norm."""
@@ -164,8 +160,9 @@ class Trainer:
                     final_val = self._evaluate()
                     log.event({"kind": "eval", "step": st.step, **{k: v for k, v in final_val.items() if k != "tokens"},
                                "eval_tokens": final_val["tokens"], "tokens": st.tokens, "flops": st.flops, "time_s": st.train_time_s})
+                    exact = f" exact {final_val['exact_match']:.2%}" if "exact_match" in final_val else ""
                     log.info(f"eval step {st.step}: val loss {final_val['loss']:.4f} ppl {final_val['perplexity']:.1f} "
-                             f"acc {final_val['accuracy']:.2%}")
+                             f"acc {final_val['accuracy']:.2%}{exact}")
                     if final_val["loss"] < st.best_val_loss:
                         st.best_val_loss = final_val["loss"]
                         st.wall_time_s = time.perf_counter() - wall_start
@@ -217,14 +214,14 @@ def _check_fresh_run_dir(run_dir: Path) -> None:
         raise UserError(f"{run_dir} already holds files; pick another --out, or continue it with --resume {run_dir}")
 
 
-def _prepare_corpus(cfg: Config, world: World) -> Corpus:
+def _prepare_data(cfg: Config, world: World) -> TrainingData:
     """The main process builds the token cache; the others read it once it is there."""
     if world.is_main:
-        corpus = prepare_corpus(cfg.data, cfg.model.vocab_size)
+        data = prepare_data(cfg)
     barrier(world)
     if not world.is_main:
-        corpus = prepare_corpus(cfg.data, cfg.model.vocab_size)
-    return corpus
+        data = prepare_data(cfg)
+    return data
 
 
 def train(cfg: Config, out: str | Path, quiet: bool = False, on_eval: EvalCallback | None = None) -> Path:
@@ -234,9 +231,9 @@ def train(cfg: Config, out: str | Path, quiet: bool = False, on_eval: EvalCallba
     try:
         _check_fresh_run_dir(run_dir)
         barrier(world)
-        corpus = _prepare_corpus(cfg, world)
-        cfg = fit_tokenizer_vocab(cfg, corpus)
-        trainer = Trainer(cfg, run_dir, corpus, quiet)
+        data = _prepare_data(cfg, world)
+        cfg = data.fit(cfg)
+        trainer = Trainer(cfg, run_dir, data, quiet)
         if world.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
@@ -263,10 +260,12 @@ def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = Fals
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=max_steps))
     world = init_world(resolve_device(cfg.train.device).type)
     try:
-        corpus = _prepare_corpus(cfg, world)
-        if corpus.tokenizer.backend.to_str() != Tokenizer.load(resolve_dir(checkpoint)).backend.to_str():
-            raise UserError(f"the corpus of {run_dir} has changed since its checkpoint: its tokenizer no longer matches")
-        trainer = Trainer(cfg, run_dir, corpus, quiet)
+        data = _prepare_data(cfg, world)
+        if data.tokenizer.backend.to_str() != Tokenizer.load(resolve_dir(checkpoint)).backend.to_str():
+            raise UserError(f"the data of {run_dir} has changed since its checkpoint: its tokenizer no longer matches")
+        if data.fit(cfg) != cfg:
+            raise UserError(f"the data of {run_dir} has changed since its checkpoint: it no longer fits the stored model")
+        trainer = Trainer(cfg, run_dir, data, quiet)
         trainer.restore(checkpoint)
         if cfg.train.max_steps < trainer.state.step:
             raise UserError(f"--max-steps {cfg.train.max_steps} is below the checkpoint's step {trainer.state.step}")

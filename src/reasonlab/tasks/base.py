@@ -1,0 +1,72 @@
+"""What every reasoning task provides: examples of prompt + answer, drawn deterministically by level.
+
+A task's *level* is the axis that generalisation is tested along (digits of an addition, length
+of a bit string, blanks of a sudoku, length of a maze's shortest path): a run trains on one
+range of levels and is tested on a harder one. `difficulty` is the task's own measure of how
+hard one instance is (the level, except for sudoku, where it is the solver's search effort).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import ClassVar
+
+from reasonlab.errors import UserError
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: tuple[str, ...]  # input tokens
+    answer: tuple[str, ...]  # answer tokens; as many as the prompt's for aligned (grid) tasks
+    level: int
+    difficulty: int
+
+    @property
+    def key(self) -> str:
+        """Identity of the instance: two examples with the same prompt are the same puzzle."""
+        return hashlib.sha1(" ".join(self.prompt).encode()).hexdigest()
+
+
+class Task:
+    """One family of generated problems; subclasses are registered by `name` in reasonlab.tasks."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    level_name: ClassVar[str]  # what a level counts, for tables: "digits", "bits", "blanks", "path length"
+    aligned: ClassVar[bool]  # one answer token per prompt token, so the grid format applies
+    knobs: ClassVar[dict[str, str]] = {}  # task.* settings the task reads, with what they mean
+
+    def __init__(self, size: int = 0, reverse: bool = True, min_search: int = 0):
+        self.size, self.reverse, self.min_search = size, reverse, min_search
+
+    def vocab(self) -> list[str]:
+        """Every token a prompt or answer of this task (at any level) can hold."""
+        raise NotImplementedError
+
+    def level_bounds(self) -> tuple[int, int]:
+        """The smallest and largest level this task (at its size) can generate."""
+        raise NotImplementedError
+
+    def default_levels(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(train range, harder test range), both inclusive."""
+        raise NotImplementedError
+
+    def require_level(self, level: int) -> None:
+        """Every sample() starts here: a level outside the bounds is a config mistake, not a generator failure."""
+        low, high = self.level_bounds()
+        if not low <= level <= high:
+            raise UserError(f"{self.name}: level ({self.level_name}) must be in {low}..{high}, got {level}")
+
+    def sample(self, rng: random.Random, level: int) -> Example:
+        """One instance at `level`, drawn from rng only (so a seed fixes the whole dataset)."""
+        raise NotImplementedError
+
+    def check(self, example: Example, answer: tuple[str, ...]) -> bool:
+        """Whether `answer` solves the example's prompt (the generator's answer must)."""
+        return answer == example.answer
+
+    def render(self, tokens: tuple[str, ...]) -> str:
+        """A prompt or answer as readable text (grids as rows)."""
+        return " ".join(tokens)

@@ -1,0 +1,161 @@
+"""A task's three splits, drawn once from the dataset seed and encoded as padded id tensors.
+
+- train: `train_examples` instances at the train levels;
+- val: held-out instances at the train levels, evaluated during training;
+- test: instances at the harder levels, evaluated after training.
+
+No instance is in two splits (by its key, a hash of the prompt). Two formats:
+- seq: prompt, "=", answer; a causal model predicts the answer token by token and only the
+  answer tokens carry loss;
+- grid: the prompt alone as input and the answer cell at each position as target, all predicted
+  in one pass (aligned tasks only; usually with model.causal false).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from typing import Callable, ContextManager
+
+import torch
+from reasonlab.tasks.registry import get_task
+from torch import nn
+
+from reasonlab.config import Config, TaskConfig
+from reasonlab.data.sampler import RowSampler
+from reasonlab.data.tokenizer import Tokenizer, word_tokenizer
+from reasonlab.errors import UserError
+from reasonlab.model.loss import IGNORE_INDEX
+from reasonlab.tasks.base import Example, Task
+from reasonlab.tasks.evaluate import SplitResult, evaluate_split
+
+SEP = "="
+PAD = "<pad>"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class EncodedSplit:
+    examples: list[Example]
+    inputs: torch.Tensor  # [N, T] token ids, padded with PAD
+    targets: torch.Tensor  # [N, T] answer ids where the loss counts, IGNORE_INDEX elsewhere
+
+
+def task_from_config(cfg: TaskConfig) -> Task:
+    task = get_task(cfg.name, cfg.size, cfg.reverse, cfg.min_search)
+    if cfg.format == "grid" and not task.aligned:
+        raise UserError(f"task.format: grid needs one answer token per prompt token, which {cfg.name} does not have; use seq")
+    return task
+
+
+def levels(task: Task, cfg: TaskConfig) -> dict[str, tuple[int, int]]:
+    """The inclusive level ranges of train/val and test, the task's defaults where unset."""
+    (train_lo, train_hi), (test_lo, test_hi) = task.default_levels()
+    ranges = {
+        "train": (cfg.train_min_level or train_lo, cfg.train_max_level or train_hi),
+        "test": (cfg.test_min_level or test_lo, cfg.test_max_level or test_hi),
+    }
+    low, high = task.level_bounds()
+    for split, (lo, hi) in ranges.items():
+        if not low <= lo <= hi <= high:
+            raise UserError(f"task.{split}_min_level/{split}_max_level: {task.name} needs "
+                            f"{low} <= min <= max <= {high}, got {lo}-{hi}")
+    return {"train": ranges["train"], "val": ranges["train"], "test": ranges["test"]}
+
+
+def draw(task: Task, rng: random.Random, level_range: tuple[int, int], count: int, exclude: set[str]) -> list[Example]:
+    """Up to `count` distinct instances, levels uniform over the range, none with a key in `exclude`.
+
+    Small instance spaces (2-bit parity) run out: after 20 draws per wanted instance the split
+    keeps what it has.
+    """
+    examples: dict[str, Example] = {}
+    for _ in range(20 * count + 100):
+        if len(examples) == count:
+            break
+        example = task.sample(rng, rng.randint(*level_range))
+        if example.key not in exclude:
+            examples.setdefault(example.key, example)
+    return list(examples.values())
+
+
+def build_splits(task: Task, cfg: TaskConfig) -> dict[str, list[Example]]:
+    """Test first, then val, then train, each excluding the instances drawn before it."""
+    ranges = levels(task, cfg)
+    counts = {"test": cfg.eval_examples, "val": cfg.eval_examples, "train": cfg.train_examples}
+    splits: dict[str, list[Example]] = {}
+    taken: set[str] = set()
+    for i, split in enumerate(("test", "val", "train")):
+        examples = draw(task, random.Random(cfg.seed * 3 + i), ranges[split], counts[split], taken)
+        if not examples:
+            lo, hi = ranges[split]
+            raise UserError(f"{task.name} has no {split} instances left at levels {lo}-{hi}; widen the level range")
+        taken |= {e.key for e in examples}
+        splits[split] = examples
+    return {split: splits[split] for split in SPLITS}
+
+
+def encode(examples: list[Example], tokenizer: Tokenizer, fmt: str) -> EncodedSplit:
+    rows, targets = [], []
+    for e in examples:
+        prompt, answer = (tokenizer.encode(" ".join(part)) for part in (e.prompt, e.answer))
+        if fmt == "grid":
+            rows.append(prompt)
+            targets.append(answer)
+        else:  # the answer's first token is predicted at the separator
+            rows.append(prompt + tokenizer.encode(SEP) + answer[:-1])
+            targets.append([IGNORE_INDEX] * len(prompt) + answer)
+    width = max(len(r) for r in rows)
+    inputs = torch.full((len(rows), width), tokenizer.eot_id, dtype=torch.long)
+    target_ids = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for i, (row, target) in enumerate(zip(rows, targets)):
+        inputs[i, : len(row)] = torch.tensor(row)
+        target_ids[i, : len(target)] = torch.tensor(target)
+    return EncodedSplit(examples, inputs, target_ids)
+
+
+class TaskData:
+    """A reasoning task as the trainer sees it: a tokenizer, a train sampler and an evaluation."""
+
+    def __init__(self, cfg: TaskConfig):
+        self.cfg = cfg
+        self.task = task_from_config(cfg)
+        self.levels = levels(self.task, cfg)
+        self.tokenizer = word_tokenizer([SEP, *self.task.vocab()], PAD)
+        self.splits = {name: encode(examples, self.tokenizer, cfg.format)
+                       for name, examples in build_splits(self.task, cfg).items()}
+
+    @property
+    def seq_len(self) -> int:
+        return max(split.inputs.shape[1] for split in self.splits.values())
+
+    def fit(self, cfg: Config) -> Config:
+        """The model's vocab is the task's; its context, the longest example of any split."""
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=self.tokenizer.vocab_size,
+                                                                  seq_len=self.seq_len))
+
+    def sampler(self, cfg: Config, rank: int, world: int) -> "TaskBatches":
+        return TaskBatches(self.splits["train"], cfg.train.batch_size, cfg.train.seed, rank, world)
+
+    def evaluate(self, model: nn.Module, cfg: Config, device: torch.device,
+                 autocast: Callable[[], ContextManager]) -> dict[str, float]:
+        """The val split's metrics (what training tracks and picks its best checkpoint by)."""
+        return self.score(model, "val", cfg.train.batch_size, device, autocast).metrics
+
+    def score(self, model: nn.Module, split: str, batch_size: int, device: torch.device,
+              autocast: Callable[[], ContextManager], segments: int | None = None) -> SplitResult:
+        return evaluate_split(model, self.task, self.splits[split], self.tokenizer, self.cfg.format, batch_size,
+                              device, autocast, segments)
+
+
+class TaskBatches(RowSampler):
+    """Shuffled batches of a split's rows, with the sampler state a checkpoint restores."""
+
+    def __init__(self, split: EncodedSplit, batch_size: int, seed: int, rank: int, world: int):
+        super().__init__(len(split.examples), batch_size, seed, rank, world)
+        self.split = split
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.next_rows()
+        return self.split.inputs[rows], self.split.targets[rows]
