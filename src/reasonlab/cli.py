@@ -99,6 +99,33 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"{args.out}/FINAL_RESULTS.md: at equal {args.match}, {verdict}")
 
 
+def _tasks(args: argparse.Namespace) -> None:
+    if args.list:
+        from reasonlab.tasks.registry import describe_tasks
+
+        print(describe_tasks())
+        return
+    from reasonlab.experiments.tasks import run_task_study
+
+    if not args.task or not args.out:
+        raise UserError("tasks: --task and --out are required (or --list)")
+    overrides = _overrides(args)
+    if args.size is not None:
+        overrides["task.size"] = args.size
+    if args.format is not None:
+        overrides["task.format"] = args.format
+        overrides.setdefault("model.causal", args.format == "seq")
+    result = run_task_study(args.task, args.a, args.b, args.steps, args.seeds, args.match, args.out, overrides,
+                            progress=lambda line: print(line, file=sys.stderr, flush=True))
+    for arm, data in result["arms"].items():
+        agg = data["aggregate"]
+        print(f"{arm.upper()} {data['name']}: val exact match {agg['val']['exact_match']['mean']:.2%}, "
+              f"test exact match {agg['test']['exact_match']['mean']:.2%}")
+    winner = result["winner"]
+    verdict = f"{result['arms'][winner]['name']} wins" if winner else "no significant difference"
+    print(f"{args.out}/TASK_RESULTS.md: at equal {args.match}, {verdict}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from reasonlab.experiments.demo import run_demo
     from reasonlab.report.comparison import headline
@@ -186,6 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--match", choices=["steps", "flops", "time"], default="flops", help="what the budgets equalise")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("tasks", help="both arms on a generated reasoning task, judged on exact match")
+    p.add_argument("--list", action="store_true", help="show the tasks and their knobs")
+    p.add_argument("--task", help="addition | parity | prefix-sum | sudoku | maze")
+    p.add_argument("--size", type=int, help="grid side of sudoku (4, 6, 9) or maze")
+    p.add_argument("--format", choices=["seq", "grid"],
+                   help="seq: answer decoded token by token (causal); grid: all cells at once (bidirectional)")
+    p.add_argument("--a", default="task-small", help="YAML config or preset of arm A")
+    p.add_argument("--b", default="task-small-recursive", help="YAML config or preset of arm B")
+    p.add_argument("--steps", type=int, default=2000, help="steps of the costlier arm")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--match", choices=["steps", "flops", "time"], default="flops", help="what the budgets equalise")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override both arms (repeatable)")
+    p.add_argument("--out")
+    p.set_defaults(func=_tasks)
 
     p = sub.add_parser("bench", help="matmul peak, then training tokens/s and MFU against it")
     p.add_argument("--config", default="cpu-bench")

@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from reasonlab.config import DataConfig
-from reasonlab.data.sources import Document, corpus_fingerprint, load_documents, split_documents
+from reasonlab.data.sources import (
+    Document,
+    corpus_fingerprint,
+    load_documents,
+    split_documents,
+)
 from reasonlab.data.tokenizer import Tokenizer, load_pretrained, train_bpe
 from reasonlab.errors import UserError
 from reasonlab.io import atomic_write, atomic_write_json

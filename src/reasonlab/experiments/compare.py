@@ -213,7 +213,7 @@ def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str 
     (name_a, cfg_a), (name_b, cfg_b) = arm_config(a, overrides), arm_config(b, overrides)
     if name_a == name_b:
         name_a, name_b = f"{name_a} (A)", f"{name_b} (B)"
-    configs = {"a": cfg_a, "b": cfg_b}
+    configs = {"a": prepare_data(cfg_a).fit(cfg_a), "b": prepare_data(cfg_b).fit(cfg_b)}  # budgets of what will run
     out = Path(out)
     planned = plan_steps(configs, steps, match, out, progress)
     seed_lists = {"a": list(range(seeds)), "b": list(range(seeds, 2 * seeds))}

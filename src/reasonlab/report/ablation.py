@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from reasonlab.io import atomic_write_text  # noqa: E402
-from reasonlab.report.plots import save_figure  # noqa: E402
 from reasonlab.report.markdown import fci, fint, fnum, fpct, fsci, table  # noqa: E402
+from reasonlab.report.plots import save_figure  # noqa: E402
 
 
 def plot_ablation(results: dict[str, Any], path: Path) -> None:

@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from reasonlab.io import atomic_write_text  # noqa: E402
-from reasonlab.report.plots import save_figure  # noqa: E402
 from reasonlab.report.markdown import fci, fint, fnum, fpct, fsci, table  # noqa: E402
+from reasonlab.report.plots import save_figure  # noqa: E402
 
 COLORS = {"a": "tab:blue", "b": "tab:orange"}
 MATCH_LABELS = {"steps": "steps", "flops": "FLOPs", "time": "wall time"}
@@ -121,10 +121,14 @@ def _headers(result: dict[str, Any]) -> tuple[list[str], list[str]]:
             ["budget", "at", f"A {label}", f"B {label}", "B - A", f"{level}% CI", "verdict"])
 
 
+def verdict_table(result: dict[str, Any]) -> str:
+    """The judged metric of both arms at equal steps, FLOPs and time, with the verdicts."""
+    return table(_headers(result)[1], _verdict_rows(result))
+
+
 def headline(result: dict[str, Any]) -> str:
     """The metric table and the three verdicts, for a terminal."""
-    metric_header, verdict_header = _headers(result)
-    return table(metric_header, _metric_rows(result)) + "\n\n" + table(verdict_header, _verdict_rows(result))
+    return table(_headers(result)[0], _metric_rows(result)) + "\n\n" + verdict_table(result)
 
 
 def comparison_markdown(result: dict[str, Any]) -> str:
@@ -157,12 +161,11 @@ def comparison_markdown(result: dict[str, Any]) -> str:
                   f"- Best val loss: {fci(agg['best_val_loss'])}",
                   f"- Training time: {fnum(agg['train_time_s']['mean'], 1)} s of {fnum(agg['total_time_s']['mean'], 1)} s wall",
                   f"- Training FLOPs: {fsci(agg['flops']['mean'])}", ""]
-    metric_header, verdict_header = _headers(result)
-    lines += ["## Comparison", "", table(metric_header, _metric_rows(result)), "",
+    lines += ["## Comparison", "", table(_headers(result)[0], _metric_rows(result)), "",
               "## Verdicts", "",
               f"{metric['label'].capitalize()} of each arm at the same budget (interpolated along its eval curve where that budget falls mid-run); "
               f"difference B minus A with Welch's {level}% interval.", ""]
-    lines += [table(verdict_header, _verdict_rows(result)), "",
+    lines += [verdict_table(result), "",
               "## Recommendations", "", *[f"- {note}" for note in result["recommendations"]], "",
               "Plots: `comparison.png` (against step), `comparison_compute.png` (against FLOPs and wall time)."]
     return "\n".join(lines) + "\n"

@@ -14,12 +14,12 @@ No instance is in two splits (by its key, a hash of the prompt). Two formats:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from dataclasses import dataclass
 from typing import Callable, ContextManager
 
 import torch
-from reasonlab.tasks.registry import get_task
 from torch import nn
 
 from reasonlab.config import Config, TaskConfig
@@ -29,6 +29,7 @@ from reasonlab.errors import UserError
 from reasonlab.model.loss import IGNORE_INDEX
 from reasonlab.tasks.base import Example, Task
 from reasonlab.tasks.evaluate import SplitResult, evaluate_split
+from reasonlab.tasks.registry import get_task
 
 SEP = "="
 PAD = "<pad>"
@@ -96,6 +97,18 @@ def build_splits(task: Task, cfg: TaskConfig) -> dict[str, list[Example]]:
     return {split: splits[split] for split in SPLITS}
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_splits(settings: tuple[tuple[str, object], ...]) -> dict[str, list[Example]]:
+    cfg = TaskConfig(**dict(settings))
+    return build_splits(task_from_config(cfg), cfg)
+
+
+def draw_splits(cfg: TaskConfig) -> dict[str, list[Example]]:
+    """build_splits, drawn once per process: every run of a study trains on the same splits,
+    and large sudokus take a while to generate."""
+    return _cached_splits(tuple(vars(cfg).items()))
+
+
 def encode(examples: list[Example], tokenizer: Tokenizer, fmt: str) -> EncodedSplit:
     rows, targets = [], []
     for e in examples:
@@ -124,7 +137,7 @@ class TaskData:
         self.levels = levels(self.task, cfg)
         self.tokenizer = word_tokenizer([SEP, *self.task.vocab()], PAD)
         self.splits = {name: encode(examples, self.tokenizer, cfg.format)
-                       for name, examples in build_splits(self.task, cfg).items()}
+                       for name, examples in draw_splits(cfg).items()}
 
     @property
     def seq_len(self) -> int:

@@ -75,7 +75,7 @@ def _propagate(cand: list[int], size: int) -> bool:
 
 def _search(cand: list[int], size: int, limit: int, rng: random.Random | None) -> tuple[list[list[int]], int]:
     """Propagate, then branch on the cell with fewest candidates: up to `limit` solved masks, and the
-    guesses made before the first (all of them when there is none). rng shuffles the branch order."""
+    guesses (values tried at branch points) up to the first (all of them if none). rng shuffles the tries."""
     solutions: list[list[int]] = []
     guesses = first = 0
 
@@ -85,7 +85,8 @@ def _search(cand: list[int], size: int, limit: int, rng: random.Random | None) -
             return
         open_cells = [i for i, m in enumerate(cand) if m & (m - 1)]
         if not open_cells:
-            first = first if solutions else guesses
+            if not solutions:
+                first = guesses
             solutions.append(cand)
             return
         cell = min(open_cells, key=lambda i: cand[i].bit_count())
@@ -111,7 +112,7 @@ def _masks(grid: Sequence[int], size: int) -> list[int]:
 
 def solve(grid: Sequence[int], size: int) -> tuple[list[tuple[int, ...]], int]:
     """Solutions of a row-major grid (0 = blank), at most two (enough to tell unique from not), and the
-    search: branching guesses made before the first solution, 0 when naked and hidden singles suffice."""
+    search: guesses (values tried at branch points) up to the first solution, 0 when singles alone solve it."""
     solutions, search = _search(_masks(grid, size), size, 2, None)
     return [tuple(m.bit_length() for m in s) for s in solutions], search
 

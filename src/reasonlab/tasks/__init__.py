@@ -1,0 +1,1 @@
+"""Generated reasoning tasks (addition, parity, prefix-sum, sudoku, maze) and how models are scored on them."""
