@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, ContextManager, Sequence
 
 from reasonlab import api
 from reasonlab.config import parse_override, resolve_config
@@ -60,15 +60,33 @@ def _eval(args: argparse.Namespace) -> None:
     batches = cfg.train.eval_batches if args.batches is None else args.batches
     if batches < 1:
         raise UserError(f"--batches must be >= 1, got {batches}")
-    precision = resolve_precision(cfg.train.precision, loaded.device)
+    autocast = autocast_factory(resolve_precision(cfg.train.precision, loaded.device), loaded.device)
+    if cfg.task.name:
+        _eval_task(loaded, autocast, args.json)
+        return
     tokens = val_stream(cfg.data, loaded.tokenizer)
-    metrics = evaluate(loaded.model, tokens, cfg.model.seq_len, cfg.train.batch_size, batches, loaded.device,
-                       autocast_factory(precision, loaded.device))
+    metrics = evaluate(loaded.model, tokens, cfg.model.seq_len, cfg.train.batch_size, batches, loaded.device, autocast)
     if args.json:
         print(json.dumps(metrics))
     else:
         print(f"val loss {metrics['loss']:.4f}  perplexity {metrics['perplexity']:.2f}  "
               f"accuracy {metrics['accuracy']:.2%}  over {metrics['tokens']:,} tokens")
+
+
+def _eval_task(loaded: api.LoadedModel, autocast: Callable[[], ContextManager], as_json: bool) -> None:
+    """A task checkpoint on its val split (the train levels) and its test split (the harder ones)."""
+    from reasonlab.tasks.dataset import TaskData
+
+    data = TaskData(loaded.config.task)
+    scores = {split: data.score(loaded.model, split, loaded.config.train.batch_size, loaded.device, autocast).metrics
+              for split in ("val", "test")}
+    if as_json:
+        print(json.dumps(scores))
+        return
+    for split, (lo, hi) in (("val", data.levels["val"]), ("test", data.levels["test"])):
+        m = scores[split]
+        print(f"{split} ({data.task.level_name} {lo}-{hi}): exact match {m['exact_match']:.2%}  "
+              f"token accuracy {m['accuracy']:.2%}  answer loss {m['loss']:.4f}")
 
 
 def _generate(args: argparse.Namespace) -> None:
