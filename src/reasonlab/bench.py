@@ -48,7 +48,8 @@ def bench(cfg: Config, steps: int = 10, warmup: int = 3) -> dict[str, Any]:
     precision = resolve_precision(cfg.train.precision, device)
     peaks = {p: matmul_peak(p, device) for p in DTYPES}
     data = prepare_data(cfg)
-    trainer = Trainer(data.fit(cfg), Path("."), data, quiet=True)
+    cfg = data.fit(cfg)
+    trainer = Trainer(cfg, Path("."), data, quiet=True)
     times, flops = [], []
     for i in range(warmup + steps):
         _sync(device)
