@@ -6,6 +6,8 @@ import torch.nn.functional as F
 
 from reasonlab.config import Config, ModelConfig
 from reasonlab.model import build_model, flops_per_token, param_counts
+from reasonlab.model.dropout import dropout
+from reasonlab.model.loss import IGNORE_INDEX, token_losses
 from reasonlab.model.moe import MoE, balance_loss
 
 TINY = ModelConfig(vocab_size=300, seq_len=32, d_model=32, n_layers=2, n_heads=4, d_ff=64, n_experts=4, top_k=2, dropout=0.0)
@@ -105,3 +107,27 @@ def test_bf16_autocast_keeps_fp32_weights():
     assert out.logits.dtype == torch.bfloat16
     out.logits.float().mean().backward()
     assert all(p.dtype == torch.float32 and p.grad is not None for p in model.parameters())
+
+
+def test_token_losses_match_torch_cross_entropy_with_ignored_targets():
+    torch.manual_seed(0)
+    h = torch.randn(24, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (24,))
+    targets[::5] = IGNORE_INDEX
+    for chunk in (0, 7):
+        losses, pred = token_losses(h, weight, targets, chunk)
+        expected = F.cross_entropy(h @ weight.t(), targets, reduction="none")
+        torch.testing.assert_close(losses, expected)
+        assert torch.equal(pred, (h @ weight.t()).argmax(-1))
+        grads = torch.autograd.grad(losses.sum(), (h, weight))
+        torch.testing.assert_close(grads, torch.autograd.grad(expected.sum(), (h, weight)))
+
+
+def test_dropout_keeps_the_asked_share_and_scales_the_rest():
+    torch.manual_seed(0)
+    x = torch.ones(400_000)
+    y = dropout(x, 0.1, training=True)
+    assert y.unique().tolist() == [0.0, pytest.approx(1 / 0.9)]
+    assert (y == 0).float().mean().item() == pytest.approx(0.1, abs=0.002)
+    assert torch.equal(dropout(x, 0.1, training=False), x)

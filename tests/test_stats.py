@@ -13,6 +13,8 @@ def test_mean_ci_matches_the_t_interval():
     half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, df=2) * s / sqrt(n)
     assert stat["mean"] == 2.0 and stat["ci_low"] == pytest.approx(2 - half) and stat["ci_high"] == pytest.approx(2 + half)
     assert mean_ci([5.0])["ci_low"] is None
+    shares = mean_ci([0.0, 0.1, 0.95], bounds=(0.0, 1.0))
+    assert shares["ci_low"] == 0.0 and shares["ci_high"] == 1.0 and shares["mean"] == pytest.approx(0.35)
 
 
 def test_welch_difference():

@@ -35,7 +35,7 @@ from reasonlab.train.runlog import run_result
 MATCHES = ("steps", "flops", "time")
 METRICS = {  # what a verdict compares: key in the eval events, label, lower is better
     "loss": {"key": "loss", "label": "val loss", "lower_is_better": True},
-    "exact_match": {"key": "exact_match", "label": "val exact match", "lower_is_better": False},
+    "exact_match": {"key": "exact_match", "label": "val exact match", "lower_is_better": False, "bounds": (0.0, 1.0)},
 }
 AXES = {"steps": "step", "flops": "flops", "time": "time_s"}
 RESULTS = "comparison.json"
@@ -167,7 +167,7 @@ def verdicts(arms: dict[str, dict[str, Any]], match: str, metric: dict[str, Any]
         b_ahead = (diff["diff"] < 0) == metric["lower_is_better"]
         winner = None if not diff["significant"] else ("b" if b_ahead else "a")
         out[dim] = {"axis": axis, "point": point, "matched": dim == match, "available": True,
-                    "a": mean_ci(values["a"]), "b": mean_ci(values["b"]),
+                    "a": mean_ci(values["a"], bounds=metric.get("bounds")), "b": mean_ci(values["b"], bounds=metric.get("bounds")),
                     "diff_b_minus_a": diff, "winner": winner, "margin": margin(values, diff["diff"], metric)}
     return out
 

@@ -10,15 +10,21 @@ from scipy import stats as sps
 CI_LEVEL = 0.95
 
 
-def mean_ci(values: list[float], level: float = CI_LEVEL) -> dict[str, float | int | None]:
-    """Mean, standard deviation and the t-interval of the mean; no interval from a single value."""
+def mean_ci(values: list[float], level: float = CI_LEVEL, bounds: tuple[float, float] | None = None) -> dict[str, float | int | None]:
+    """Mean, standard deviation and the t-interval of the mean; no interval from a single value.
+
+    `bounds` clips the interval to the range the quantity can take (a share is in [0, 1]).
+    """
     n = len(values)
     mean = statistics.fmean(values)
     if n < 2:
         return {"mean": mean, "std": None, "ci_low": None, "ci_high": None, "n": n}
     std = statistics.stdev(values)
     half = sps.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)
-    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"mean": mean, "std": std, "ci_low": low, "ci_high": high, "n": n}
 
 
 def mean_curve(histories: list[list[dict[str, float]]]) -> list[dict[str, float]]:

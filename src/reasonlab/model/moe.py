@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reasonlab.model.dropout import dropout_mask
+
 
 def _grouped_mm_supported(x: torch.Tensor) -> bool:
     return hasattr(torch, "_grouped_mm") and (x.device.type == "cpu" or x.dtype == torch.bfloat16)
@@ -21,6 +23,25 @@ def grouped_matmul(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, fused
     if fused and _grouped_mm_supported(x):
         return torch._grouped_mm(x, w, offs=counts.cumsum(0).to(torch.int32))
     return torch.cat([xg @ wg for xg, wg in zip(x.split(counts.tolist()), w)])
+
+
+class _Permute(torch.autograd.Function):
+    """x[perm] for a permutation, whose backward is the gather grad[inverse] instead of the
+    scatter-add autograd would use for indexing: cheaper, and deterministic by construction."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return x[perm]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (inverse,) = ctx.saved_tensors
+        return grad[inverse], None, None
+
+
+def permute_rows(x: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    return _Permute.apply(x, perm, inverse)
 
 
 def balance_loss(probs: torch.Tensor, top_idx: torch.Tensor, n_experts: int) -> torch.Tensor:
@@ -54,21 +75,23 @@ class GroupedExperts(nn.Module):
         n_experts, (N, k) = self.w1.shape[0], top_idx.shape
         flat_expert = top_idx.reshape(-1)
         order = torch.argsort(flat_expert, stable=True)
+        inverse = torch.argsort(order)
         sorted_expert = flat_expert[order]
         counts = torch.bincount(flat_expert, minlength=n_experts)
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else self.w1.dtype
         one_hot = F.one_hot(sorted_expert, n_experts).to(dtype)  # per-row bias as a matmul
-        slots = x.unsqueeze(1).expand(N, k, x.shape[-1]).reshape(N * k, -1)[order].to(dtype)
+        slots = permute_rows(x.unsqueeze(1).expand(N, k, x.shape[-1]).reshape(N * k, -1), order, inverse).to(dtype)
         h = grouped_matmul(slots, self.w1.to(dtype), counts, self.fused) + one_hot @ self.b1.to(dtype)
         h = F.silu(h)
+        w2 = self.w2.to(dtype)
         if self.training and self.dropout > 0:
             # masks drawn in (token, slot) order, then sorted: a token's mask must not depend on
             # how the other tokens were routed, or training-mode outputs would see later tokens
-            keep = torch.empty(h.shape, device=h.device, dtype=h.dtype).bernoulli_(1.0 - self.dropout)
-            h = h * keep[order] / (1.0 - self.dropout)
-        out = grouped_matmul(h, self.w2.to(dtype), counts, self.fused) + one_hot @ self.b2.to(dtype)
-        out = out * top_weight.reshape(-1)[order].to(dtype).unsqueeze(1)
-        unsorted = out[torch.argsort(order)]  # back to (token, slot) order
+            h = h * dropout_mask(h.shape, self.dropout, h.device)[order]
+            w2 = w2 * (1.0 / (1.0 - self.dropout))  # the dropout scale, on the smaller operand
+        out = grouped_matmul(h, w2, counts, self.fused) + one_hot @ self.b2.to(dtype)
+        out = out * permute_rows(top_weight.reshape(-1), order, inverse).to(dtype).unsqueeze(1)
+        unsorted = permute_rows(out, inverse, order)  # back to (token, slot) order
         return unsorted.view(N, k, -1).sum(dim=1).to(x.dtype)
 
 

@@ -161,7 +161,8 @@ class RecursiveLM(nn.Module):
             z, seg_aux = self._segment(z, x, cos, sin)
             aux, segments_run = aux + seg_aux, segments_run + 1
             h = self.core.norm(z[1])
-            token_loss, prediction = token_losses(h, self.core.embed.weight, targets, self.core.loss_chunk_tokens)
+            token_loss, prediction = token_losses(h, self.core.embed.weight, targets, self.core.loss_chunk_tokens,
+                                                  predict=rec.use_act)
             weight = active.float()
             lm_sum = lm_sum + (token_loss * weight).sum()
             counted = counted + weight.sum()

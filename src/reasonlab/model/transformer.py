@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from reasonlab.config import ModelConfig
+from reasonlab.model.dropout import Dropout
 from reasonlab.model.flops import flops_per_token
 from reasonlab.model.layers import SelfAttention, rope_tables
 from reasonlab.model.loss import IGNORE_INDEX, masked_mean, token_losses
@@ -23,7 +24,7 @@ class Block(nn.Module):
         self.attn = SelfAttention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.causal)
         self.moe_norm = nn.RMSNorm(cfg.d_model)
         self.moe = MoE(cfg.d_model, cfg.d_ff, cfg.n_experts, cfg.top_k, cfg.dropout, cfg.router_noise_std)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin))
@@ -38,7 +39,7 @@ class MoETransformerLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.RMSNorm(cfg.d_model)
         cos, sin = rope_tables(cfg.seq_len, cfg.d_model // cfg.n_heads)
@@ -102,7 +103,7 @@ class MoETransformerLM(nn.Module):
     def compute_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> StepLoss:
         x, cos, sin = self.embed_tokens(input_ids)
         x, balance = self.stack(x, cos, sin)
-        losses = token_losses(self.norm(x), self.embed.weight, targets, self.loss_chunk_tokens)[0]
+        losses = token_losses(self.norm(x), self.embed.weight, targets, self.loss_chunk_tokens, predict=False)[0]
         lm_loss = masked_mean(losses, targets != IGNORE_INDEX)
         return StepLoss(
             loss=lm_loss + self.cfg.balance_loss_weight * balance,

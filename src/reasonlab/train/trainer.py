@@ -27,7 +27,7 @@ from reasonlab.io import atomic_write_json, atomic_write_text, resolve_dir
 from reasonlab.model import build_model, param_counts
 from reasonlab.model.outputs import StepLoss
 from reasonlab.report.plots import plot_run_curves
-from reasonlab.runtime import resolve_device, runtime
+from reasonlab.runtime import keep_freed_memory, resolve_device, runtime
 from reasonlab.train.checkpoint import (
     TrainingState,
     latest_checkpoint,
@@ -51,6 +51,8 @@ class Trainer:
         """`cfg` must already be fitted to the data (`data.fit`)."""
         self.cfg, self.run_dir, self.data, self.quiet = cfg, run_dir, data, quiet
         self.device, self.precision, self.autocast = runtime(cfg.train)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self.world = init_world(self.device.type)
         if self.world.active and self.device.type == "cuda":
             self.device = torch.device("cuda", self.world.local_rank)
