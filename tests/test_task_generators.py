@@ -176,7 +176,7 @@ def test_sudoku_min_search() -> None:
     task = Sudoku(9, min_search=2)
     for e in draw(task, 6, 3, 1):
         assert e.difficulty >= 2 and solve([0 if t == "." else int(t) for t in e.prompt], 9)[1] == e.difficulty
-    with pytest.raises(RuntimeError, match="12 blanks"):
+    with pytest.raises(UserError, match="12 blanks"):
         Sudoku(4, min_search=100).sample(random.Random(0), 12)
 
 

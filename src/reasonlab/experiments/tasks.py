@@ -26,12 +26,13 @@ RESULTS = "tasks.json"
 SHARE = (0.0, 1.0)  # exact match and accuracy are shares: their intervals are clipped to it
 
 
-def _by_level(data: TaskData, scored: dict[str, SplitResult]) -> dict[int, dict[str, float]]:
-    """Exact match and per-token accuracy of one model at each level of the val and test splits."""
+def _grouped(data: TaskData, scored: dict[str, SplitResult], attribute: str) -> dict[str, dict[str, float]]:
+    """Exact match and per-token accuracy of one model over the val and test splits, by the
+    examples' `level` or `difficulty`."""
     groups: dict[int, list[tuple[bool, float]]] = {}
     for split, result in scored.items():
         for example, correct, acc in zip(data.splits[split].examples, result.correct, result.token_accuracy):
-            groups.setdefault(example.level, []).append((correct, acc))
+            groups.setdefault(getattr(example, attribute), []).append((correct, acc))
     return {str(level): {"exact_match": sum(c for c, _ in g) / len(g), "accuracy": sum(a for _, a in g) / len(g), "n": len(g)}
             for level, g in sorted(groups.items())}
 
@@ -55,7 +56,9 @@ def _score_run(data: TaskData, run_dir: Path, batch_size: int) -> dict[str, Any]
     autocast = autocast_factory(resolve_precision(cfg.train.precision, loaded.device), loaded.device)
     scored = {split: data.score(loaded.model, split, batch_size, loaded.device, autocast) for split in ("val", "test")}
     out: dict[str, Any] = {split: {k: v for k, v in r.metrics.items() if k != "tokens"} for split, r in scored.items()}
-    out["by_level"] = _by_level(data, scored)
+    out["by_level"] = _grouped(data, scored, "level")
+    if any(e.difficulty != e.level for split in ("val", "test") for e in data.splits[split].examples):
+        out["by_difficulty"] = _grouped(data, scored, "difficulty")
     out["examples"] = _examples(data, scored)
     if cfg.model.arch == "recursive":
         out["segments_curve"] = {
@@ -70,8 +73,10 @@ def _aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     """Means and t-intervals over seeds of every score."""
     agg: dict[str, Any] = {split: {k: mean_ci([s[split][k] for s in per_seed], bounds=SHARE) for k in ("exact_match", "accuracy")}
                            for split in ("val", "test")}
-    agg["by_level"] = {level: mean_ci([s["by_level"][level]["exact_match"] for s in per_seed], bounds=SHARE)
-                       for level in per_seed[0]["by_level"]}
+    for grouping in ("by_level", "by_difficulty"):
+        if grouping in per_seed[0]:
+            agg[grouping] = {key: mean_ci([s[grouping][key]["exact_match"] for s in per_seed], bounds=SHARE)
+                             for key in per_seed[0][grouping]}
     if "segments_curve" in per_seed[0]:
         agg["segments_curve"] = {k: {split: mean_ci([s["segments_curve"][k][split] for s in per_seed], bounds=SHARE)
                                      for split in ("val", "test")}
@@ -106,6 +111,7 @@ def run_task_study(task: str, a: str, b: str, steps: int, seeds: int, match: str
                      "examples": next(iter(per_seed.values()))["examples"]}
     result = {
         "task": {"name": task, "description": data.task.description, "level_name": data.task.level_name,
+                 "difficulty_name": data.task.difficulty_name,
                  "format": data.cfg.format, "config": vars(data.cfg), "levels": data.levels, "instances": counts},
         "match": match, "n_seeds": seeds, "ci_level": comparison["ci_level"], "metric": comparison["metric"],
         "verdicts": comparison["verdicts"], "winner": comparison["winner"], "arms": arms,

@@ -135,6 +135,12 @@ def task_markdown(result: dict[str, Any]) -> str:
         f"## Exact match by {task['level_name']}", "",
         table([task["level_name"], "range", f"A: {a['name']}", f"B: {b['name']}"], _level_rows(result)), "",
     ]
+    if "by_difficulty" in a["aggregate"]:
+        keys = sorted(a["aggregate"]["by_difficulty"], key=int)
+        lines += ["## Exact match by difficulty", "",
+                  f"The task's own measure of how hard an instance is ({task['difficulty_name']}), over val and test together.", "",
+                  table([task["difficulty_name"], f"A: {a['name']}", f"B: {b['name']}"],
+                        [[key, *(_pct_ci(arms[arm]["aggregate"]["by_difficulty"][key]) for arm in ("a", "b"))] for key in keys]), ""]
     segment_lines = _segment_lines(result)
     if segment_lines:
         lines += ["## Test-time segments", "",

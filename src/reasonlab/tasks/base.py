@@ -35,6 +35,7 @@ class Task:
     name: ClassVar[str]
     description: ClassVar[str]
     level_name: ClassVar[str]  # what a level counts, for tables: "digits", "bits", "blanks", "path length"
+    difficulty_name: ClassVar[str] = "level"  # what `difficulty` counts, where it is not the level
     aligned: ClassVar[bool]  # one answer token per prompt token, so the grid format applies
     knobs: ClassVar[dict[str, str]] = {}  # task.* settings the task reads, with what they mean
 

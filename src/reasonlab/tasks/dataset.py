@@ -148,7 +148,7 @@ class TaskData:
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=self.tokenizer.vocab_size,
                                                                   seq_len=self.seq_len))
 
-    def sampler(self, cfg: Config, rank: int, world: int) -> "TaskBatches":
+    def sampler(self, cfg: Config, rank: int, world: int) -> TaskBatches:
         return TaskBatches(self.splits["train"], cfg.train.batch_size, cfg.train.seed, rank, world)
 
     def evaluate(self, model: nn.Module, cfg: Config, device: torch.device,

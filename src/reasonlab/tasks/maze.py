@@ -115,7 +115,7 @@ class Maze(Task):
                 grid[cell] = PATH
                 cell = parent[cell]
             return Example(prompt, tuple(grid), level, level)
-        raise RuntimeError(f"maze {n}x{n}: no start and end {level} steps apart in {TRIES} mazes")
+        raise UserError(f"maze {n}x{n}: no start and end {level} steps apart in {TRIES} mazes")
 
     def check(self, example: Example, answer: tuple[str, ...]) -> bool:
         """Any shortest path: only open cells turned to "o", exactly distance-1 of them, joining S to E.

@@ -121,6 +121,7 @@ class Sudoku(Task):
     name = "sudoku"
     description = "fill a size x size sudoku with a unique solution; '.' marks a blank"
     level_name = "blanks"
+    difficulty_name = "solver guesses"
     aligned = True
     knobs: ClassVar[dict[str, str]] = {
         "size": "4, 6 or 9 (0 means 4); boxes are 2x2, 2 rows x 3 columns, 3x3",
@@ -152,7 +153,7 @@ class Sudoku(Task):
             if search >= self.min_search:
                 prompt = tuple(str(v) if v else "." for v in puzzle)
                 return Example(prompt, tuple(str(v) for v in solution), level, search)
-        raise RuntimeError(
+        raise UserError(
             f"sudoku {self.size}x{self.size}: no unique puzzle with {level} blanks and search >= {self.min_search} "
             f"in {TRIES} grids; more blanks or a lower task.min_search make one likelier"
         )
