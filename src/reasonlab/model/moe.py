@@ -15,7 +15,13 @@ from reasonlab.model.dropout import dropout_mask
 
 
 def _grouped_mm_supported(x: torch.Tensor) -> bool:
-    return hasattr(torch, "_grouped_mm") and (x.device.type == "cpu" or x.dtype == torch.bfloat16)
+    """torch._grouped_mm runs on the CPU in any float dtype and on CUDA in bf16; under
+    torch.compile its shape rule accepts bf16 only, so a compiled CPU model loops instead."""
+    if not hasattr(torch, "_grouped_mm"):
+        return False
+    if x.device.type == "cpu":
+        return not torch.compiler.is_compiling()
+    return x.dtype == torch.bfloat16
 
 
 def grouped_matmul(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, fused: bool = True) -> torch.Tensor:
