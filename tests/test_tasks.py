@@ -186,6 +186,9 @@ def test_tasks_command_writes_the_study(tmp_path, capsys):
     assert a["max_steps"] > b["max_steps"]  # equal FLOPs: the cheaper baseline runs longer
     config = json.loads((out / "comparison.json").read_text())["arms"]["a"]["config"]
     assert config["model"]["causal"] is False and config["task"]["name"] == "sudoku"
+    (out / "TASK_RESULTS.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert str(out / "TASK_RESULTS.md") in capsys.readouterr().out and (out / "TASK_RESULTS.md").read_text() == report
     assert main(["eval", str(out / "runs" / "b-s2" / "checkpoints" / "final"), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert scores["test"]["exact_match"] == pytest.approx(b["per_seed"]["2"]["test"]["exact_match"])

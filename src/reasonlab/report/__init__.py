@@ -12,15 +12,17 @@ __all__ = ["plot_run_curves", "rebuild"]
 
 
 def rebuild(directory: str | Path) -> list[Path]:
-    """Re-create the plots and Markdown of an ablation or comparison folder from its JSON."""
+    """Re-create the plots and Markdown of an ablation, comparison or task folder from its JSON."""
     from reasonlab.report.ablation import write_ablation_report
     from reasonlab.report.comparison import write_comparison_report
+    from reasonlab.report.tasks import write_task_report
 
     directory = Path(directory)
     written: list[Path] = []
     sources = {
         "ablation_results.json": (write_ablation_report, ["ablation.png", "ABLATION_SUMMARY.md"]),
         "comparison.json": (write_comparison_report, ["comparison.png", "comparison_compute.png", "FINAL_RESULTS.md"]),
+        "tasks.json": (write_task_report, ["accuracy_by_level.png", "test_time_segments.png", "TASK_RESULTS.md"]),
     }
     for name, (write, outputs) in sources.items():
         path = directory / name
@@ -30,7 +32,7 @@ def rebuild(directory: str | Path) -> list[Path]:
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path} is not valid JSON: {exc}") from None
             write(data, directory)
-            written += [directory / o for o in outputs]
+            written += [directory / o for o in outputs if (directory / o).is_file()]
     if not written:
-        raise UserError(f"nothing to report in {directory}: no ablation_results.json or comparison.json")
+        raise UserError(f"nothing to report in {directory}: no ablation_results.json, comparison.json or tasks.json")
     return written
