@@ -57,7 +57,8 @@ def _score_run(data: TaskData, run_dir: Path, batch_size: int) -> dict[str, Any]
     scored = {split: data.score(loaded.model, split, batch_size, loaded.device, autocast) for split in ("val", "test")}
     out: dict[str, Any] = {split: {k: v for k, v in r.metrics.items() if k != "tokens"} for split, r in scored.items()}
     out["by_level"] = _grouped(data, scored, "level")
-    if any(e.difficulty != e.level for split in ("val", "test") for e in data.splits[split].examples):
+    examples = [e for split in ("val", "test") for e in data.splits[split].examples]
+    if len({e.difficulty for e in examples}) > 1 and any(e.difficulty != e.level for e in examples):
         out["by_difficulty"] = _grouped(data, scored, "difficulty")
     out["examples"] = _examples(data, scored)
     if cfg.model.arch == "recursive":
