@@ -107,14 +107,19 @@ def _ablate(args: argparse.Namespace) -> None:
     print(f"{args.out}/ABLATION_SUMMARY.md: best {results.get('best', 'none')} of {len(results['configs'])} configs")
 
 
+def _verdict_line(result: dict, report: Path, match: str) -> str:
+    """Where the report is and who won at the matched budget."""
+    winner = result["winner"]
+    verdict = f"{result['arms'][winner]['name']} wins" if winner else "no significant difference"
+    return f"{report}: at equal {match}, {verdict}"
+
+
 def _compare(args: argparse.Namespace) -> None:
     from reasonlab.experiments.compare import run_comparison
 
     result = run_comparison(args.a, args.b, args.steps, args.seeds, args.match, args.out,
                             progress=lambda line: print(line, file=sys.stderr, flush=True))
-    winner = result["winner"]
-    verdict = f"{result['arms'][winner]['name']} wins" if winner else "no significant difference"
-    print(f"{args.out}/FINAL_RESULTS.md: at equal {args.match}, {verdict}")
+    print(_verdict_line(result, Path(args.out) / "FINAL_RESULTS.md", args.match))
 
 
 def _tasks(args: argparse.Namespace) -> None:
@@ -139,9 +144,7 @@ def _tasks(args: argparse.Namespace) -> None:
         agg = data["aggregate"]
         print(f"{arm.upper()} {data['name']}: val exact match {agg['val']['exact_match']['mean']:.2%}, "
               f"test exact match {agg['test']['exact_match']['mean']:.2%}")
-    winner = result["winner"]
-    verdict = f"{result['arms'][winner]['name']} wins" if winner else "no significant difference"
-    print(f"{args.out}/TASK_RESULTS.md: at equal {args.match}, {verdict}")
+    print(_verdict_line(result, Path(args.out) / "TASK_RESULTS.md", args.match))
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -5,8 +5,9 @@
 - flops: both spend what the costlier arm spends in `steps` steps (the cheaper arm runs more);
 - time: both get the wall time the slower arm needs for `steps` steps (step times measured first).
 The other two verdicts are read off the validation curves at the largest budget both arms
-reached. Arms are judged on val loss, or on exact match for reasoning tasks. Arm B's seeds follow arm A's (A: 0..k-1, B: k..2k-1), so the runs are independent
-samples, as Welch's interval for the difference assumes.
+reached. Arms are judged on val loss, or on exact match for reasoning tasks. Arm B's seeds
+follow arm A's (A: 0..k-1, B: k..2k-1), so the runs are independent samples, as Welch's
+interval for the difference assumes.
 """
 
 from __future__ import annotations
