@@ -50,12 +50,18 @@ def permute_rows(x: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor) -> 
     return _Permute.apply(x, perm, inverse)
 
 
+def expert_counts(expert: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """Slots routed to each expert. Unlike bincount, whose output size depends on the data,
+    this needs no device-to-host sync on CUDA and no graph break under torch.compile."""
+    return F.one_hot(expert.reshape(-1), n_experts).sum(dim=0)
+
+
 def balance_loss(probs: torch.Tensor, top_idx: torch.Tensor, n_experts: int) -> torch.Tensor:
     """Switch-Transformer load balancing: E * sum_e (share of routed slots to e) * (mean prob of e).
 
     Equals 1 when routing is uniform; grows as tokens pile onto a few experts.
     """
-    slots = torch.bincount(top_idx.reshape(-1), minlength=n_experts).to(probs.dtype)
+    slots = expert_counts(top_idx, n_experts).to(probs.dtype)
     share = slots / top_idx.numel()
     return n_experts * torch.sum(share * probs.mean(dim=0))
 
@@ -83,9 +89,10 @@ class GroupedExperts(nn.Module):
         order = torch.argsort(flat_expert, stable=True)
         inverse = torch.argsort(order)
         sorted_expert = flat_expert[order]
-        counts = torch.bincount(flat_expert, minlength=n_experts)
+        one_hot = F.one_hot(sorted_expert, n_experts)
+        counts = one_hot.sum(dim=0)
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else self.w1.dtype
-        one_hot = F.one_hot(sorted_expert, n_experts).to(dtype)  # per-row bias as a matmul
+        one_hot = one_hot.to(dtype)  # per-row bias as a matmul
         slots = permute_rows(x.unsqueeze(1).expand(N, k, x.shape[-1]).reshape(N * k, -1), order, inverse).to(dtype)
         h = grouped_matmul(slots, self.w1.to(dtype), counts, self.fused) + one_hot @ self.b1.to(dtype)
         h = F.silu(h)

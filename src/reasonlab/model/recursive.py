@@ -130,7 +130,7 @@ class RecursiveLM(nn.Module):
             logits = seg_logits if logits is None else torch.where(halt.unsqueeze(-1), seg_logits, logits)
             exit_segment = torch.where(halt, s + 1, exit_segment)
             done = done | halt
-            if done.all():
+            if not last and done.all():
                 break
         return ModelOutput(logits, aux / (segments_run * self.passes_per_segment), exit_segment)
 
@@ -176,7 +176,7 @@ class RecursiveLM(nn.Module):
             exit_segment = torch.where(halt, s + 1, exit_segment)
             active = active & ~halt
             z = (z[0].detach(), z[1].detach())
-            if not active.any():
+            if s < n - 1 and not active.any():  # a host sync: only where it can save a segment
                 break
         balance = aux / (segments_run * self.passes_per_segment)
         halt_loss = halt_sum / counted.clamp(min=1)

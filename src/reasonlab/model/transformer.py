@@ -12,7 +12,7 @@ from reasonlab.config import ModelConfig
 from reasonlab.model.dropout import Dropout
 from reasonlab.model.flops import flops_per_token
 from reasonlab.model.layers import SelfAttention, rope_tables
-from reasonlab.model.loss import IGNORE_INDEX, masked_mean, token_losses
+from reasonlab.model.loss import IGNORE_INDEX, head_logits, masked_mean, token_losses
 from reasonlab.model.moe import MoE
 from reasonlab.model.outputs import ModelOutput, StepLoss
 
@@ -87,7 +87,7 @@ class MoETransformerLM(nn.Module):
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Tied LM head on already normalised states."""
-        return h @ self.embed.weight.t()
+        return head_logits(h, self.embed.weight)
 
     def run(self, input_ids: torch.Tensor) -> ModelOutput:
         x, cos, sin = self.embed_tokens(input_ids)

@@ -108,12 +108,13 @@ class Trainer:
         with self.autocast():
             out = self.loss_fn(x, y)
         loss = all_reduce(out.loss.detach(), self.world)  # every process must agree to stop
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"non-finite loss ({loss.item()}) at step {self.state.step + 1}")
         out.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
-        if not torch.isfinite(grad_norm):
-            raise TrainingDiverged(f"non-finite gradient norm ({grad_norm.item()}) at step {self.state.step + 1}")
+        # one host sync per step, after backward is queued: checking the loss before backward would
+        # leave a GPU idle while the host launches the backward kernels
+        if not torch.isfinite(loss + grad_norm):
+            raise TrainingDiverged(f"non-finite loss ({loss.item()}) or gradient norm ({grad_norm.item()}) "
+                                   f"at step {self.state.step + 1}")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return out, grad_norm
