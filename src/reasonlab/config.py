@@ -101,6 +101,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 disables clipping
     precision: str = "auto"  # auto = bf16 autocast on CUDA with bf16 support, else fp32
     compile: bool = False
+    cuda_graphs: bool = False  # with compile on CUDA: replay each step as CUDA graphs (small batches are launch-bound)
     activation_checkpointing: bool = False  # recompute each block's activations in backward
     loss_chunk_tokens: int = 0  # LM head + loss in checkpointed chunks of this many tokens; 0 = all at once
     device: str = "auto"
@@ -326,3 +327,4 @@ def validate(cfg: Config) -> None:
     _check(t.grad_clip >= 0.0, "train.grad_clip", "must be >= 0 (0 disables clipping)", t.grad_clip)
     _check(t.precision in PRECISIONS, "train.precision", f"must be one of {', '.join(PRECISIONS)}", t.precision)
     _check(t.device in DEVICES, "train.device", f"must be one of {', '.join(DEVICES)}", t.device)
+    _check(t.compile or not t.cuda_graphs, "train.cuda_graphs", "needs train.compile: true", t.cuda_graphs)

@@ -7,7 +7,8 @@ masks were a large share of a training step. A lane keeps its element when it is
 -32768 + round(p * 65536), so the drop probability is p rounded to a multiple of 2^-16
 (0.1 becomes 0.10000610). The words come from the global generator that checkpoints save.
 Autograd keeps the boolean mask (1 byte per element) for backward. On CUDA, F.dropout is
-already a fused Philox kernel and is used as it is.
+already a fused Philox kernel and is used as it is, as is a uniform draw for the masks the
+experts need.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from torch import nn
 
 
 def dropout_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
-    """Boolean keep-mask of `shape`, True with probability 1 - p (to 2^-16)."""
+    """Boolean keep-mask of `shape`, True with probability 1 - p (to 2^-16 on the CPU).
+
+    On CUDA, and under torch.compile (which cannot trace `random_`), a plain uniform draw:
+    one fused Philox kernel there.
+    """
+    if device.type != "cpu" or torch.compiler.is_compiling():
+        return torch.rand(shape, device=device) >= p
     n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
     return (words.view(torch.int16)[:n] >= -32768 + round(p * 65536)).view(shape)

@@ -71,7 +71,9 @@ class Trainer:
                 find_unused_parameters=cfg.model.arch == "recursive",  # the halting head idles without ACT
             )
             self._reseed_rank(0)
-        self.loss_fn = torch.compile(train_model) if cfg.train.compile else train_model
+        self.cuda_graphs = cfg.train.cuda_graphs and self.device.type == "cuda"
+        mode = "reduce-overhead" if self.cuda_graphs else None
+        self.loss_fn = torch.compile(train_model, mode=mode) if cfg.train.compile else train_model
         self.state = TrainingState(
             step=0, max_steps=cfg.train.max_steps, sampler=self.sampler.state_dict(),
             best_val_loss=math.inf, tokens=0, flops=0, train_time_s=0.0, wall_time_s=0.0, log_window={},
@@ -105,6 +107,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y = (b.to(self.device, non_blocking=True) for b in self.sampler.next_batch())
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are consumed
         with self.autocast():
             out = self.loss_fn(x, y)
         loss = all_reduce(out.loss.detach(), self.world)  # every process must agree to stop
