@@ -22,6 +22,8 @@ CUDA = torch.device("cuda")
 def test_bf16_grouped_experts_match_the_loop_over_experts():
     torch.manual_seed(0)
     grouped = MoE(d_model=64, d_ff=128, n_experts=4, top_k=2, dropout=0.0, noise_std=0.0).to(CUDA).eval()
+    for p in grouped.parameters():  # the experts' weights are initialised by the model, not the layer
+        torch.nn.init.normal_(p, std=0.3)
     loop = MoE(64, 128, 4, 2, 0.0, 0.0).to(CUDA).eval()
     loop.load_state_dict(grouped.state_dict())
     loop.experts.fused = False

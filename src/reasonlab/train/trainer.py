@@ -139,8 +139,9 @@ class Trainer:
             while st.step < st.max_steps:
                 tic = time.perf_counter()
                 out, grad_norm = self.train_step()
-                values = {k: all_reduce(v, self.world).item() for k, v in (("loss", out.lm_loss), *out.metrics.items())}
-                values["grad_norm"] = grad_norm.item()
+                names = ["loss", *out.metrics, "grad_norm"]
+                logged = torch.stack([out.lm_loss, *out.metrics.values(), grad_norm]).detach().float()
+                values = dict(zip(names, all_reduce(logged, self.world).tolist()))  # one host sync
                 flops = int(all_reduce(torch.tensor(out.flops, dtype=torch.float64, device=self.device), self.world, mean=False).item())
                 dt = time.perf_counter() - tic
                 st.step += 1
