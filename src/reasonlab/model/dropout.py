@@ -23,11 +23,17 @@ from torch import nn
 def dropout_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
     """Boolean keep-mask of `shape`, True with probability 1 - p (to 2^-16 on the CPU).
 
-    On CUDA, and under torch.compile (which cannot trace `random_`), a plain uniform draw:
-    one fused Philox kernel there.
+    On CUDA a plain uniform draw: one Philox kernel, which torch.compile fuses and traces.
     """
-    if device.type != "cpu" or torch.compiler.is_compiling():
+    if device.type != "cpu":
         return torch.rand(shape, device=device) >= p
+    return _lane_mask(shape, p, device)
+
+
+@torch.compiler.disable
+def _lane_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
+    """The CPU mask, run eagerly even inside a compiled model: torch.compile cannot trace
+    `random_`, and its own uniform draws are slower on the CPU than these lanes."""
     n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
     return (words.view(torch.int16)[:n] >= -32768 + round(p * 65536)).view(shape)

@@ -14,20 +14,23 @@ from torch import nn
 from reasonlab.model.dropout import dropout_mask
 
 
-def _grouped_mm_supported(x: torch.Tensor) -> bool:
-    """torch._grouped_mm runs on the CPU in any float dtype and on CUDA in bf16; under
-    torch.compile its shape rule accepts bf16 only, so a compiled CPU model loops instead."""
-    if not hasattr(torch, "_grouped_mm"):
-        return False
-    if x.device.type == "cpu":
-        return not torch.compiler.is_compiling()
-    return x.dtype == torch.bfloat16
+@torch.compiler.disable
+def _grouped_mm_eager(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """torch._grouped_mm kept out of a compiled graph: on the CPU its compile-time shape rule
+    accepts bf16 only, while eagerly it runs in any float dtype."""
+    return torch._grouped_mm(x, w, offs=offs)
 
 
 def grouped_matmul(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, fused: bool = True) -> torch.Tensor:
-    """Rows of `x` sorted by group, `counts[g]` rows for group g, times `w[g]` ([G, in, out])."""
-    if fused and _grouped_mm_supported(x):
-        return torch._grouped_mm(x, w, offs=counts.cumsum(0).to(torch.int32))
+    """Rows of `x` sorted by group, `counts[g]` rows for group g, times `w[g]` ([G, in, out]).
+
+    torch._grouped_mm runs on the CPU in any float dtype and on CUDA in bf16; elsewhere, a loop.
+    """
+    if fused and hasattr(torch, "_grouped_mm") and (x.device.type == "cpu" or x.dtype == torch.bfloat16):
+        offs = counts.cumsum(0).to(torch.int32)
+        if x.device.type == "cpu" and torch.compiler.is_compiling():
+            return _grouped_mm_eager(x, w, offs)
+        return torch._grouped_mm(x, w, offs=offs)
     return torch.cat([xg @ wg for xg, wg in zip(x.split(counts.tolist()), w)])
 
 
