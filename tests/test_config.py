@@ -37,6 +37,7 @@ def test_overrides_are_typed():
         ("train.lr=0", "train.lr"),
         ("train.precision=fp8", "train.precision"),
         ("model.d_model=130", "model.d_model"),
+        ("train.cuda_graphs=true", "train.cuda_graphs"),  # needs train.compile
     ],
 )
 def test_bad_override_names_the_key(override, key):
