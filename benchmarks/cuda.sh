@@ -8,15 +8,14 @@ py="${PYTHON:-python3}"
 mkdir -p "$out"
 offline=(--set data.source=shakespeare --set data.tokenizer=bpe --set model.vocab_size=49152
          --set data.max_documents=0 --set data.max_chars=0)
-modes=("eager" "compile:--set train.compile=true"
-       "compile+graphs:--set train.compile=true --set train.cuda_graphs=true")
+modes=("eager:--set train.compile=false" "compile:--set train.compile=true"
+       "compile-graphs:--set train.compile=true --set train.cuda_graphs=true")
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
 "$py" -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
 for config in seed-gpu seed-gpu-recursive; do
   for mode in "${modes[@]}"; do
     name="${mode%%:*}"
-    flags=""
-    [[ "$mode" == *:* ]] && flags="${mode#*:}"
+    flags="${mode#*:}"
     # shellcheck disable=SC2086
     "$py" -m reasonlab bench --config "$config" "${offline[@]}" $flags --steps 20 --json \
       > "$out/bench-$config-$name.json" 2>/dev/null
