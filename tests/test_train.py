@@ -98,3 +98,29 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
         reasonlab.resume(run, max_steps=40, quiet=True)
     assert (run / "checkpoints/final/model.safetensors").read_bytes() == before
     assert read_metrics(run / "metrics.jsonl")[-1]["kind"] == "diverged"
+
+
+def test_compile_warm_up_leaves_training_as_it_was(tmp_path):
+    from reasonlab.train.data import prepare_data
+    from reasonlab.train.trainer import Trainer
+
+    cfg = tiny_config(**{"model.dropout": 0.1})
+    data = prepare_data(cfg)
+    cfg = data.fit(cfg)
+    warm, plain = (Trainer(cfg, tmp_path / name, data, quiet=True) for name in ("warm", "plain"))
+    start = torch.get_rng_state()
+    for trainer in (warm, plain):
+        torch.set_rng_state(start)
+        trainer.train_step()  # so that the optimizer has state to keep
+    rng = torch.get_rng_state()
+    sampler = warm.sampler.state_dict()
+    assert warm.compile_warm_up() > 0
+    assert torch.equal(torch.get_rng_state(), rng) and warm.sampler.state_dict() == sampler
+    assert all(p.grad is None for p in warm.model.parameters())
+    torch.set_rng_state(rng)
+    a = warm.train_step()[0].loss.item()
+    torch.set_rng_state(rng)
+    b = plain.train_step()[0].loss.item()
+    assert a == b
+    for p, q in zip(warm.model.parameters(), plain.model.parameters()):
+        assert torch.equal(p, q)

@@ -44,7 +44,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, training=True)
-    return x.mul(dropout_mask(x.shape, p, x.device)).mul_(1.0 / (1.0 - p))
+    mask = dropout_mask(x.shape, p, x.device)  # drawn first: a compiled graph breaks at the draw
+    return x.mul(mask).mul_(1.0 / (1.0 - p))
 
 
 class Dropout(nn.Module):

@@ -100,19 +100,37 @@ class Trainer:
     def _evaluate(self) -> dict[str, float]:
         return self.data.evaluate(self.model, self.cfg, self.device, self.autocast)
 
+    def _forward_backward(self) -> StepLoss:
+        """Loss and gradients on the next batch."""
+        x, y = (b.to(self.device, non_blocking=True) for b in self.sampler.next_batch())
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are consumed
+        with self.autocast():
+            out = self.loss_fn(x, y)
+        out.loss.backward()
+        return out
+
+    def compile_warm_up(self) -> float:
+        """Compile before the clock starts: one forward and backward on the next batch, then
+        weights, gradients, sampler and random state as they were. Compilation is a one-off
+        cost; charged to the first step it would skew tokens/s and equal-time comparisons
+        against whichever arm compiles longer. Returns the seconds it took."""
+        tic = time.perf_counter()
+        sampler_state = self.sampler.state_dict()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            self._forward_backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.sampler.load_state_dict(sampler_state)
+        return time.perf_counter() - tic
+
     def train_step(self) -> tuple[StepLoss, torch.Tensor]:
         """One optimizer update on the next batch; returns the step's losses and the gradient norm."""
         t = self.cfg.train
         lr = lr_at(self.state.step, t)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y = (b.to(self.device, non_blocking=True) for b in self.sampler.next_batch())
-        if self.cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are consumed
-        with self.autocast():
-            out = self.loss_fn(x, y)
+        out = self._forward_backward()
         loss = all_reduce(out.loss.detach(), self.world)  # every process must agree to stop
-        out.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
         # one host sync per step, after backward is queued: checking the loss before backward would
         # leave a GPU idle while the host launches the backward kernels
@@ -136,6 +154,9 @@ class Trainer:
             if st.step == 0:
                 log.info(f"training {self.cfg.model.arch}: {param_counts(self.cfg)['total']:,} params, "
                          f"{st.max_steps} steps on {self.device} ({self.precision})")
+            if t.compile and st.step < st.max_steps:
+                seconds = self.compile_warm_up()
+                log.info(f"compiled in {seconds:.1f} s (not counted as training time)")
             while st.step < st.max_steps:
                 tic = time.perf_counter()
                 out, grad_norm = self.train_step()
