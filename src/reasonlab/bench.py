@@ -84,7 +84,8 @@ def bench(cfg: Config, steps: int = 10, warmup: int = 3) -> dict[str, Any]:
 def format_bench(result: dict[str, Any]) -> str:
     peaks = result["matmul_peak_flop_s"]
     ms = result["step_ms"]
-    header = ["arch", "precision", "step ms (median [min, max])", "tokens/s", "model GFLOP/s", "MFU", "peak GPU MB" if result["device"].startswith("cuda") else "peak RSS MB"]
+    memory = "peak GPU MB" if result["device"].startswith("cuda") else "peak RSS MB"
+    header = ["arch", "precision", "step ms (median [min, max])", "tokens/s", "model GFLOP/s", "MFU", memory]
     row = [result["arch"], result["precision"], f"{ms['median']:.1f} [{ms['min']:.1f}, {ms['max']:.1f}]",
            f"{result['tokens_per_s']:,.0f}", f"{result['model_flop_s'] / 1e9:.1f}", f"{100 * result['mfu']:.1f}%",
            f"{result['peak_memory_mb']:,.0f}"]
