@@ -8,7 +8,7 @@ from reasonlab.config import Config, ModelConfig
 from reasonlab.model import build_model, flops_per_token, param_counts
 from reasonlab.model.dropout import dropout
 from reasonlab.model.loss import IGNORE_INDEX, token_losses
-from reasonlab.model.moe import MoE, balance_loss
+from reasonlab.model.moe import MoE, balance_loss, row_multiple, slot_layout
 
 TINY = ModelConfig(vocab_size=300, seq_len=32, d_model=32, n_layers=2, n_heads=4, d_ff=64, n_experts=4, top_k=2, dropout=0.0)
 
@@ -29,14 +29,16 @@ def naive_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
     return out.view_as(x)
 
 
+@pytest.mark.parametrize("row_multiple", [1, 8])
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("top_k", [1, 2, 4])
-def test_moe_matches_naive_per_expert_loop(fused, top_k):
+def test_moe_matches_naive_per_expert_loop(fused, top_k, row_multiple):
     torch.manual_seed(0)
     moe = MoE(d_model=16, d_ff=24, n_experts=4, top_k=top_k, dropout=0.0, noise_std=0.1).eval()
     for p in moe.parameters():
         torch.nn.init.normal_(p, std=0.3)
     moe.experts.fused = fused
+    moe.experts.row_multiple = row_multiple
     ref = MoE(16, 24, 4, top_k, 0.0, 0.1).eval()
     ref.load_state_dict(moe.state_dict())
     x = torch.randn(3, 11, 16, requires_grad=True)
@@ -50,6 +52,39 @@ def test_moe_matches_naive_per_expert_loop(fused, top_k):
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
     for (name, p), p_ref in zip(moe.named_parameters(), ref.parameters()):
         torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("multiple", [1, 8])
+def test_slot_layout_groups_slots_by_expert_in_padded_groups(multiple):
+    flat_expert = torch.tensor([2, 0, 2, 3, 2, 0, 0, 2, 2, 2, 2, 2, 2, 2])
+    layout = slot_layout(flat_expert, n_experts=4, multiple=multiple)
+    n_slots = len(flat_expert)
+    counts = torch.bincount(flat_expert, minlength=4)
+    assert torch.equal(layout.rows_per_expert, (counts + multiple - 1) // multiple * multiple)
+    assert len(layout.slot_of_row) == len(layout.expert_of_row) == layout.rows_per_expert.sum()
+    assert torch.equal(layout.slot_of_row[layout.row_of_slot], torch.arange(n_slots))
+    assert torch.equal(layout.expert_of_row[layout.row_of_slot], flat_expert)
+    padding = layout.slot_of_row == n_slots
+    assert padding.sum() == layout.rows_per_expert.sum() - n_slots
+    real_rows = layout.slot_of_row[~padding]
+    assert torch.equal(real_rows, torch.argsort(flat_expert, stable=True))  # stable order within a group
+
+
+def test_moe_in_cpu_bf16_pads_groups_and_matches_the_loop():
+    torch.manual_seed(0)
+    moe = MoE(d_model=32, d_ff=48, n_experts=4, top_k=2, dropout=0.0, noise_std=0.0).eval()
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    loop = MoE(32, 48, 4, 2, 0.0, 0.0).eval()
+    loop.load_state_dict(moe.state_dict())
+    loop.experts.fused = False
+    loop.experts.row_multiple = 1
+    x = torch.randn(2, 40, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert row_multiple(x.device, torch.get_autocast_dtype("cpu")) > 1
+        out, _ = moe(x)
+        expected, _ = loop(x)
+    torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)
 
 
 def test_balance_loss_hand_computed():

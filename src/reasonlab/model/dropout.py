@@ -6,7 +6,8 @@ slower than taking 16-bit lanes of random 64-bit integers (benchmarks/dropout.py
 masks were a large share of a training step. A lane keeps its element when it is at least
 -32768 + round(p * 65536), so the drop probability is p rounded to a multiple of 2^-16
 (0.1 becomes 0.10000610). The words come from the global generator that checkpoints save.
-Autograd keeps the boolean mask (1 byte per element) for backward. On CUDA, F.dropout is
+The mask is 0/1 in uint8, 1 byte per element kept for backward: multiplying a float tensor
+by uint8 is 3-4x faster on the CPU than by bool, whose conversion is not vectorised. On CUDA, F.dropout is
 already a fused Philox kernel and is used as it is, as is a uniform draw for the masks the
 experts need.
 """
@@ -21,7 +22,7 @@ from torch import nn
 
 
 def dropout_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
-    """Boolean keep-mask of `shape`, True with probability 1 - p (to 2^-16 on the CPU).
+    """Keep-mask of `shape` to multiply by, 1 with probability 1 - p (to 2^-16 on the CPU).
 
     On CUDA a plain uniform draw: one Philox kernel, which torch.compile fuses and traces.
     """
@@ -36,7 +37,7 @@ def _lane_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devi
     `random_`, and its own uniform draws are slower on the CPU than these lanes."""
     n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
-    return (words.view(torch.int16)[:n] >= -32768 + round(p * 65536)).view(shape)
+    return (words.view(torch.int16)[:n] >= -32768 + round(p * 65536)).view(torch.uint8).view(shape)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
