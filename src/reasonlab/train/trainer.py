@@ -110,6 +110,16 @@ class Trainer:
         out.loss.backward()
         return out
 
+    def release_process_group(self) -> None:
+        """Drop the DistributedDataParallel wrapper before the process group is destroyed.
+
+        Its reducer holds the group. Were it the group's last holder, freeing it would join
+        gloo's worker threads while holding the GIL, and a worker still freeing a finished
+        collective's tensors waits for the GIL: the process hung at exit in about one of ten
+        two-process CPU runs. Dropped here, the group is left to destroy_process_group.
+        """
+        self.loss_fn = self.model
+
     def compile_warm_up(self) -> float:
         """Compile before the clock starts: one forward and backward on the next batch, then
         weights, gradients, sampler and random state as they were. Compilation is a one-off
@@ -268,6 +278,7 @@ def train(cfg: Config, out: str | Path, quiet: bool = False, on_eval: EvalCallba
             atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
         trainer.run(on_eval)
         barrier(world)  # the others wait for the main process's final writes before leaving the group
+        trainer.release_process_group()
     finally:
         shutdown(world)
     return run_dir
@@ -304,6 +315,7 @@ def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = Fals
             atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
         trainer.run()
         barrier(world)
+        trainer.release_process_group()
     finally:
         shutdown(world)
     return run_dir
