@@ -138,8 +138,9 @@ class GroupedExperts(nn.Module):
     def forward(self, x: torch.Tensor, top_idx: torch.Tensor, top_weight: torch.Tensor) -> torch.Tensor:
         """x: [N, d]; top_idx, top_weight: [N, k]. Returns sum_j weight_j * expert_{idx_j}(x).
 
-        Every gather here is by a permutation and every reduction a dense sum, never a scatter-add
-        into repeated indices, so forward and backward are bitwise deterministic on the CPU.
+        Rows move by injective gathers whose backward is a gather, and reductions are dense sums
+        (or, for the biases in CPU fp32, index_select's serial backward), never an atomic
+        scatter-add, so forward and backward are bitwise deterministic on the CPU.
         """
         n_experts, (N, k) = self.w1.shape[0], top_idx.shape
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else self.w1.dtype
@@ -160,7 +161,6 @@ class GroupedExperts(nn.Module):
         out = out * take_rows(top_weight.reshape(-1), to_rows, to_slots).to(dtype).unsqueeze(1)
         unsorted = take_rows(out, to_slots, to_rows)  # back to (token, slot) order
         return unsorted.view(N, k, -1).sum(dim=1).to(x.dtype)
-
 
     @staticmethod
     def _bias(bias: torch.Tensor, layout: SlotLayout, dtype: torch.dtype) -> torch.Tensor:
