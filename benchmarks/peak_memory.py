@@ -5,8 +5,9 @@
         --set recursion.L_cycles=2 --set train.activation_checkpointing=true --set train.loss_chunk_tokens=2048
 
 Each step is the trainer's: forward + loss under the configured precision, backward, gradient
-clipping, AdamW. Peak RSS includes the optimizer state, which AdamW allocates at the first step.
-Run one configuration per process: RSS peaks never go down.
+clipping, AdamW, with glibc keeping freed memory as in training. Peak RSS includes the
+optimizer state, which AdamW allocates at the first step. Run one configuration per process:
+RSS peaks never go down.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from reasonlab.config import parse_override, resolve_config
 from reasonlab.model import build_model, param_counts
-from reasonlab.runtime import runtime
+from reasonlab.runtime import keep_freed_memory, runtime
 from reasonlab.train.optim import build_optimizer
 
 
@@ -33,6 +34,8 @@ def main() -> None:
     cfg = resolve_config(args.config, dict(parse_override(o) for o in args.set))
     m, t = cfg.model, cfg.train
     device, precision, autocast = runtime(t)
+    if device.type == "cpu":
+        keep_freed_memory()  # as the trainer does
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     model.configure_memory(t.activation_checkpointing, t.loss_chunk_tokens)

@@ -166,3 +166,20 @@ def test_dropout_keeps_the_asked_share_and_scales_the_rest():
     assert y.unique().tolist() == [0.0, pytest.approx(1 / 0.9)]
     assert (y == 0).float().mean().item() == pytest.approx(0.1, abs=0.002)
     assert torch.equal(dropout(x, 0.1, training=False), x)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_explicit_attention_matches_sdpa_when_nothing_is_dropped(monkeypatch, causal):
+    """The CPU path written out for dropout: the same output and gradients as SDPA once the mask keeps all."""
+    import reasonlab.model.layers as layers
+
+    monkeypatch.setattr(layers, "dropout", lambda x, p, training: x)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 17, 8, requires_grad=True) for _ in range(3))
+    out = layers.attention(q, k, v, causal, dropout_p=0.1)
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    expected_grads = torch.autograd.grad(expected.sum(), (q, k, v))
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
