@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from reasonlab.cli import main
-from reasonlab.experiments.sweep import make_storage
+from reasonlab.experiments.sweep import make_storage, trial_key
 
 SUITE = """
 name: tiny
@@ -162,3 +162,14 @@ def test_demo_runs_the_whole_study(tmp_path, monkeypatch, capsys):
         assert (out / path).is_file(), path
     result = json.loads((out / "comparison" / "comparison.json").read_text())
     assert result["arms"]["b"]["config"]["model"]["arch"] == "recursive" and result["n_seeds"] == 2
+
+
+def test_a_trial_halfway_through_its_suggests_keeps_its_key():
+    """Another worker may read a running trial after its config is suggested and before its seed is."""
+    halfway = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.RUNNING,
+        params={"config": "a_base"},
+        distributions={"config": optuna.distributions.CategoricalDistribution(["a_base", "b_small"])},
+        system_attrs={"fixed_params": {"config": "a_base", "seed": 1}},
+    )
+    assert trial_key(halfway) == ("a_base", 1)

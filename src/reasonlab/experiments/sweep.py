@@ -86,8 +86,10 @@ def open_study(spec: SweepSpec) -> optuna.Study:
 
 
 def trial_key(trial: optuna.trial.FrozenTrial) -> tuple[str, int] | None:
-    params = trial.params or trial.system_attrs.get("fixed_params") or {}
-    return (params["config"], int(params["seed"])) if "config" in params else None
+    """The (config, seed) a trial runs. Read from the pair it was enqueued with: a running trial's
+    own params appear one suggest at a time, and another worker may read them in between."""
+    params = trial.system_attrs.get("fixed_params") or trial.params
+    return (params["config"], int(params["seed"])) if "config" in params and "seed" in params else None
 
 
 def enqueue_missing(study: optuna.Study, names: list[str], seeds: list[int]) -> int:
