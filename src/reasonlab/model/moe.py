@@ -149,7 +149,8 @@ class GroupedExperts(nn.Module):
         to_rows, to_slots = layout.slot_of_row, layout.row_of_slot
         slots = x.unsqueeze(1).expand(N, k, x.shape[-1]).reshape(N * k, -1)
         rows = take_rows(slots, to_rows, to_slots).to(dtype)
-        h = grouped_matmul(rows, self.w1.to(dtype), layout.rows_per_expert, self.fused) + self._bias(self.b1, layout, dtype)
+        b1, b2 = self._bias_rows(layout, dtype)
+        h = grouped_matmul(rows, self.w1.to(dtype), layout.rows_per_expert, self.fused) + b1
         h = F.silu(h)
         w2 = self.w2.to(dtype)
         if self.training and self.dropout > 0:
@@ -157,23 +158,23 @@ class GroupedExperts(nn.Module):
             # how the other tokens were routed, or training-mode outputs would see later tokens
             h = h * _rows(dropout_mask((N * k, h.shape[-1]), self.dropout, h.device), to_rows)
             w2 = w2 * (1.0 / (1.0 - self.dropout))  # the dropout scale, on the smaller operand
-        out = grouped_matmul(h, w2, layout.rows_per_expert, self.fused) + self._bias(self.b2, layout, dtype)
+        out = grouped_matmul(h, w2, layout.rows_per_expert, self.fused) + b2
         out = out * take_rows(top_weight.reshape(-1), to_rows, to_slots).to(dtype).unsqueeze(1)
         unsorted = take_rows(out, to_slots, to_rows)  # back to (token, slot) order
         return unsorted.view(N, k, -1).sum(dim=1).to(x.dtype)
 
-    @staticmethod
-    def _bias(bias: torch.Tensor, layout: SlotLayout, dtype: torch.dtype) -> torch.Tensor:
-        """Each row's expert bias, [R, d].
+    def _bias_rows(self, layout: SlotLayout, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's expert biases of both layers, [R, d_ff] and [R, d].
 
-        In fp32 on the CPU a gather, whose backward sums rows per expert serially (deterministic)
-        and is 3x faster than a one-hot matmul with K = E. Elsewhere the one-hot matmul: in bf16
-        it accumulates the bias gradient in fp32 where a gather's backward would sum in bf16,
-        and on CUDA it runs on tensor cores where a gather's backward would contend on atomics.
+        In fp32 on the CPU gathers, whose backward sums rows per expert serially (deterministic)
+        and is 3x faster than a one-hot matmul with K = E. Elsewhere one-hot matmuls: in bf16
+        they accumulate the bias gradients in fp32 where a gather's backward would sum in bf16,
+        and on CUDA they run on tensor cores where a gather's backward would contend on atomics.
         """
-        if dtype == torch.float32 and bias.device.type == "cpu":
-            return bias.index_select(0, layout.expert_of_row)
-        return F.one_hot(layout.expert_of_row, bias.shape[0]).to(dtype) @ bias.to(dtype)
+        if dtype == torch.float32 and layout.expert_of_row.device.type == "cpu":
+            return self.b1.index_select(0, layout.expert_of_row), self.b2.index_select(0, layout.expert_of_row)
+        one_hot = F.one_hot(layout.expert_of_row, self.b1.shape[0]).to(dtype)
+        return one_hot @ self.b1.to(dtype), one_hot @ self.b2.to(dtype)
 
 
 class MoE(nn.Module):
