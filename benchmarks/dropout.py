@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +41,7 @@ def main() -> None:
     rows = []
     for name, shape in (("residual [B, T, d]", (B, T, d)), ("expert hidden [2BT, d_ff]", (2 * B * T, f))):
         x = torch.randn(shape, requires_grad=True)
-        rows.append((f"dropout 0.1, {name}", timed(lambda: F.dropout(x, 0.1, True)), timed(lambda: dropout(x, 0.1, True))))
+        rows.append((f"dropout 0.1, {name}", timed(lambda x=x: F.dropout(x, 0.1, True)), timed(lambda x=x: dropout(x, 0.1, True))))
     q, k, v = (torch.randn(B, H, T, d // H, requires_grad=True) for _ in range(3))
     rows.append(("attention, no dropout (flash)", timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)), None))
     rows.append(("attention, dropout 0.1 (SDPA math path vs explicit)",

@@ -22,7 +22,7 @@ import torch
 from reasonlab.config import parse_override, resolve_config
 from reasonlab.model import build_model, param_counts
 from reasonlab.runtime import keep_freed_memory, runtime
-from reasonlab.train.optim import build_optimizer
+from reasonlab.training.optim import build_optimizer
 
 
 def main() -> None:
@@ -57,7 +57,7 @@ def main() -> None:
           f"loss chunks {t.loss_chunk_tokens or 'off'}")
     if m.arch == "recursive":
         r = cfg.recursion
-        print(f"recursion H{r.H_cycles}/L{r.L_cycles}, {r.halt_max_steps} segments, ACT {r.use_act}")
+        print(f"recursion H{r.H_cycles}/L{r.L_cycles}, {r.max_segments} segments, ACT {r.use_act}")
     print(f"step times (s): {', '.join(f'{s:.1f}' for s in times)}; loss {out.lm_loss.item():.4f}; peak RSS {rss_gb:.2f} GB")
 
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
 from reasonlab.config import parse_override, resolve_config
-from reasonlab.train.data import prepare_data
-from reasonlab.train.trainer import Trainer
+from reasonlab.training.data import prepare_data
+from reasonlab.training.trainer import Trainer
 
 
 def main() -> None:

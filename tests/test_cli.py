@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from reasonlab.cli import main
 from conftest import CONFIGS
+from reasonlab.cli import main
 
 TINY = str(CONFIGS / "cpu-tiny.yaml")
 

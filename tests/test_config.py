@@ -1,8 +1,8 @@
 import pytest
 
+from conftest import CONFIGS
 from reasonlab.config import Config, config_from_dict, resolve_config
 from reasonlab.errors import UserError
-from conftest import CONFIGS
 
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in CONFIGS.glob("*.yaml")))

@@ -66,9 +66,9 @@ def test_causality_under_bf16_autocast(arch):
 
 @pytest.mark.parametrize("compile", [False, True])
 def test_bf16_training_lowers_the_loss(compile, tmp_path):
-    from reasonlab.train.data import prepare_data
-    from reasonlab.train.trainer import Trainer
     from conftest import tiny_config
+    from reasonlab.training.data import prepare_data
+    from reasonlab.training.trainer import Trainer
 
     cfg = tiny_config(**{"train.device": "cuda", "train.precision": "bf16", "train.compile": compile})
     data = prepare_data(cfg)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from reasonlab.train.runlog import read_metrics
+from reasonlab.training.runlog import read_metrics
 
 # per-process randomness (dropout, router noise) and the per-process balance loss are the only
 # things data parallelism changes on purpose; switch them off to compare the curves exactly

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 import reasonlab
+from conftest import CONFIGS
 from reasonlab.config import Config, ModelConfig, RecursionConfig
 from reasonlab.model import RecursiveLM, build_model, param_counts
 from reasonlab.model.flops import segment_flops_per_token
-from reasonlab.train.runlog import read_metrics
-from conftest import CONFIGS
+from reasonlab.training.runlog import read_metrics
 
 TINY = ModelConfig(arch="recursive", vocab_size=300, seq_len=32, d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.1)
 
@@ -18,7 +18,7 @@ def make(H=2, L=2, n=2, act=True, explore=0.0, grad_cycles=1, halting_bias=None)
     """A tiny recursive model whose halting head is live: by default about half the tokens
     exit after the first segment, so halting differs from token to token."""
     torch.manual_seed(0)
-    rec = RecursionConfig(H_cycles=H, L_cycles=L, halt_max_steps=n, use_act=act, halt_exploration_prob=explore,
+    rec = RecursionConfig(H_cycles=H, L_cycles=L, max_segments=n, use_act=act, halt_exploration_prob=explore,
                           grad_cycles=grad_cycles)
     model = build_model(Config(model=TINY, recursion=rec))
     torch.nn.init.normal_(model.halt_head.weight, std=1.0)
@@ -113,14 +113,14 @@ def test_permuting_rows_permutes_outputs():
     ],
 )
 def test_flops_hand_count(H, L, expected):
-    rec = RecursionConfig(H_cycles=H, L_cycles=L, halt_max_steps=2)
+    rec = RecursionConfig(H_cycles=H, L_cycles=L, max_segments=2)
     assert segment_flops_per_token(TINY, rec) == expected
     model = make(H, L, n=2, act=True, halting_bias=-50.0).train()
     out = model.compute_loss(tokens(), tokens(seed=4))
     assert out.flops == 2 * 32 * 2 * expected  # every token ran both segments
 
 
-def test_without_act_every_sequence_runs_halt_max_steps_segments(monkeypatch):
+def test_without_act_every_sequence_runs_max_segments_segments(monkeypatch):
     model = make(H=1, L=1, n=3, act=False, halting_bias=50.0).train()
     calls = []
     real = RecursiveLM._segment

@@ -5,7 +5,7 @@ import pytest
 from reasonlab.experiments.compare import verdicts
 from reasonlab.experiments.stats import mean_ci, welch_diff
 from reasonlab.report.ablation import ablation_markdown, write_ablation_report
-from reasonlab.train.runlog import read_metrics
+from reasonlab.training.runlog import read_metrics
 
 
 def test_mean_ci_matches_the_t_interval():

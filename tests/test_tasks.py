@@ -11,13 +11,13 @@ from safetensors.torch import load_file
 from torch import nn
 
 import reasonlab
+from conftest import CONFIGS, tiny_config
 from reasonlab.cli import main
 from reasonlab.model import build_model
 from reasonlab.model.loss import IGNORE_INDEX
 from reasonlab.model.outputs import ModelOutput
 from reasonlab.tasks.dataset import TaskData
-from reasonlab.train.runlog import read_metrics
-from conftest import CONFIGS, tiny_config
+from reasonlab.training.runlog import read_metrics
 
 ADDITION = {"task.name": "addition", "task.train_min_level": 2, "task.train_max_level": 2, "task.test_min_level": 3,
             "task.test_max_level": 3, "task.train_examples": 4000, "task.eval_examples": 128}
@@ -129,7 +129,7 @@ def test_bidirectional_model_sees_later_tokens():
 
 
 def test_recursive_model_runs_the_segments_asked_for_at_test_time():
-    cfg = tiny_config(**{"model.arch": "recursive", "recursion.halt_max_steps": 2, "recursion.use_act": False})
+    cfg = tiny_config(**{"model.arch": "recursive", "recursion.max_segments": 2, "recursion.use_act": False})
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     x = torch.randint(0, cfg.model.vocab_size, (2, 10))

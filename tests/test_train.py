@@ -6,8 +6,8 @@ import torch
 from safetensors.torch import load_file
 
 import reasonlab
-from reasonlab.train.runlog import read_metrics
 from conftest import tiny_config
+from reasonlab.training.runlog import read_metrics
 
 
 def test_val_loss_falls_within_50_steps_on_the_bundled_corpus(tmp_path):
@@ -83,7 +83,7 @@ def test_load_and_generate(tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     run = reasonlab.train(_run_cfg(), tmp_path / "run", quiet=True)
     before = (run / "checkpoints/final/model.safetensors").read_bytes()
-    from reasonlab.train.trainer import Trainer, TrainingDiverged
+    from reasonlab.training.trainer import Trainer, TrainingDiverged
 
     real_step = Trainer.train_step
 
@@ -101,8 +101,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
 
 
 def test_compile_warm_up_leaves_training_as_it_was(tmp_path):
-    from reasonlab.train.data import prepare_data
-    from reasonlab.train.trainer import Trainer
+    from reasonlab.training.data import prepare_data
+    from reasonlab.training.trainer import Trainer
 
     cfg = tiny_config(**{"model.dropout": 0.1})
     data = prepare_data(cfg)

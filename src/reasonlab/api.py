@@ -17,8 +17,8 @@ from reasonlab.io import resolve_dir
 from reasonlab.model import build_model
 from reasonlab.model.generate import sample
 from reasonlab.runtime import resolve_device
-from reasonlab.train import trainer
-from reasonlab.train.checkpoint import load_weights, read_config
+from reasonlab.training import trainer
+from reasonlab.training.checkpoint import load_weights, read_config
 
 
 @dataclass

@@ -12,8 +12,8 @@ import torch
 
 from reasonlab.config import Config
 from reasonlab.runtime import resolve_device, resolve_precision
-from reasonlab.train.data import prepare_data
-from reasonlab.train.trainer import Trainer
+from reasonlab.training.data import prepare_data
+from reasonlab.training.trainer import Trainer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -10,16 +10,17 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Callable, ContextManager, Sequence
 
 from reasonlab import api
 from reasonlab.config import parse_override, resolve_config
 from reasonlab.data.corpus import val_stream
 from reasonlab.errors import UserError
 from reasonlab.runtime import autocast_factory, resolve_precision
-from reasonlab.train.evaluate import evaluate
-from reasonlab.train.trainer import TrainingDiverged
+from reasonlab.training.evaluate import evaluate
+from reasonlab.training.trainer import TrainingDiverged
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,7 +74,7 @@ def _eval(args: argparse.Namespace) -> None:
               f"accuracy {metrics['accuracy']:.2%}  over {metrics['tokens']:,} tokens")
 
 
-def _eval_task(loaded: api.LoadedModel, autocast: Callable[[], ContextManager], as_json: bool) -> None:
+def _eval_task(loaded: api.LoadedModel, autocast: Callable[[], AbstractContextManager], as_json: bool) -> None:
     """A task checkpoint on its val split (the train levels) and its test split (the harder ones)."""
     from reasonlab.tasks.dataset import TaskData
 

@@ -47,9 +47,9 @@ class RecursionConfig:
 
     H_cycles: int = 2  # high-level cycles per segment
     L_cycles: int = 2  # low-level updates per high-level cycle
-    halt_max_steps: int = 2  # most segments a token is refined for
-    halt_exploration_prob: float = 0.1  # chance a token is made to run 2..halt_max_steps segments in training
-    use_act: bool = True  # learned per-token halting; false = every token runs halt_max_steps segments
+    max_segments: int = 2  # most segments a token is refined for
+    halt_exploration_prob: float = 0.1  # chance a token is made to run 2..max_segments segments in training
+    use_act: bool = True  # learned per-token halting; false = every token runs max_segments segments
     grad_cycles: int = 1  # trailing H cycles per segment that carry gradient
     halt_loss_weight: float = 0.5
 
@@ -130,6 +130,7 @@ SECTIONS: dict[str, type] = {
     "model": ModelConfig, "recursion": RecursionConfig, "data": DataConfig, "task": TaskConfig, "train": TrainConfig,
 }
 TASK_FORMATS = ("seq", "grid")
+RENAMED_KEYS = {"recursion.halt_max_steps": "recursion.max_segments"}  # old name -> new: old configs keep loading
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
@@ -157,6 +158,7 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
 
 
 def _apply(cfg: Config, key: str, value: Any) -> None:
+    key = RENAMED_KEYS.get(key, key)
     section, _, name = key.partition(".")
     if section not in SECTIONS or not name:
         raise UserError(f"unknown config key {key!r} (sections: {', '.join(SECTIONS)})")
@@ -294,7 +296,7 @@ def validate(cfg: Config) -> None:
     _check(m.balance_loss_weight >= 0.0, "model.balance_loss_weight", "must be >= 0", m.balance_loss_weight)
 
     r = cfg.recursion
-    for key in ("H_cycles", "L_cycles", "halt_max_steps", "grad_cycles"):
+    for key in ("H_cycles", "L_cycles", "max_segments", "grad_cycles"):
         _check(getattr(r, key) >= 1, f"recursion.{key}", "must be >= 1", getattr(r, key))
     _check(r.grad_cycles <= r.H_cycles, "recursion.grad_cycles", f"must be <= recursion.H_cycles ({r.H_cycles})", r.grad_cycles)
     _check(0.0 <= r.halt_exploration_prob <= 1.0, "recursion.halt_exploration_prob", "must be in [0, 1]", r.halt_exploration_prob)

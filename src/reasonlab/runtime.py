@@ -6,7 +6,8 @@ import contextlib
 import ctypes
 import functools
 import platform
-from typing import Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -29,7 +30,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def autocast_factory(precision: str, device: torch.device) -> Callable[[], ContextManager]:
+def autocast_factory(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:
     """A zero-argument context factory: bf16 autocast (weights stay fp32) or nothing."""
     if precision == "bf16":
         return functools.partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16)
@@ -55,7 +56,7 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, 1 << 30)
 
 
-def runtime(cfg: TrainConfig) -> tuple[torch.device, str, Callable[[], ContextManager]]:
+def runtime(cfg: TrainConfig) -> tuple[torch.device, str, Callable[[], AbstractContextManager]]:
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     return device, precision, autocast_factory(precision, device)

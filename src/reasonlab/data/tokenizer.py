@@ -7,8 +7,8 @@ documents, saved as `tokenizer.json` + `tokenizer_meta.json` so a checkpoint loa
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -49,7 +49,7 @@ class Tokenizer:
         atomic_write_json(directory / "tokenizer_meta.json", {"eot_token": self.eot_token})
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Tokenizer":
+    def load(cls, directory: str | Path) -> Tokenizer:
         directory = Path(directory)
         try:
             backend = HFTokenizer.from_file(str(directory / "tokenizer.json"))

@@ -17,8 +17,9 @@ import json
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -27,11 +28,11 @@ from reasonlab.errors import UserError
 from reasonlab.experiments.ablation import best_config
 from reasonlab.experiments.stats import CI_LEVEL, mean_ci, mean_curve, welch_diff
 from reasonlab.io import atomic_write_json
-from reasonlab.model.flops import flops_per_token, segment_flops_per_token
+from reasonlab.model.flops import step_flops
 from reasonlab.report.comparison import write_comparison_report
-from reasonlab.train import trainer
-from reasonlab.train.data import prepare_data
-from reasonlab.train.runlog import run_result
+from reasonlab.training import trainer
+from reasonlab.training.data import prepare_data
+from reasonlab.training.runlog import run_result
 
 MATCHES = ("steps", "flops", "time")
 METRICS = {  # what a verdict compares: key in the eval events, label, lower is better
@@ -49,14 +50,6 @@ def arm_config(spec: str, overrides: dict[str, Any] | None = None) -> tuple[str,
         name, cfg = best_config(spec[: -len(":best")])
         return name, with_overrides(cfg, overrides or {})
     return Path(spec).stem, resolve_config(spec, overrides)
-
-
-def nominal_step_flops(cfg: Config) -> int:
-    """FLOPs of one training step when every segment runs (ACT can only spend less)."""
-    tokens = cfg.train.batch_size * cfg.model.seq_len
-    if cfg.model.arch == "recursive":
-        return tokens * cfg.recursion.halt_max_steps * segment_flops_per_token(cfg.model, cfg.recursion)
-    return tokens * flops_per_token(cfg.model)
 
 
 def measure_step_time(cfg: Config, steps: int = 5, warmup: int = 2) -> float:
@@ -89,7 +82,8 @@ def _plan(configs: dict[str, Config], steps: int, match: str, progress: Callable
     if match == "steps":
         return {arm: steps for arm in configs}
     if match == "flops":
-        cost = {arm: nominal_step_flops(cfg) for arm, cfg in configs.items()}
+        cost = {arm: step_flops(cfg.model, cfg.train.batch_size * cfg.model.seq_len, cfg.recursion)
+                for arm, cfg in configs.items()}
     else:
         cost = {arm: measure_step_time(cfg) for arm, cfg in configs.items()}
         progress("measured step times: " + ", ".join(f"{arm} {t * 1000:.0f} ms" for arm, t in cost.items()))

@@ -7,8 +7,9 @@ from the same runs' curves), and the report.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from reasonlab.errors import UserError
 from reasonlab.experiments.ablation import run_ablation

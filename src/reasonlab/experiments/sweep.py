@@ -18,9 +18,10 @@ import multiprocessing
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import torch
@@ -28,8 +29,8 @@ from optuna.trial import TrialState
 
 from reasonlab.config import Config, config_from_dict
 from reasonlab.errors import UserError
-from reasonlab.train import trainer
-from reasonlab.train.runlog import run_result
+from reasonlab.training import trainer
+from reasonlab.training.runlog import run_result
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are stable in practice
 
@@ -144,7 +145,7 @@ class _Heartbeat:
             if self.stop.wait(HEARTBEAT_S):
                 return
 
-    def __enter__(self) -> "_Heartbeat":
+    def __enter__(self) -> _Heartbeat:
         self.thread.start()
         return self
 

@@ -9,8 +9,9 @@ test time helps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from reasonlab import api
 from reasonlab.errors import UserError
@@ -65,7 +66,7 @@ def _score_run(data: TaskData, run_dir: Path, batch_size: int) -> dict[str, Any]
         out["segments_curve"] = {
             k: {split: data.score(loaded.model, split, batch_size, loaded.device, autocast, segments=int(k)).metrics["exact_match"]
                 for split in ("val", "test")}
-            for k in map(str, range(1, 2 * cfg.recursion.halt_max_steps + 1))
+            for k in map(str, range(1, 2 * cfg.recursion.max_segments + 1))
         }
     return out
 
@@ -108,7 +109,7 @@ def run_task_study(task: str, a: str, b: str, steps: int, seeds: int, match: str
         recursive = info["config"]["model"]["arch"] == "recursive"
         arms[arm] = {"name": info["name"], "arch": info["config"]["model"]["arch"], "max_steps": info["max_steps"],
                      "flops": info["aggregate"]["flops"], "per_seed": per_seed, "aggregate": _aggregate(list(per_seed.values())),
-                     "trained_segments": info["config"]["recursion"]["halt_max_steps"] if recursive else None,
+                     "trained_segments": info["config"]["recursion"]["max_segments"] if recursive else None,
                      "examples": next(iter(per_seed.values()))["examples"]}
     result = {
         "task": {"name": task, "description": data.task.description, "level_name": data.task.level_name,

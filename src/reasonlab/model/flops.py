@@ -46,6 +46,22 @@ def flops_per_token(m: ModelConfig) -> int:
     return 3 * (stack_forward_flops(m) + head_forward_flops(m))
 
 
+def step_flops(m: ModelConfig, tokens: int, r: RecursionConfig | None = None, segments: int | None = None) -> int:
+    """Training FLOPs of one step over `tokens` target positions: the one formula every model
+    reports and every compute budget is planned with.
+
+    The baseline runs one pass with gradient. The recursive arm runs `segments` segments for the
+    whole batch (`r.max_segments` when None: a step in which no token exits early; ACT can only
+    spend less, never more).
+    """
+    if m.arch == "baseline":
+        return tokens * flops_per_token(m)
+    if r is None:
+        raise ValueError(f"FLOPs of model.arch {m.arch!r} need its recursion config")
+    n = r.max_segments if segments is None else segments
+    return tokens * n * segment_flops_per_token(m, r)
+
+
 def segment_flops_per_token(m: ModelConfig, r: RecursionConfig) -> int:
     """Training FLOPs per token of one recursion segment.
 

@@ -15,7 +15,7 @@ segment carry gradient; the earlier ones run under no_grad and reach the segment
 state only through the residual identity (a one-step gradient, as in HRM). The LM head runs
 once per segment, on norm(z_H). Every pass's MoE balance loss counts, averaged over passes.
 
-Up to `halt_max_steps` segments refine the same sequence, each starting from the previous
+Up to `max_segments` segments refine the same sequence, each starting from the previous
 segment's (detached) states, and each trained on next-token cross-entropy (deep
 supervision). The states belong to one sequence: nothing is carried across rows, batches or
 calls.
@@ -23,12 +23,12 @@ calls.
 Halting (use_act) is per token and causal: a halting head reads norm(z_H) at position t,
 which has seen tokens <= t only, and is trained with binary cross-entropy against "this
 segment's prediction at t is correct" (as TRM does per puzzle). A token exits at the first
-segment whose halting logit is > 0 (or at halt_max_steps); its prediction is that
+segment whose halting logit is > 0 (or at max_segments); its prediction is that
 segment's logits, in training, evaluation and generation alike. After a token exits, later
 segments still update its states (other tokens attend to them) but its losses no longer
 count. In training, with probability halt_exploration_prob a token must run a random
-2..halt_max_steps segments before it may exit. With use_act false, every token runs
-halt_max_steps segments and predicts from the last.
+2..max_segments segments before it may exit. With use_act false, every token runs
+max_segments segments and predicts from the last.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reasonlab.config import ModelConfig, RecursionConfig
-from reasonlab.model.flops import segment_flops_per_token
+from reasonlab.model.flops import step_flops
 from reasonlab.model.loss import IGNORE_INDEX, masked_mean, token_losses
 from reasonlab.model.outputs import ModelOutput, StepLoss
 from reasonlab.model.transformer import MoETransformerLM
@@ -110,7 +110,7 @@ class RecursiveLM(nn.Module):
         """
         x, cos, sin = self.core.embed_tokens(input_ids)
         z = self._initial_state(x)
-        n = self.rec.halt_max_steps if segments is None else segments
+        n = self.rec.max_segments if segments is None else segments
         use_act = self.rec.use_act and segments is None
         logits = None
         exit_segment = torch.full(input_ids.shape, n, device=x.device)
@@ -143,7 +143,7 @@ class RecursiveLM(nn.Module):
     def compute_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> StepLoss:
         """Deep supervision over segments, per-token halting trained by BCE against correctness."""
         rec = self.rec
-        n = rec.halt_max_steps
+        n = rec.max_segments
         x, cos, sin = self.core.embed_tokens(input_ids)
         z = self._initial_state(x)
         valid = targets != IGNORE_INDEX
@@ -187,6 +187,6 @@ class RecursiveLM(nn.Module):
         return StepLoss(
             loss=loss,
             lm_loss=masked_mean(exit_loss, valid),
-            flops=targets.numel() * segments_run * segment_flops_per_token(self.cfg, rec),
+            flops=step_flops(self.cfg, targets.numel(), rec, segments_run),
             metrics=metrics,
         )

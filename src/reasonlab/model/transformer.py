@@ -10,7 +10,7 @@ from torch.utils.checkpoint import checkpoint
 
 from reasonlab.config import ModelConfig
 from reasonlab.model.dropout import Dropout
-from reasonlab.model.flops import flops_per_token
+from reasonlab.model.flops import step_flops
 from reasonlab.model.layers import SelfAttention, rope_tables
 from reasonlab.model.loss import IGNORE_INDEX, head_logits, masked_mean, token_losses
 from reasonlab.model.moe import MoE
@@ -108,6 +108,6 @@ class MoETransformerLM(nn.Module):
         return StepLoss(
             loss=lm_loss + self.cfg.balance_loss_weight * balance,
             lm_loss=lm_loss,
-            flops=targets.numel() * flops_per_token(self.cfg),
+            flops=step_flops(self.cfg, targets.numel()),
             metrics={"balance_loss": balance},
         )

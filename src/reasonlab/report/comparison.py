@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from reasonlab.config import config_from_dict  # noqa: E402
 from reasonlab.io import atomic_write_text  # noqa: E402
 from reasonlab.report.markdown import fci, fint, fnum, fpct, fsci, table  # noqa: E402
 from reasonlab.report.plots import save_figure  # noqa: E402
@@ -56,15 +57,16 @@ def plot_comparison(result: dict[str, Any], out: Path) -> None:
     save_figure(fig, out / "comparison_compute.png")
 
 
-def _arm_config_lines(cfg: dict[str, Any]) -> list[str]:
-    m, t, r = cfg["model"], cfg["train"], cfg["recursion"]
+def _arm_config_lines(stored: dict[str, Any]) -> list[str]:
+    cfg = config_from_dict(stored)  # maps the keys of comparisons written before a rename
+    m, t, r = vars(cfg.model), vars(cfg.train), vars(cfg.recursion)
     lines = [f"- Architecture: {m['arch']}, d_model {m['d_model']}, {m['n_layers']} layers, {m['n_heads']} heads, "
              f"{m['n_experts']} experts top-{m['top_k']}, d_ff {m['d_ff']}, context {m['seq_len']}",
              f"- Learning rate {t['lr']}, warmup {t['warmup_steps']} steps, dropout {m['dropout']}, "
              f"batch {t['batch_size']}, grad clip {t['grad_clip']}"]
     if m["arch"] == "recursive":
         act = f"ACT on, exploration {r['halt_exploration_prob']}" if r["use_act"] else "ACT off"
-        lines.append(f"- Recursion: H_cycles {r['H_cycles']}, L_cycles {r['L_cycles']}, up to {r['halt_max_steps']} "
+        lines.append(f"- Recursion: H_cycles {r['H_cycles']}, L_cycles {r['L_cycles']}, up to {r['max_segments']} "
                      f"segments, {act}, gradient through the last {r['grad_cycles']} H cycle(s)")
     return lines
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Callable, ContextManager
 
 import torch
 from torch import nn
@@ -152,12 +153,12 @@ class TaskData:
         return TaskBatches(self.splits["train"], cfg.train.batch_size, cfg.train.seed, rank, world)
 
     def evaluate(self, model: nn.Module, cfg: Config, device: torch.device,
-                 autocast: Callable[[], ContextManager]) -> dict[str, float]:
+                 autocast: Callable[[], AbstractContextManager]) -> dict[str, float]:
         """The val split's metrics (what training tracks and picks its best checkpoint by)."""
         return self.score(model, "val", cfg.train.batch_size, device, autocast).metrics
 
     def score(self, model: nn.Module, split: str, batch_size: int, device: torch.device,
-              autocast: Callable[[], ContextManager], segments: int | None = None) -> SplitResult:
+              autocast: Callable[[], AbstractContextManager], segments: int | None = None) -> SplitResult:
         return evaluate_split(model, self.task, self.splits[split], self.tokenizer, self.cfg.format, batch_size,
                               device, autocast, segments)
 

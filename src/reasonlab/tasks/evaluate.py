@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, ContextManager
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +70,7 @@ def evaluate_split(
     fmt: str,
     batch_size: int,
     device: torch.device,
-    autocast: Callable[[], ContextManager],
+    autocast: Callable[[], AbstractContextManager],
     segments: int | None = None,
 ) -> SplitResult:
     """`segments` makes a recursive model run exactly that many segments (test-time compute)."""

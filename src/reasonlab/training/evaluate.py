@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ def evaluate(
     batch_size: int,
     n_batches: int,
     device: torch.device,
-    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, float]:
     """Summed cross-entropy and correct next-token predictions over every target token in the slice;
     for recursive models also the mean number of segments a token's prediction used."""

@@ -8,7 +8,9 @@ with at least `loss` (by which the best checkpoint is picked), `perplexity` and 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, ContextManager, Protocol
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -18,7 +20,7 @@ from reasonlab.data import BatchSampler, Corpus, prepare_corpus
 from reasonlab.data.tokenizer import Tokenizer
 from reasonlab.errors import UserError
 from reasonlab.tasks.dataset import TaskData
-from reasonlab.train.evaluate import evaluate
+from reasonlab.training.evaluate import evaluate
 
 
 class Sampler(Protocol):
@@ -33,7 +35,7 @@ class TrainingData(Protocol):
     def fit(self, cfg: Config) -> Config: ...
     def sampler(self, cfg: Config, rank: int, world: int) -> Sampler: ...
     def evaluate(self, model: nn.Module, cfg: Config, device: torch.device,
-                 autocast: Callable[[], ContextManager]) -> dict[str, float]: ...
+                 autocast: Callable[[], AbstractContextManager]) -> dict[str, float]: ...
 
 
 class TextData:
@@ -54,7 +56,7 @@ class TextData:
         return BatchSampler(self.corpus.train, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed, rank, world)
 
     def evaluate(self, model: nn.Module, cfg: Config, device: torch.device,
-                 autocast: Callable[[], ContextManager]) -> dict[str, float]:
+                 autocast: Callable[[], AbstractContextManager]) -> dict[str, float]:
         t = cfg.train
         return evaluate(model, self.corpus.val, cfg.model.seq_len, t.batch_size, t.eval_batches, device, autocast)
 

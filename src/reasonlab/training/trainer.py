@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -28,16 +28,16 @@ from reasonlab.model import build_model, param_counts
 from reasonlab.model.outputs import StepLoss
 from reasonlab.report.plots import plot_run_curves
 from reasonlab.runtime import keep_freed_memory, resolve_device, runtime
-from reasonlab.train.checkpoint import (
+from reasonlab.training.checkpoint import (
     TrainingState,
     latest_checkpoint,
     load_training_state,
     read_config,
     save_checkpoint,
 )
-from reasonlab.train.data import TrainingData, prepare_data
-from reasonlab.train.optim import build_optimizer, lr_at
-from reasonlab.train.runlog import RunLog, read_metrics, truncate_metrics
+from reasonlab.training.data import TrainingData, prepare_data
+from reasonlab.training.optim import build_optimizer, lr_at
+from reasonlab.training.runlog import RunLog, read_metrics, truncate_metrics
 
 EvalCallback = Callable[[int, dict], None]
 
