@@ -8,7 +8,7 @@ from reasonlab.config import Config, ModelConfig
 from reasonlab.model import build_model, flops_per_token, param_counts
 from reasonlab.model.dropout import dropout
 from reasonlab.model.loss import IGNORE_INDEX, token_losses
-from reasonlab.model.moe import MoE, balance_loss, row_multiple, slot_layout
+from reasonlab.model.moe import GroupedExperts, MoE, balance_loss, row_multiple, slot_layout
 
 TINY = ModelConfig(vocab_size=300, seq_len=32, d_model=32, n_layers=2, n_heads=4, d_ff=64, n_experts=4, top_k=2, dropout=0.0)
 
@@ -85,6 +85,20 @@ def test_moe_in_cpu_bf16_pads_groups_and_matches_the_loop():
         out, _ = moe(x)
         expected, _ = loop(x)
     torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)
+
+
+def test_grouped_experts_initialise_their_weights_and_leave_the_global_generator_alone():
+    torch.manual_seed(0)
+    experts = GroupedExperts(n_experts=4, d_model=64, d_ff=128, dropout=0.0)
+    drawn_after = torch.randn(4)
+    torch.manual_seed(0)
+    assert torch.equal(drawn_after, torch.randn(4))  # a seeded model's later draws do not depend on the layer
+    assert experts.w1.std().item() == pytest.approx(0.02, rel=0.02)
+    experts.b1.data.fill_(1.0)
+    experts.reset_parameters(std=0.1, out_std=0.01)
+    assert experts.w1.std().item() == pytest.approx(0.1, rel=0.02)
+    assert experts.w2.std().item() == pytest.approx(0.01, rel=0.02)
+    assert not experts.b1.any() and not experts.b2.any()
 
 
 def test_balance_loss_hand_computed():

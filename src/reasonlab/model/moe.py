@@ -3,6 +3,10 @@
 Tokens are sorted by the expert they are routed to, so every expert's tokens form one
 contiguous slice, and all experts run as one grouped matmul per layer of the expert MLP
 (`torch._grouped_mm`) instead of a Python loop over boolean masks.
+
+Tensor names end in their shape, one letter a dimension: T tokens, K routed choices per token
+(top-k), S = T*K slots (a token's choice) in token order, R rows the experts' matmuls see (the
+slots sorted by expert, each expert's group padded), E experts, D d_model, F d_ff.
 """
 
 from __future__ import annotations
@@ -77,6 +81,14 @@ class SlotLayout:
     rows_per_expert: torch.Tensor  # [E]
     expert_of_row: torch.Tensor  # [R]
 
+    def to_rows(self, t_S: torch.Tensor) -> torch.Tensor:
+        """Slot order to row order, zeros in the padding rows."""
+        return take_rows(t_S, self.slot_of_row, self.row_of_slot)
+
+    def to_slots(self, t_R: torch.Tensor) -> torch.Tensor:
+        """Row order back to slot order, the padding rows dropped."""
+        return take_rows(t_R, self.row_of_slot, self.slot_of_row)
+
 
 def row_multiple(device: torch.device, dtype: torch.dtype) -> int:
     """Rows per expert group are padded to this multiple where the matmul backend compiles a
@@ -88,22 +100,23 @@ def row_multiple(device: torch.device, dtype: torch.dtype) -> int:
     return 64 if device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) else 1
 
 
-def slot_layout(flat_expert: torch.Tensor, n_experts: int, multiple: int = 1) -> SlotLayout:
-    """The stable expert-sorted layout of slots routed to `flat_expert` [S], groups padded to
+def slot_layout(expert_S: torch.Tensor, n_experts: int, multiple: int = 1) -> SlotLayout:
+    """The stable expert-sorted layout of slots routed to `expert_S`, groups padded to
     `multiple` rows. With multiple 1 it is a permutation and needs no device-to-host sync."""
-    order = torch.argsort(flat_expert, stable=True)
-    counts = expert_counts(flat_expert, n_experts)
+    order_S = torch.argsort(expert_S, stable=True)
+    counts_E = expert_counts(expert_S, n_experts)
     if multiple == 1:
-        return SlotLayout(order, torch.argsort(order), counts, flat_expert[order])
-    rows = (counts + multiple - 1) // multiple * multiple
-    n_slots, n_rows = flat_expert.shape[0], int(rows.sum())
-    sorted_expert = flat_expert[order]
-    rank_in_group = torch.arange(n_slots, device=flat_expert.device) - (counts.cumsum(0) - counts)[sorted_expert]
-    row_of_sorted = (rows.cumsum(0) - rows)[sorted_expert] + rank_in_group
-    row_of_slot = torch.empty_like(order).index_copy_(0, order, row_of_sorted)
-    slot_of_row = torch.full((n_rows,), n_slots, dtype=order.dtype, device=order.device).index_copy_(0, row_of_sorted, order)
-    expert_of_row = torch.repeat_interleave(torch.arange(n_experts, device=rows.device), rows, output_size=n_rows)
-    return SlotLayout(slot_of_row, row_of_slot, rows, expert_of_row)
+        return SlotLayout(order_S, torch.argsort(order_S), counts_E, expert_S[order_S])
+    rows_E = (counts_E + multiple - 1) // multiple * multiple
+    S, R = expert_S.shape[0], int(rows_E.sum())
+    sorted_expert_S = expert_S[order_S]
+    rank_in_group_S = torch.arange(S, device=expert_S.device) - (counts_E.cumsum(0) - counts_E)[sorted_expert_S]
+    row_of_sorted_S = (rows_E.cumsum(0) - rows_E)[sorted_expert_S] + rank_in_group_S
+    row_of_slot = torch.empty_like(order_S).index_copy_(0, order_S, row_of_sorted_S)
+    slot_of_row = torch.full((R,), S, dtype=order_S.dtype, device=order_S.device)
+    slot_of_row.index_copy_(0, row_of_sorted_S, order_S)
+    expert_of_row = torch.repeat_interleave(torch.arange(n_experts, device=rows_E.device), rows_E, output_size=R)
+    return SlotLayout(slot_of_row, row_of_slot, rows_E, expert_of_row)
 
 
 def expert_counts(expert: torch.Tensor, n_experts: int) -> torch.Tensor:
@@ -122,49 +135,87 @@ def balance_loss(probs: torch.Tensor, top_idx: torch.Tensor, n_experts: int) -> 
     return n_experts * torch.sum(share * probs.mean(dim=0))
 
 
+def compute_dtype(device: torch.device, weight_dtype: torch.dtype) -> torch.dtype:
+    """The dtype the experts run in: autocast's where it is on, else the weights'."""
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else weight_dtype
+
+
+def dispatch(x_TD: torch.Tensor, top_k: int, layout: SlotLayout) -> torch.Tensor:
+    """Each token copied to its K slots, then sorted into the experts' rows: [R, D]."""
+    T, D = x_TD.shape
+    x_SD = x_TD.unsqueeze(1).expand(T, top_k, D).reshape(T * top_k, D)
+    return layout.to_rows(x_SD)
+
+
+def combine(y_RD: torch.Tensor, top_weight_TK: torch.Tensor, layout: SlotLayout) -> torch.Tensor:
+    """Each row weighted by its slot's routing weight, back in slot order, summed per token: [T, D]."""
+    T, K = top_weight_TK.shape
+    weight_R1 = layout.to_rows(top_weight_TK.reshape(T * K)).to(y_RD.dtype).unsqueeze(1)
+    y_SD = layout.to_slots(y_RD * weight_R1)
+    return y_SD.view(T, K, -1).sum(dim=1)
+
+
 class GroupedExperts(nn.Module):
     """E independent MLPs, Linear(d, d_ff) -> SiLU -> dropout -> Linear(d_ff, d), stored as stacked weights."""
 
     def __init__(self, n_experts: int, d_model: int, d_ff: int, dropout: float):
         super().__init__()
         self.w1 = nn.Parameter(torch.empty(n_experts, d_model, d_ff))
-        self.b1 = nn.Parameter(torch.zeros(n_experts, d_ff))
+        self.b1 = nn.Parameter(torch.empty(n_experts, d_ff))
         self.w2 = nn.Parameter(torch.empty(n_experts, d_ff, d_model))
-        self.b2 = nn.Parameter(torch.zeros(n_experts, d_model))
+        self.b2 = nn.Parameter(torch.empty(n_experts, d_model))
         self.dropout = dropout
         self.fused = True
         self.row_multiple: int | None = None  # None: row_multiple() for the device and dtype
+        # drawn on a forked generator: models re-draw these weights in their own order
+        # (MoETransformerLM.reset_parameters), and draws here would shift every later draw
+        with torch.random.fork_rng(devices=[]):
+            self.reset_parameters()
 
-    def forward(self, x: torch.Tensor, top_idx: torch.Tensor, top_weight: torch.Tensor) -> torch.Tensor:
-        """x: [N, d]; top_idx, top_weight: [N, k]. Returns sum_j weight_j * expert_{idx_j}(x).
+    def reset_parameters(self, std: float = 0.02, out_std: float = 0.02) -> None:
+        """w1 ~ N(0, std), w2 ~ N(0, out_std) (the residual branch's output scale), biases 0."""
+        nn.init.normal_(self.w1, std=std)
+        nn.init.normal_(self.w2, std=out_std)
+        nn.init.zeros_(self.b1)
+        nn.init.zeros_(self.b2)
+
+    def forward(self, x_TD: torch.Tensor, top_idx_TK: torch.Tensor, top_weight_TK: torch.Tensor) -> torch.Tensor:
+        """Returns sum_k top_weight[t, k] * expert_{top_idx[t, k]}(x[t]), [T, D].
 
         Rows move by injective gathers whose backward is a gather, and reductions are dense sums
         (or, for the biases in CPU fp32, index_select's serial backward), never an atomic
         scatter-add, so forward and backward are bitwise deterministic on the CPU.
         """
-        n_experts, (N, k) = self.w1.shape[0], top_idx.shape
-        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else self.w1.dtype
-        multiple = self.row_multiple or row_multiple(x.device, dtype)
-        layout = slot_layout(top_idx.reshape(-1), n_experts, multiple)
-        to_rows, to_slots = layout.slot_of_row, layout.row_of_slot
-        slots = x.unsqueeze(1).expand(N, k, x.shape[-1]).reshape(N * k, -1)
-        rows = take_rows(slots, to_rows, to_slots).to(dtype)
-        b1, b2 = self._bias_rows(layout, dtype)
-        h = grouped_matmul(rows, self.w1.to(dtype), layout.rows_per_expert, self.fused) + b1
-        h = F.silu(h)
-        w2 = self.w2.to(dtype)
-        if self.training and self.dropout > 0:
-            # masks drawn in (token, slot) order, then sorted: a token's mask must not depend on
-            # how the other tokens were routed, or training-mode outputs would see later tokens
-            h = h * _rows(dropout_mask((N * k, h.shape[-1]), self.dropout, h.device), to_rows)
-            w2 = w2 * (1.0 / (1.0 - self.dropout))  # the dropout scale, on the smaller operand
-        out = grouped_matmul(h, w2, layout.rows_per_expert, self.fused) + b2
-        out = out * take_rows(top_weight.reshape(-1), to_rows, to_slots).to(dtype).unsqueeze(1)
-        unsorted = take_rows(out, to_slots, to_rows)  # back to (token, slot) order
-        return unsorted.view(N, k, -1).sum(dim=1).to(x.dtype)
+        dtype = compute_dtype(x_TD.device, self.w1.dtype)
+        multiple = self.row_multiple or row_multiple(x_TD.device, dtype)
+        layout = slot_layout(top_idx_TK.reshape(-1), self.w1.shape[0], multiple)
+        x_RD = dispatch(x_TD, top_idx_TK.shape[1], layout).to(dtype)
+        y_RD = self._experts(x_RD, layout)
+        return combine(y_RD, top_weight_TK, layout).to(x_TD.dtype)
+
+    def _experts(self, x_RD: torch.Tensor, layout: SlotLayout) -> torch.Tensor:
+        """Every expert's MLP on its group of rows, in x_RD's dtype: two grouped matmuls."""
+        b1_RF, b2_RD = self._bias_rows(layout, x_RD.dtype)
+        h_RF = F.silu(grouped_matmul(x_RD, self.w1.to(x_RD.dtype), layout.rows_per_expert, self.fused) + b1_RF)
+        h_RF, w2_EFD = self._dropout(h_RF, self.w2.to(x_RD.dtype), layout)
+        return grouped_matmul(h_RF, w2_EFD, layout.rows_per_expert, self.fused) + b2_RD
+
+    def _dropout(
+        self, h_RF: torch.Tensor, w2_EFD: torch.Tensor, layout: SlotLayout
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dropout on the hidden rows, its 1 / (1 - p) scale put on w2, the smaller operand.
+
+        Masks are drawn in slot order, then sorted: a token's mask must not depend on how the
+        other tokens were routed, or training-mode outputs would see later tokens.
+        """
+        if not (self.training and self.dropout > 0):
+            return h_RF, w2_EFD
+        S, d_ff = layout.row_of_slot.shape[0], h_RF.shape[1]
+        keep_RF = _rows(dropout_mask((S, d_ff), self.dropout, h_RF.device), layout.slot_of_row)
+        return h_RF * keep_RF, w2_EFD * (1.0 / (1.0 - self.dropout))
 
     def _bias_rows(self, layout: SlotLayout, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each row's expert biases of both layers, [R, d_ff] and [R, d].
+        """Each row's expert biases of both layers, [R, F] and [R, D].
 
         In fp32 on the CPU gathers, whose backward sums rows per expert serially (deterministic)
         and is 3x faster than a one-hot matmul with K = E. Elsewhere one-hot matmuls: in bf16
@@ -173,8 +224,8 @@ class GroupedExperts(nn.Module):
         """
         if dtype == torch.float32 and layout.expert_of_row.device.type == "cpu":
             return self.b1.index_select(0, layout.expert_of_row), self.b2.index_select(0, layout.expert_of_row)
-        one_hot = F.one_hot(layout.expert_of_row, self.b1.shape[0]).to(dtype)
-        return one_hot @ self.b1.to(dtype), one_hot @ self.b2.to(dtype)
+        one_hot_RE = F.one_hot(layout.expert_of_row, self.b1.shape[0]).to(dtype)
+        return one_hot_RE @ self.b1.to(dtype), one_hot_RE @ self.b2.to(dtype)
 
 
 class MoE(nn.Module):
@@ -188,13 +239,12 @@ class MoE(nn.Module):
         self.experts = GroupedExperts(n_experts, d_model, d_ff, dropout)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = x.shape
-        flat = x.reshape(-1, shape[-1])
-        logits = self.router(flat).float()
+        x_TD = x.reshape(-1, x.shape[-1])
+        logits_TE = self.router(x_TD).float()
         if self.training and self.noise_std > 0:
-            logits = logits + torch.randn_like(logits) * self.noise_std
-        probs = logits.softmax(dim=-1)
-        top_p, top_idx = probs.topk(self.top_k, dim=-1)
-        top_p = top_p / top_p.sum(dim=-1, keepdim=True)
-        out = self.experts(flat, top_idx, top_p)
-        return out.view(shape), balance_loss(probs, top_idx, probs.shape[-1])
+            logits_TE = logits_TE + torch.randn_like(logits_TE) * self.noise_std
+        probs_TE = logits_TE.softmax(dim=-1)
+        top_p_TK, top_idx_TK = probs_TE.topk(self.top_k, dim=-1)
+        top_p_TK = top_p_TK / top_p_TK.sum(dim=-1, keepdim=True)
+        y_TD = self.experts(x_TD, top_idx_TK, top_p_TK)
+        return y_TD.view(x.shape), balance_loss(probs_TE, top_idx_TK, probs_TE.shape[-1])

@@ -58,8 +58,7 @@ class MoETransformerLM(nn.Module):
             nn.init.normal_(block.attn.qkv.weight, std=std)
             nn.init.normal_(block.attn.proj.weight, std=resid_std)
             nn.init.normal_(block.moe.router.weight, std=std)
-            nn.init.normal_(block.moe.experts.w1, std=std)
-            nn.init.normal_(block.moe.experts.w2, std=resid_std)
+            block.moe.experts.reset_parameters(std, resid_std)
 
     def configure_memory(self, activation_checkpointing: bool, loss_chunk_tokens: int) -> None:
         """Trade compute for memory: recompute block activations and head logits in backward."""
