@@ -3,15 +3,18 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import reasonlab
 from conftest import CONFIGS
 from reasonlab.config import Config, ModelConfig, RecursionConfig
 from reasonlab.model import RecursiveLM, build_model, param_counts
 from reasonlab.model.flops import segment_flops_per_token
+from reasonlab.model.loss import IGNORE_INDEX
 from reasonlab.training.runlog import read_metrics
 
-TINY = ModelConfig(arch="recursive", vocab_size=300, seq_len=32, d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.1)
+TINY = ModelConfig(arch="recursive", vocab_size=300, seq_len=32, d_model=32, n_layers=2, n_heads=4, d_ff=64,
+                   dropout=0.1)
 
 
 def make(H=2, L=2, n=2, act=True, explore=0.0, grad_cycles=1, halting_bias=None) -> RecursiveLM:
@@ -59,6 +62,33 @@ def test_halting_is_per_token_and_uses_the_exit_segment():
     assert set(out.segments.unique().tolist()) > {3}  # some tokens exit before the cap
     fixed = make(H=1, L=1, n=3, act=False).eval()
     assert torch.all(fixed.run(tokens(4)).segments == 3)
+
+
+def test_training_and_inference_choose_the_same_exit_and_logits_per_token():
+    model = make(H=1, L=1, n=3, act=True).eval()
+    x, y = tokens(B=1), tokens(B=1, seed=5)
+    out = model.run(x)
+    assert len(out.segments.unique()) > 1  # tokens exit at different segments
+    per_token = F.cross_entropy(out.logits[0], y[0], reduction="none")
+    whole = model.compute_loss(x, y)
+    torch.testing.assert_close(whole.lm_loss, per_token.mean(), rtol=0, atol=1e-5)
+    assert whole.metrics["segments"].item() == pytest.approx(out.segments.float().mean().item())
+    for t in range(x.shape[1]):  # only token t is scored: its exit and loss alone
+        target = torch.full_like(y, IGNORE_INDEX)
+        target[0, t] = y[0, t]
+        one = model.compute_loss(x, target)
+        assert one.metrics["segments"].item() == out.segments[0, t].item()
+        torch.testing.assert_close(one.lm_loss, per_token[t], rtol=0, atol=1e-5)
+
+
+def test_act_exit_after_the_first_segment_runs_one_segment_in_training(monkeypatch):
+    model = make(H=1, L=1, n=3, act=True, halting_bias=50.0).train()
+    calls = []
+    real = RecursiveLM._segment
+    monkeypatch.setattr(RecursiveLM, "_segment", lambda self, *a: calls.append(1) or real(self, *a))
+    out = model.compute_loss(tokens(), tokens(seed=4))
+    assert len(calls) == 1 and out.metrics["segments"] == 1
+    assert out.flops == 2 * 32 * (2 * 179_712 + 57_600 + 192)  # one H1/L1 segment per token, by the hand count below
 
 
 def test_training_halting_learns_from_the_loss():
@@ -135,6 +165,7 @@ def test_param_counts_match_the_module():
     assert param_counts(cfg)["total"] == sum(p.numel() for p in build_model(cfg).parameters())
 
 
+@pytest.mark.slow
 def test_tiny_recursive_val_loss_falls_and_resumes_exactly(tmp_path):
     overrides = {"train.max_steps": 50, "train.save_every": 25, "model.dropout": 0.1}
     cfg = reasonlab.resolve_config(CONFIGS / "cpu-tiny-recursive.yaml", overrides)

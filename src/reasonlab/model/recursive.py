@@ -12,8 +12,9 @@ then one high-level update
 where f is the baseline's block stack (the same weights on every pass) and x the token
 embedding, re-injected at every low-level update. Only the last `grad_cycles` cycles of a
 segment carry gradient; the earlier ones run under no_grad and reach the segment's input
-state only through the residual identity (a one-step gradient, as in HRM). The LM head runs
-once per segment, on norm(z_H). Every pass's MoE balance loss counts, averaged over passes.
+state only through the residual identity (a one-step gradient, as in HRM). The LM head reads
+norm(z_H): in training after every segment (deep supervision), in inference once, on each
+token's exit state. Every pass's MoE balance loss counts, averaged over passes.
 
 Up to `max_segments` segments refine the same sequence, each starting from the previous
 segment's (detached) states, and each trained on next-token cross-entropy (deep
@@ -24,7 +25,8 @@ Halting (use_act) is per token and causal: a halting head reads norm(z_H) at pos
 which has seen tokens <= t only, and is trained with binary cross-entropy against "this
 segment's prediction at t is correct" (as TRM does per puzzle). A token exits at the first
 segment whose halting logit is > 0 (or at max_segments); its prediction is that
-segment's logits, in training, evaluation and generation alike. After a token exits, later
+segment's logits, in training, evaluation and generation alike: one loop (`recur`) runs the
+segments and applies this exit rule for both. After a token exits, later
 segments still update its states (other tokens attend to them) but its losses no longer
 count. In training, with probability halt_exploration_prob a token must run a random
 2..max_segments segments before it may exit. With use_act false, every token runs
@@ -34,6 +36,7 @@ max_segments segments and predicts from the last.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +49,19 @@ from reasonlab.model.outputs import ModelOutput, StepLoss
 from reasonlab.model.transformer import MoETransformerLM
 
 State = tuple[torch.Tensor, torch.Tensor]
+Embedded = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # token embeddings [B, T, d] and the rotary tables
+
+
+@dataclass
+class Recursion:
+    """What the segment loop leaves for its reader: per segment run, the normalised high-level
+    state [B, T, d] and the halting logits [B, T] (None without ACT); each token's exit segment
+    (1-based, [B, T]); the MoE balance loss averaged over every pass."""
+
+    states: list[torch.Tensor]
+    halt_logits: list[torch.Tensor | None]
+    exit_segment: torch.Tensor
+    balance_loss: torch.Tensor
 
 
 class RecursiveLM(nn.Module):
@@ -102,37 +118,55 @@ class RecursiveLM(nn.Module):
     def passes_per_segment(self) -> int:
         return self.rec.H_cycles * (self.rec.L_cycles + 1)
 
+    def recur(self, embedded: Embedded, n: int, use_act: bool, live: torch.Tensor,
+              min_segments: torch.Tensor | None = None) -> Recursion:
+        """The segment loop and exit rule that training and inference share.
+
+        Runs up to `n` segments over the embedded tokens (`core.embed_tokens`), each starting from
+        the previous one's detached states. A token in `live` exits at the first segment whose
+        halting logit is > 0 once it has run `min_segments` (with `use_act`), else at the last
+        segment; the loop stops early once no live token is left.
+        """
+        x_BTD, cos, sin = embedded
+        z = self._initial_state(x_BTD)
+        exit_segment_BT = torch.full(live.shape, n, device=x_BTD.device)
+        aux = x_BTD.new_zeros((), dtype=torch.float32)
+        states, halt_logits = [], []
+        for s in range(n):
+            z, segment_aux = self._segment(z, x_BTD, cos, sin)
+            aux = aux + segment_aux
+            h_BTD = self.core.norm(z[1])
+            q_BT = self.halt_head(h_BTD).squeeze(-1).float() if use_act else None
+            if s == n - 1:
+                exits_BT = live
+            elif q_BT is None:
+                exits_BT = torch.zeros_like(live)
+            else:
+                exits_BT = live & (q_BT.detach() > 0)
+                if min_segments is not None:
+                    exits_BT = exits_BT & (min_segments <= s + 1)
+            exit_segment_BT = torch.where(exits_BT, s + 1, exit_segment_BT)
+            live = live & ~exits_BT
+            states.append(h_BTD)
+            halt_logits.append(q_BT)
+            z = (z[0].detach(), z[1].detach())
+            if use_act and s < n - 1 and not live.any():  # a host sync: only where it can save a segment
+                break
+        return Recursion(states, halt_logits, exit_segment_BT, aux / (len(states) * self.passes_per_segment))
+
     def run(self, input_ids: torch.Tensor, segments: int | None = None) -> ModelOutput:
         """Inference: each token's logits from the segment it exits at.
 
         `segments` overrides halting: every token runs exactly that many segments and predicts
         from the last, which may be more than training ever ran (test-time compute).
         """
-        x, cos, sin = self.core.embed_tokens(input_ids)
-        z = self._initial_state(x)
         n = self.rec.max_segments if segments is None else segments
-        use_act = self.rec.use_act and segments is None
-        logits = None
-        exit_segment = torch.full(input_ids.shape, n, device=x.device)
-        done = torch.zeros(input_ids.shape, dtype=torch.bool, device=x.device)
-        aux = x.new_zeros((), dtype=torch.float32)
-        segments_run = 0
-        for s in range(n):
-            z, seg_aux = self._segment(z, x, cos, sin)
-            z = (z[0].detach(), z[1].detach())
-            aux, segments_run = aux + seg_aux, segments_run + 1
-            last = s == n - 1
-            if not use_act and not last:
-                continue
-            h = self.core.norm(z[1])
-            seg_logits = self.core.head(h)
-            halt = ~done if last else ~done & (self.halt_head(h).squeeze(-1) > 0)
-            logits = seg_logits if logits is None else torch.where(halt.unsqueeze(-1), seg_logits, logits)
-            exit_segment = torch.where(halt, s + 1, exit_segment)
-            done = done | halt
-            if not last and done.all():
-                break
-        return ModelOutput(logits, aux / (segments_run * self.passes_per_segment), exit_segment)
+        live = torch.ones(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+        r = self.recur(self.core.embed_tokens(input_ids), n, self.rec.use_act and segments is None, live)
+        h_BTD = r.states[-1]
+        for s in range(len(r.states) - 2, -1, -1):  # the head runs once, on each token's exit state
+            h_BTD = torch.where((r.exit_segment == s + 1).unsqueeze(-1), r.states[s], h_BTD)
+        return ModelOutput(self.core.head(h_BTD), r.balance_loss, r.exit_segment)
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor | StepLoss:
         """Logits [B, T, vocab]; with targets, the training step's losses (what DDP wraps)."""
@@ -141,52 +175,43 @@ class RecursiveLM(nn.Module):
         return self.run(input_ids).logits
 
     def compute_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> StepLoss:
-        """Deep supervision over segments, per-token halting trained by BCE against correctness."""
+        """Deep supervision over segments, per-token halting trained by BCE against correctness.
+
+        Every segment a token is live for adds its cross-entropy (and, with ACT, its halting BCE);
+        the reported `lm_loss` is each token's loss at the segment it exits at.
+        """
         rec = self.rec
-        n = rec.max_segments
-        x, cos, sin = self.core.embed_tokens(input_ids)
-        z = self._initial_state(x)
+        embedded = self.core.embed_tokens(input_ids)  # before the exploration draw: its dropout takes the RNG first
         valid = targets != IGNORE_INDEX
-        active = valid.clone()
-        min_segments = torch.ones(targets.shape, dtype=torch.long, device=x.device)
-        if rec.use_act and self.training and rec.halt_exploration_prob > 0 and n > 1:
-            explore = torch.rand(targets.shape, device=x.device) < rec.halt_exploration_prob
-            min_segments = torch.where(explore, torch.randint_like(min_segments, 2, n + 1), min_segments)
-        exit_loss = torch.zeros(targets.shape, device=x.device)
-        exit_segment = torch.full(targets.shape, n, device=x.device)
-        lm_sum = halt_sum = aux = x.new_zeros((), dtype=torch.float32)
-        counted = x.new_zeros((), dtype=torch.float32)
-        segments_run = 0
-        for s in range(n):
-            z, seg_aux = self._segment(z, x, cos, sin)
-            aux, segments_run = aux + seg_aux, segments_run + 1
-            h = self.core.norm(z[1])
-            token_loss, prediction = token_losses(h, self.core.embed.weight, targets, self.core.loss_chunk_tokens,
-                                                  predict=rec.use_act)
-            weight = active.float()
+        min_segments = None
+        if rec.use_act and self.training and rec.halt_exploration_prob > 0 and rec.max_segments > 1:
+            explore = torch.rand(targets.shape, device=targets.device) < rec.halt_exploration_prob
+            ones = torch.ones(targets.shape, dtype=torch.long, device=targets.device)
+            min_segments = torch.where(explore, torch.randint_like(ones, 2, rec.max_segments + 1), ones)
+        r = self.recur(embedded, rec.max_segments, rec.use_act, valid, min_segments)
+        exit_loss = torch.zeros(targets.shape, device=targets.device)
+        lm_sum = halt_sum = counted = torch.zeros((), device=targets.device)
+        for s, (h_BTD, q_BT) in enumerate(zip(r.states, r.halt_logits)):
+            live = valid & (r.exit_segment > s)
+            token_loss, prediction = token_losses(h_BTD, self.core.embed.weight, targets, self.core.loss_chunk_tokens,
+                                                  predict=q_BT is not None)
+            weight = live.float()
             lm_sum = lm_sum + (token_loss * weight).sum()
             counted = counted + weight.sum()
-            halt = active.clone() if s == n - 1 else torch.zeros_like(active)
-            if rec.use_act:
-                q = self.halt_head(h).squeeze(-1).float()
+            if q_BT is not None:
                 correct = (prediction == targets).float()
-                halt_sum = halt_sum + (F.binary_cross_entropy_with_logits(q, correct, reduction="none") * weight).sum()
-                halt = halt | (active & (q.detach() > 0) & (min_segments <= s + 1))
-            exit_loss = torch.where(halt, token_loss.detach(), exit_loss)
-            exit_segment = torch.where(halt, s + 1, exit_segment)
-            active = active & ~halt
-            z = (z[0].detach(), z[1].detach())
-            if s < n - 1 and not active.any():  # a host sync: only where it can save a segment
-                break
-        balance = aux / (segments_run * self.passes_per_segment)
+                bce = F.binary_cross_entropy_with_logits(q_BT, correct, reduction="none")
+                halt_sum = halt_sum + (bce * weight).sum()
+            exit_loss = torch.where(live & (r.exit_segment == s + 1), token_loss.detach(), exit_loss)
         halt_loss = halt_sum / counted.clamp(min=1)
-        loss = lm_sum / counted.clamp(min=1) + self.cfg.balance_loss_weight * balance + rec.halt_loss_weight * halt_loss
-        metrics = {"balance_loss": balance, "segments": masked_mean(exit_segment.float(), valid)}
+        lm_loss = lm_sum / counted.clamp(min=1)
+        loss = lm_loss + self.cfg.balance_loss_weight * r.balance_loss + rec.halt_loss_weight * halt_loss
+        metrics = {"balance_loss": r.balance_loss, "segments": masked_mean(r.exit_segment.float(), valid)}
         if rec.use_act:
             metrics["halt_loss"] = halt_loss
         return StepLoss(
             loss=loss,
             lm_loss=masked_mean(exit_loss, valid),
-            flops=step_flops(self.cfg, targets.numel(), rec, segments_run),
+            flops=step_flops(self.cfg, targets.numel(), rec, len(r.states)),
             metrics=metrics,
         )
