@@ -6,13 +6,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from torch.profiler import ProfilerActivity, profile
 
 from reasonlab.config import parse_override, resolve_config
 from reasonlab.training.data import prepare_data
-from reasonlab.training.trainer import Trainer
+from reasonlab.training.engine import Engine
 
 
 def main() -> None:
@@ -24,14 +23,14 @@ def main() -> None:
     args = parser.parse_args()
     cfg = resolve_config(args.config, dict(parse_override(s) for s in args.set))
     data = prepare_data(cfg)
-    trainer = Trainer(data.fit(cfg), Path("."), data, quiet=True)
-    for _ in range(3):
-        trainer.train_step()
-    cuda = trainer.device.type == "cuda"
+    engine = Engine(data.fit(cfg), data)
+    for step in range(3):
+        engine.train_step(step)
+    cuda = engine.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
-        for _ in range(args.steps):
-            out, _ = trainer.train_step()
+        for step in range(3, 3 + args.steps):
+            out, _ = engine.train_step(step)
             out.loss.item()
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=args.rows, max_name_column_width=60))

@@ -68,10 +68,10 @@ def test_causality_under_bf16_autocast(arch):
 def test_bf16_training_lowers_the_loss(compile, tmp_path):
     from conftest import tiny_config
     from reasonlab.training.data import prepare_data
-    from reasonlab.training.trainer import Trainer
+    from reasonlab.training.engine import Engine
 
     cfg = tiny_config(**{"train.device": "cuda", "train.precision": "bf16", "train.compile": compile})
     data = prepare_data(cfg)
-    trainer = Trainer(data.fit(cfg), tmp_path, data, quiet=True)
-    losses = [trainer.train_step()[0].lm_loss.item() for _ in range(60)]
+    engine = Engine(data.fit(cfg), data)
+    losses = [engine.train_step(step)[0].lm_loss.item() for step in range(60)]
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.5

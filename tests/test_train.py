@@ -83,17 +83,17 @@ def test_load_and_generate(tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     run = reasonlab.train(_run_cfg(), tmp_path / "run", quiet=True)
     before = (run / "checkpoints/final/model.safetensors").read_bytes()
-    from reasonlab.training.trainer import Trainer, TrainingDiverged
+    from reasonlab.training.engine import Engine, TrainingDiverged
 
-    real_step = Trainer.train_step
+    real_step = Engine.train_step
 
-    def poisoned(self):
-        if self.state.step == 24:
+    def poisoned(self, step):
+        if step == 24:
             for p in self.model.parameters():
                 p.data.fill_(float("nan"))
-        return real_step(self)
+        return real_step(self, step)
 
-    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    monkeypatch.setattr(Engine, "train_step", poisoned)
     with pytest.raises(TrainingDiverged, match="step 25"):
         reasonlab.resume(run, max_steps=40, quiet=True)
     assert (run / "checkpoints/final/model.safetensors").read_bytes() == before
@@ -102,25 +102,25 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
 
 def test_compile_warm_up_leaves_training_as_it_was(tmp_path):
     from reasonlab.training.data import prepare_data
-    from reasonlab.training.trainer import Trainer
+    from reasonlab.training.engine import Engine
 
     cfg = tiny_config(**{"model.dropout": 0.1})
     data = prepare_data(cfg)
     cfg = data.fit(cfg)
-    warm, plain = (Trainer(cfg, tmp_path / name, data, quiet=True) for name in ("warm", "plain"))
+    warm, plain = Engine(cfg, data), Engine(cfg, data)
     start = torch.get_rng_state()
-    for trainer in (warm, plain):
+    for engine in (warm, plain):
         torch.set_rng_state(start)
-        trainer.train_step()  # so that the optimizer has state to keep
+        engine.train_step(0)  # so that the optimizer has state to keep
     rng = torch.get_rng_state()
     sampler = warm.sampler.state_dict()
     assert warm.compile_warm_up() > 0
     assert torch.equal(torch.get_rng_state(), rng) and warm.sampler.state_dict() == sampler
     assert all(p.grad is None for p in warm.model.parameters())
     torch.set_rng_state(rng)
-    a = warm.train_step()[0].loss.item()
+    a = warm.train_step(1)[0].loss.item()
     torch.set_rng_state(rng)
-    b = plain.train_step()[0].loss.item()
+    b = plain.train_step(1)[0].loss.item()
     assert a == b
     for p, q in zip(warm.model.parameters(), plain.model.parameters()):
         assert torch.equal(p, q)

@@ -43,10 +43,10 @@ class LoadedModel:
             raise UserError("the prompt is empty")
         if len(ids) > context:
             raise UserError(f"the prompt is {len(ids)} tokens, longer than the model's context of {context}")
-        if temperature < 0:
-            raise UserError(f"--temperature must be >= 0, got {temperature}")
+        if not temperature >= 0:
+            raise UserError(f"temperature must be >= 0, got {temperature}")
         if top_k < 0:
-            raise UserError(f"--top-k must be >= 0, got {top_k}")
+            raise UserError(f"top_k must be >= 0, got {top_k}")
         generator = torch.Generator().manual_seed(seed)
         out, segments = sample(self.model, torch.tensor([ids], device=self.device), max_new_tokens, context,
                                temperature, top_k, generator, self.tokenizer.eot_id)

@@ -5,22 +5,16 @@ from __future__ import annotations
 import resource
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from reasonlab.config import Config
-from reasonlab.runtime import resolve_device, resolve_precision
+from reasonlab.runtime import resolve_device, resolve_precision, synchronize
 from reasonlab.training.data import prepare_data
-from reasonlab.training.trainer import Trainer
+from reasonlab.training.engine import Engine
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def matmul_peak(precision: str, device: torch.device, repeats: int = 5) -> float:
@@ -33,13 +27,13 @@ def matmul_peak(precision: str, device: torch.device, repeats: int = 5) -> float
     a = torch.randn(n, n, device=device, dtype=DTYPES[precision])
     b = torch.randn(n, n, device=device, dtype=DTYPES[precision])
     torch.mm(a, b)
-    _sync(device)
+    synchronize(device)
     best = float("inf")
     for _ in range(repeats):
         tic = time.perf_counter()
         for _ in range(inner):
             torch.mm(a, b)
-        _sync(device)
+        synchronize(device)
         best = min(best, (time.perf_counter() - tic) / inner)
     return 2 * n**3 / best
 
@@ -58,17 +52,7 @@ def bench(cfg: Config, steps: int = 10, warmup: int = 3) -> dict[str, Any]:
     peaks = {p: matmul_peak(p, device) for p in DTYPES}
     data = prepare_data(cfg)
     cfg = data.fit(cfg)
-    trainer = Trainer(cfg, Path("."), data, quiet=True)
-    times, flops = [], []
-    for i in range(warmup + steps):
-        _sync(device)
-        tic = time.perf_counter()
-        out, _ = trainer.train_step()
-        out.loss.item()
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - tic)
-            flops.append(out.flops)
+    times, flops = Engine(cfg, data).timed_steps(steps, warmup)
     step_s = statistics.median(times)
     tokens = cfg.train.batch_size * cfg.model.seq_len
     flop_s = statistics.median(f / t for f, t in zip(flops, times))

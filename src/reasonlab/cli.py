@@ -18,9 +18,9 @@ from reasonlab import api
 from reasonlab.config import parse_override, resolve_config
 from reasonlab.data.corpus import val_stream
 from reasonlab.errors import UserError
-from reasonlab.runtime import autocast_factory, resolve_precision
+from reasonlab.runtime import autocast_factory, keep_freed_memory, resolve_precision
+from reasonlab.training.engine import TrainingDiverged
 from reasonlab.training.evaluate import evaluate
-from reasonlab.training.trainer import TrainingDiverged
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,6 +39,8 @@ def _train(args: argparse.Namespace) -> None:
                                            ("--out", args.out), ("--data", args.data), ("--tokenizer", args.tokenizer)) if value is not None]
         if given:
             raise UserError(f"--resume continues a run with its stored config; drop {', '.join(given)}")
+        if args.max_steps is not None and args.max_steps < 1:
+            raise UserError(f"--max-steps must be >= 1, got {args.max_steps}")
         run_dir = api.resume(args.resume, args.max_steps, args.quiet)
     else:
         overrides = _overrides(args)
@@ -91,6 +93,10 @@ def _eval_task(loaded: api.LoadedModel, autocast: Callable[[], AbstractContextMa
 
 
 def _generate(args: argparse.Namespace) -> None:
+    if not args.temperature >= 0:
+        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.top_k < 0:
+        raise UserError(f"--top-k must be >= 0, got {args.top_k}")
     loaded = api.load(args.checkpoint)
     text, segments = loaded.generate_with_segments(args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed)
     print(text)
@@ -268,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        keep_freed_memory()
         args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

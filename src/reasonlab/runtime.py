@@ -47,6 +47,10 @@ def keep_freed_memory() -> None:
     Blocks above 128 MB (a 2048-token chunk of full-vocabulary logits is 400 MB) are still
     mapped and unmapped: kept, they fragmented the heap, and the original study's full size
     with checkpointing and a chunked loss peaked at 8.6 GB RSS instead of 4.4 GB. No-op off glibc.
+
+    It sets the allocator of the whole process, so the library never calls it by itself: the
+    `reasonlab` command does, once at start; a Python program opts in with
+    `reasonlab.keep_freed_memory()` before it trains.
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return
@@ -54,6 +58,12 @@ def keep_freed_memory() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     libc.mallopt(m_mmap_threshold, 128 << 20)
     libc.mallopt(m_trim_threshold, 1 << 30)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a host clock times it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def runtime(cfg: TrainConfig) -> tuple[torch.device, str, Callable[[], AbstractContextManager]]:

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import shutil
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from reasonlab.model.flops import step_flops
 from reasonlab.report.comparison import write_comparison_report
 from reasonlab.training import trainer
 from reasonlab.training.data import prepare_data
+from reasonlab.training.engine import Engine
 from reasonlab.training.runlog import run_result
 
 MATCHES = ("steps", "flops", "time")
@@ -55,13 +55,7 @@ def arm_config(spec: str, overrides: dict[str, Any] | None = None) -> tuple[str,
 def measure_step_time(cfg: Config, steps: int = 5, warmup: int = 2) -> float:
     """Median seconds per training step of this config on this machine (for --match time)."""
     data = prepare_data(cfg)
-    steady = trainer.Trainer(data.fit(cfg), Path("."), data, quiet=True)
-    times = []
-    for i in range(warmup + steps):
-        tic = time.perf_counter()
-        steady.train_step()
-        if i >= warmup:
-            times.append(time.perf_counter() - tic)
+    times, _ = Engine(data.fit(cfg), data).timed_steps(steps, warmup)
     return statistics.median(times)
 
 

@@ -52,6 +52,20 @@ def truncate_metrics(path: str | Path, step: int) -> None:
     atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in kept))
 
 
+def train_line(record: dict[str, Any], max_steps: int) -> str:
+    """The console and train.log line of a train record."""
+    segments = f" segments {record['segments']:.2f}" if "segments" in record else ""
+    return (f"step {record['step']}/{max_steps} loss {record['loss']:.4f} lr {record['lr']:.2e} "
+            f"grad_norm {record['grad_norm']:.3f} tok/s {record['tokens_per_s']:,.0f}{segments}")
+
+
+def eval_line(step: int, val: dict[str, float]) -> str:
+    """The console and train.log line of an evaluation."""
+    exact = f" exact {val['exact_match']:.2%}" if "exact_match" in val else ""
+    return (f"eval step {step}: val loss {val['loss']:.4f} ppl {val['perplexity']:.1f} "
+            f"acc {val['accuracy']:.2%}{exact}")
+
+
 class RunLog:
     """Appends metric events and log lines; a progress bar on a TTY, plain lines otherwise.
 
@@ -74,6 +88,7 @@ class RunLog:
         self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, disable=not interactive, unit="step")
 
     def event(self, record: dict[str, Any]) -> None:
+        """Every train/eval/diverged record of the run passes here: the one place a tracker would hook."""
         if not self.enabled:
             return
         self.metrics.write(json.dumps(record) + "\n")
