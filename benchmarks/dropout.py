@@ -41,9 +41,13 @@ def main() -> None:
     rows = []
     for name, shape in (("residual [B, T, d]", (B, T, d)), ("expert hidden [2BT, d_ff]", (2 * B * T, f))):
         x = torch.randn(shape, requires_grad=True)
-        rows.append((f"dropout 0.1, {name}", timed(lambda x=x: F.dropout(x, 0.1, True)), timed(lambda x=x: dropout(x, 0.1, True))))
+        rows.append((f"dropout 0.1, {name}",
+                     timed(lambda x=x: F.dropout(x, 0.1, True)),
+                     timed(lambda x=x: dropout(x, 0.1, True))))
     q, k, v = (torch.randn(B, H, T, d // H, requires_grad=True) for _ in range(3))
-    rows.append(("attention, no dropout (flash)", timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)), None))
+    rows.append(("attention, no dropout (flash)",
+                 timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)),
+                 None))
     rows.append(("attention, dropout 0.1 (SDPA math path vs explicit)",
                  timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=0.1)),
                  timed(lambda: attention(q, k, v, True, 0.1))))

@@ -52,13 +52,14 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - tic)
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    print(f"{m.arch} d_model {m.d_model}, {m.n_layers} layers, vocab {m.vocab_size}, seq {m.seq_len}, batch {t.batch_size}, "
-          f"{param_counts(cfg)['total'] / 1e6:.1f}M params, {precision}, checkpointing {t.activation_checkpointing}, "
-          f"loss chunks {t.loss_chunk_tokens or 'off'}")
+    print(f"{m.arch} d_model {m.d_model}, {m.n_layers} layers, vocab {m.vocab_size}, seq {m.seq_len}, "
+          f"batch {t.batch_size}, {param_counts(cfg)['total'] / 1e6:.1f}M params, {precision}, "
+          f"checkpointing {t.activation_checkpointing}, loss chunks {t.loss_chunk_tokens or 'off'}")
     if m.arch == "recursive":
         r = cfg.recursion
         print(f"recursion H{r.H_cycles}/L{r.L_cycles}, {r.max_segments} segments, ACT {r.use_act}")
-    print(f"step times (s): {', '.join(f'{s:.1f}' for s in times)}; loss {out.lm_loss.item():.4f}; peak RSS {rss_gb:.2f} GB")
+    steps = ", ".join(f"{s:.1f}" for s in times)
+    print(f"step times (s): {steps}; loss {out.lm_loss.item():.4f}; peak RSS {rss_gb:.2f} GB")
 
 
 if __name__ == "__main__":

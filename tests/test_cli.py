@@ -20,7 +20,8 @@ def trained_run(tmp_path_factory):
 
 
 def _tree_digest(path):
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+    files = (p for p in sorted(path.rglob("*")) if p.is_file())
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def test_eval_json(trained_run, capsys):
@@ -58,16 +59,18 @@ def test_bad_inputs_exit_2_with_one_line(trained_run, tmp_path, capsys):
     weights = truncated / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
 
-    _bad(["train", "--config", TINY, "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r1")], capsys, "not found")
-    _bad(["train", "--config", TINY, "--data", str(empty), "--out", str(tmp_path / "r2")], capsys, "empty")
-    _bad(["train", "--config", TINY, "--set", "model.n_layerz=3", "--out", str(tmp_path / "r3")], capsys, "model.n_layerz")
-    _bad(["train", "--config", TINY, "--out", str(trained_run)], capsys, "already holds")
+    train = ["train", "--config", TINY]
+    _bad([*train, "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r1")], capsys, "not found")
+    _bad([*train, "--data", str(empty), "--out", str(tmp_path / "r2")], capsys, "empty")
+    _bad([*train, "--set", "model.n_layerz=3", "--out", str(tmp_path / "r3")], capsys, "model.n_layerz")
+    _bad([*train, "--out", str(trained_run)], capsys, "already holds")
     _bad(["train", "--resume", str(trained_run), "--set", "train.lr=1"], capsys, "--set")
     _bad(["train", "--resume", str(trained_run), "--seed", "0"], capsys, "--seed")
     _bad(["eval", str(trained_run / "checkpoints" / "best"), "--batches", "0"], capsys, "--batches")
     _bad(["eval", str(truncated)], capsys, "unreadable")
     _bad(["eval", str(tmp_path / "nowhere")], capsys, "not found")
-    _bad(["generate", str(trained_run / "checkpoints" / "best"), "--prompt", "word " * 200], capsys, "longer than the model's context")
+    _bad(["generate", str(trained_run / "checkpoints" / "best"), "--prompt", "word " * 200], capsys,
+         "longer than the model's context")
     _bad(["train", "--max-steps", "ten"], capsys, "invalid int")
     assert _tree_digest(trained_run) == before
     assert not any((tmp_path / name).exists() for name in ("r1", "r2", "r3"))
@@ -75,16 +78,18 @@ def test_bad_inputs_exit_2_with_one_line(trained_run, tmp_path, capsys):
 
 def test_resume_refuses_a_changed_corpus(tmp_path, small_corpus, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--config", TINY, "--data", str(small_corpus), "--out", str(out), "--max-steps", "2", "--quiet",
-                 "--set", "model.vocab_size=300", "--set", "model.seq_len=16", "--set", "train.batch_size=2"]) == 0
+    assert main(["train", "--config", TINY, "--data", str(small_corpus), "--out", str(out), "--max-steps", "2",
+                 "--quiet", "--set", "model.vocab_size=300", "--set", "model.seq_len=16",
+                 "--set", "train.batch_size=2"]) == 0
     before = _tree_digest(out)
     (small_corpus / "doc0.txt").write_text("entirely new words: zebra quokka axolotl " * 50)
     _bad(["train", "--resume", str(out), "--max-steps", "4"], capsys, "has changed")
     assert _tree_digest(out) == before
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch: seconds
 def test_no_traceback_from_the_console_entry_point(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "reasonlab", "train", "--set", "train.lr=-1", "--out", str(tmp_path / "x")],
-                          capture_output=True, text=True)
+    command = [sys.executable, "-m", "reasonlab", "train", "--set", "train.lr=-1", "--out", str(tmp_path / "x")]
+    proc = subprocess.run(command, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: train.lr: must be > 0, got -1.0"

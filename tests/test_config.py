@@ -1,8 +1,10 @@
 import pytest
+import yaml
 
 from conftest import CONFIGS
 from reasonlab.config import Config, config_from_dict, resolve_config
 from reasonlab.errors import UserError
+from reasonlab.training.checkpoint import read_config
 
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in CONFIGS.glob("*.yaml")))
@@ -57,3 +59,26 @@ def test_bad_yaml_file(tmp_path):
 def test_round_trip_through_dict():
     cfg = resolve_config(CONFIGS / "cpu-small.yaml", ["train.seed=7"])
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def _stored_with_old_key(max_segments: int) -> dict:
+    """A resolved config as runs stored it before recursion.halt_max_steps became max_segments."""
+    stored = Config().to_dict()
+    del stored["recursion"]["max_segments"]
+    stored["recursion"]["halt_max_steps"] = max_segments
+    return stored
+
+
+def test_renamed_key_in_a_preset(tmp_path):
+    preset = tmp_path / "old.yaml"
+    preset.write_text("recursion:\n  halt_max_steps: 3\n")
+    assert Config().recursion.max_segments != 3
+    assert resolve_config(preset).recursion.max_segments == 3
+
+
+def test_renamed_key_in_a_stored_config(tmp_path):
+    assert config_from_dict(_stored_with_old_key(3)).recursion.max_segments == 3
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(_stored_with_old_key(5)))
+    assert read_config(run).recursion.max_segments == 5

@@ -9,6 +9,8 @@ import pytest
 
 from reasonlab.training.runlog import read_metrics
 
+pytestmark = pytest.mark.slow  # each test trains twice in fresh processes, under torchrun: 10-20 s
+
 # per-process randomness (dropout, router noise) and the per-process balance loss are the only
 # things data parallelism changes on purpose; switch them off to compare the curves exactly
 SETTINGS = ["--config", "cpu-tiny", "--max-steps", "12", "--quiet", "--set", "model.dropout=0.0",
@@ -19,8 +21,11 @@ SETTINGS = ["--config", "cpu-tiny", "--max-steps", "12", "--quiet", "--set", "mo
 
 def _run(args, nproc):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
-    proc = subprocess.run([*launcher, "-m", "reasonlab", "train", *args], capture_output=True, text=True, env=env, timeout=300)
+    launcher = [sys.executable]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    command = [*launcher, "-m", "reasonlab", "train", *args]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 

@@ -1,5 +1,7 @@
 """Memory options change what is kept for backward, never the numbers."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ TINY = ModelConfig(vocab_size=300, seq_len=32, d_model=32, n_layers=2, n_heads=4
 
 def _loss_and_grads(arch, checkpointing, chunk):
     torch.manual_seed(0)
-    cfg = Config(model=ModelConfig(**{**TINY.__dict__, "arch": arch}), recursion=RecursionConfig(H_cycles=2, L_cycles=1))
+    cfg = Config(model=dataclasses.replace(TINY, arch=arch), recursion=RecursionConfig(H_cycles=2, L_cycles=1))
     model = build_model(cfg).train()
     model.configure_memory(checkpointing, chunk)
     gen = torch.Generator().manual_seed(1)

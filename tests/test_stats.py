@@ -1,6 +1,7 @@
 import math
 
 import pytest
+from scipy import stats as sps
 
 from reasonlab.experiments.compare import verdicts
 from reasonlab.experiments.stats import mean_ci, welch_diff
@@ -11,10 +12,20 @@ from reasonlab.training.runlog import read_metrics
 def test_mean_ci_matches_the_t_interval():
     stat = mean_ci([1.0, 2.0, 3.0])
     half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, df=2) * s / sqrt(n)
-    assert stat["mean"] == 2.0 and stat["ci_low"] == pytest.approx(2 - half) and stat["ci_high"] == pytest.approx(2 + half)
+    assert stat["mean"] == 2.0
+    assert (stat["ci_low"], stat["ci_high"]) == pytest.approx((2 - half, 2 + half))
     assert mean_ci([5.0])["ci_low"] is None
     shares = mean_ci([0.0, 0.1, 0.95], bounds=(0.0, 1.0))
     assert shares["ci_low"] == 0.0 and shares["ci_high"] == 1.0 and shares["mean"] == pytest.approx(0.35)
+
+
+def test_welch_interval_matches_scipys_welch_test():
+    a, b = [1.0, 1.1, 0.9, 1.3], [2.0, 2.1, 1.4]  # unequal sizes and spreads: a fractional Welch df
+    d = welch_diff(a, b)
+    ci = sps.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
+    assert d["diff"] == pytest.approx(sum(b) / 3 - sum(a) / 4)
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert not d["significant"] and ci.low < 0 < ci.high
 
 
 def test_welch_difference():

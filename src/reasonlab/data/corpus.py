@@ -52,7 +52,8 @@ def _encode_stream(tokenizer: Tokenizer, docs: list[Document]) -> np.ndarray:
 
 def _write_split(directory: Path, name: str, tokens: np.ndarray, n_docs: int) -> None:
     atomic_write(directory / f"{name}.bin", lambda tmp: tokens.tofile(tmp))
-    atomic_write_json(directory / f"{name}.json", {"dtype": tokens.dtype.name, "tokens": int(tokens.size), "documents": n_docs})
+    meta = {"dtype": tokens.dtype.name, "tokens": int(tokens.size), "documents": n_docs}
+    atomic_write_json(directory / f"{name}.json", meta)
 
 
 def _read_split(directory: Path, name: str) -> np.ndarray:
@@ -70,7 +71,10 @@ def prepare_corpus(data: DataConfig, vocab_size: int) -> Corpus:
     ).hexdigest()[:16]
     directory = cache_root(data) / "corpora" / key
     if not (directory / "source.json").exists():  # written last: the entry is complete
-        tokenizer = train_bpe((d.text for d in train_docs), vocab_size) if data.tokenizer == "bpe" else load_pretrained(data.tokenizer)
+        if data.tokenizer == "bpe":
+            tokenizer = train_bpe((d.text for d in train_docs), vocab_size)
+        else:
+            tokenizer = load_pretrained(data.tokenizer)
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

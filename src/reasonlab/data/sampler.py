@@ -60,7 +60,9 @@ class BatchSampler:
         self._starts = self._epoch_starts(self.epoch)
 
 
-def eval_batches(tokens: np.ndarray, seq_len: int, batch_size: int, n_batches: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def eval_batches(
+    tokens: np.ndarray, seq_len: int, batch_size: int, n_batches: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The first `n_batches` batches of consecutive windows of the val stream: the same slice every time."""
     n_windows = min((len(tokens) - 1) // seq_len, n_batches * batch_size)
     if n_windows < 1:

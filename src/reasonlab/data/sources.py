@@ -101,7 +101,8 @@ def hf_documents(spec: str, max_documents: int) -> list[Document]:
     except KeyError:
         raise UserError(f"dataset {spec!r} has no 'text' field") from None
     except Exception as exc:  # unknown dataset, no network, bad subset: all surface as library errors
-        raise UserError(f"cannot stream dataset {spec!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot stream dataset {spec!r}: {reason}") from None
     return docs
 
 

@@ -97,7 +97,8 @@ def load_pretrained(name_or_path: str) -> Tokenizer:
     try:
         from transformers import AutoTokenizer
     except ImportError:
-        raise UserError(f"tokenizer {name_or_path!r} is not a local file; hub names need: pip install 'reasonlab[hf]'") from None
+        raise UserError(f"tokenizer {name_or_path!r} is not a local file; "
+                        "hub names need: pip install 'reasonlab[hf]'") from None
     try:
         hf = AutoTokenizer.from_pretrained(name_or_path)
     except Exception as exc:

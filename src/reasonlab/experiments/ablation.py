@@ -54,7 +54,16 @@ def _finite(values: list[Any]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(v)]
 
 
-def aggregate(configs: dict[str, Config], seeds: list[int], results: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
+def _final_losses(entry: dict[str, Any]) -> list[float]:
+    """The final val losses of a config's completed seeds: the samples its noise verdicts compare."""
+    return _finite([r["final_val"]["loss"] for r in entry["seeds"].values() if r["status"] == "complete"])
+
+
+def aggregate(
+    configs: dict[str, Config],
+    seeds: list[int],
+    results: dict[tuple[str, int], dict[str, Any]],
+) -> dict[str, Any]:
     """Per config: per-seed rows, mean and CI of each metric, status; then the ranking and noise verdicts."""
     table: dict[str, Any] = {}
     for name, cfg in configs.items():
@@ -83,18 +92,16 @@ def aggregate(configs: dict[str, Config], seeds: list[int], results: dict[tuple[
         table[name] = entry
     # only configs whose every seed completed are ranked: a mean over the surviving seeds of a
     # partly pruned or diverged config would be biased towards its luckier runs
-    ranked = sorted((n for n, e in table.items() if e["status"] == "complete"), key=lambda n: table[n]["final_val_loss"]["mean"])
+    finished = [n for n, e in table.items() if e["status"] == "complete"]
+    ranked = sorted(finished, key=lambda n: table[n]["final_val_loss"]["mean"])
     out: dict[str, Any] = {"ci_level": round(CI_LEVEL * 100), "seeds": seeds, "configs": table, "ranking": ranked}
     if ranked:
         best = ranked[0]
         losses = [table[n]["final_val_loss"]["mean"] for n in ranked]
         out["best"] = best
         out["range"] = {"min": losses[0], "max": losses[-1], "spread": losses[-1] - losses[0]}
-        best_values = _finite([r["final_val"]["loss"] for r in table[best]["seeds"].values() if r["status"] == "complete"])
-        out["vs_best"] = {
-            n: welch_diff(best_values, _finite([r["final_val"]["loss"] for r in table[n]["seeds"].values() if r["status"] == "complete"]))
-            for n in ranked[1:]
-        }
+        best_losses = _final_losses(table[best])
+        out["vs_best"] = {n: welch_diff(best_losses, _final_losses(table[n])) for n in ranked[1:]}
     return out
 
 
@@ -130,7 +137,8 @@ def run_ablation(
         queued = enqueue_missing(study, list(loaded.configs), seed_list)
     total = len(loaded.configs) * seeds
     progress(f"suite {loaded.name}: {total} trials ({len(loaded.configs)} configs x {seeds} seeds), "
-             f"{total - queued} already done or running, {queued} queued; study {spec.study_name} in {spec.storage_url}")
+             f"{total - queued} already done or running, {queued} queued; "
+             f"study {spec.study_name} in {spec.storage_url}")
     run_workers(spec, workers, progress)
     results = aggregate(loaded.configs, seed_list, finished_trials(study))
     results.update({"suite": loaded.name, "base": str(loaded.base), "steps": steps, "study": spec.study_name,

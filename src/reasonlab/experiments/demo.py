@@ -24,15 +24,21 @@ COMPARE_STEPS = 150
 SEEDS = 3
 
 
-def run_demo(out: str | Path = "runs/demo", base: str = "cpu-demo", progress: Callable[[str], None] = print) -> dict[str, Any]:
+def run_demo(
+    out: str | Path = "runs/demo",
+    base: str = "cpu-demo",
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
     out = Path(out)
     sweeps = {}
     for suite, subset in (("baseline", BASELINE_SUBSET), ("reasoning", REASONING_SUBSET)):
         progress(f"== {suite} sweep: {', '.join(subset)} at {SWEEP_STEPS} steps ==")
-        sweeps[suite] = run_ablation(suite, SWEEP_STEPS, 1, out / f"{suite}_sweep", base=base, only=subset, progress=progress)
+        sweeps[suite] = run_ablation(suite, SWEEP_STEPS, 1, out / f"{suite}_sweep", base=base, only=subset,
+                                     progress=progress)
     for suite, results in sweeps.items():
         if "best" not in results:
             raise UserError(f"no config of the {suite} sweep finished all its seeds; see {out / f'{suite}_sweep'}")
-    progress(f"== head to head: {sweeps['baseline']['best']} vs {sweeps['reasoning']['best']}, {SEEDS} seeds, equal FLOPs ==")
+    progress(f"== head to head: {sweeps['baseline']['best']} vs {sweeps['reasoning']['best']}, "
+             f"{SEEDS} seeds, equal FLOPs ==")
     return run_comparison(f"{out / 'baseline_sweep'}:best", f"{out / 'reasoning_sweep'}:best", COMPARE_STEPS, SEEDS,
                           "flops", out / "comparison", progress)

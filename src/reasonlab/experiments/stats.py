@@ -10,7 +10,11 @@ from scipy import stats as sps
 CI_LEVEL = 0.95
 
 
-def mean_ci(values: list[float], level: float = CI_LEVEL, bounds: tuple[float, float] | None = None) -> dict[str, float | int | None]:
+def mean_ci(
+    values: list[float],
+    level: float = CI_LEVEL,
+    bounds: tuple[float, float] | None = None,
+) -> dict[str, float | int | None]:
     """Mean, standard deviation and the t-interval of the mean; no interval from a single value.
 
     `bounds` clips the interval to the range the quantity can take (a share is in [0, 1]).

@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,6 @@ from reasonlab.config import Config, config_from_dict
 from reasonlab.errors import UserError
 from reasonlab.training import trainer
 from reasonlab.training.runlog import run_result
-
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are stable in practice
 
 HEARTBEAT_S = 10
 GRACE_S = 60
@@ -51,12 +49,28 @@ class SweepSpec:
     prune: bool = False
 
 
+@contextlib.contextmanager
+def _heartbeat_api() -> Iterator[None]:
+    """Silence optuna's ExperimentalWarning about heartbeats (stable in practice) for the calls that
+    raise it, the heartbeat arguments of RDBStorage and fail_stale_trials, and nowhere else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the running trials whose worker stopped beating, so that they are queued again."""
+    with _heartbeat_api():
+        optuna.storages.fail_stale_trials(study)
+
+
 def make_storage(url: str) -> optuna.storages.RDBStorage:
     kwargs: dict[str, Any] = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        with _heartbeat_api():
+            return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as exc:  # bad URL, missing driver, unreachable server
         raise UserError(f"cannot open sweep storage {url}: {str(exc).splitlines()[0]}") from None
 
@@ -95,8 +109,9 @@ def trial_key(trial: optuna.trial.FrozenTrial) -> tuple[str, int] | None:
 
 def enqueue_missing(study: optuna.Study, names: list[str], seeds: list[int]) -> int:
     """Queue every (config, seed) that has no finished, running or waiting trial; return how many."""
-    optuna.storages.fail_stale_trials(study)
-    live = {trial_key(t) for t in study.get_trials(deepcopy=False, states=(*DONE, TrialState.RUNNING, TrialState.WAITING))}
+    fail_stale_trials(study)
+    queued = study.get_trials(deepcopy=False, states=(*DONE, TrialState.RUNNING, TrialState.WAITING))
+    live = {trial_key(t) for t in queued}
     added = 0
     for name in names:
         for seed in seeds:
@@ -175,7 +190,7 @@ def work(spec: SweepSpec, threads: int | None = None, progress: Callable[[str], 
     if threads:
         torch.set_num_threads(threads)
     study = open_study(spec)
-    optuna.storages.fail_stale_trials(study)
+    fail_stale_trials(study)
     names = sorted(spec.configs)
     done = 0
     while True:

@@ -18,7 +18,9 @@ class Addition(Task):
     description = "a + b for two n-digit numbers; the answer is the n+1 digits of the sum"
     level_name = "digits"
     aligned = False
-    knobs: ClassVar[dict[str, str]] = {"reverse": "write numbers least-significant digit first, so carries flow in reading order"}
+    knobs: ClassVar[dict[str, str]] = {
+        "reverse": "write numbers least-significant digit first, so carries flow in reading order",
+    }
 
     def vocab(self) -> list[str]:
         return [str(d) for d in range(10)] + ["+"]

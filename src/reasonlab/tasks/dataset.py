@@ -47,7 +47,8 @@ class EncodedSplit:
 def task_from_config(cfg: TaskConfig) -> Task:
     task = get_task(cfg.name, cfg.size, cfg.reverse, cfg.min_search)
     if cfg.format == "grid" and not task.aligned:
-        raise UserError(f"task.format: grid needs one answer token per prompt token, which {cfg.name} does not have; use seq")
+        raise UserError("task.format: grid needs one answer token per prompt token, "
+                        f"which {cfg.name} does not have; use seq")
     return task
 
 

@@ -96,11 +96,15 @@ def evaluate_split(
 
     predictions = [tuple(tokenizer.backend.id_to_token(t) for t in ids) for ids in answer_ids]
     correct = [task.check(e, p) for e, p in zip(split.examples, predictions)]
-    token_accuracy = [sum(a == b for a, b in zip(p, e.answer)) / len(e.answer) for e, p in zip(split.examples, predictions)]
+    token_accuracy = [sum(a == b for a, b in zip(p, e.answer)) / len(e.answer)
+                      for e, p in zip(split.examples, predictions)]
     loss = loss_sum / count
     metrics = {
-        "loss": loss, "perplexity": math.exp(min(loss, 700.0)),
-        "accuracy": sum(token_accuracy) / len(token_accuracy), "exact_match": sum(correct) / len(correct), "tokens": count,
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700.0)),
+        "accuracy": sum(token_accuracy) / len(token_accuracy),
+        "exact_match": sum(correct) / len(correct),
+        "tokens": count,
     }
     if segment_sum:
         metrics["segments"] = segment_sum / count

@@ -27,7 +27,8 @@ def describe_tasks() -> str:
         low, high = task.level_bounds()
         (train_lo, train_hi), (test_lo, test_hi) = task.default_levels()
         lines += [f"{name}: {task.description}",
-                  f"  level = {task.level_name}, {low}..{high}; default train {train_lo}-{train_hi}, test {test_lo}-{test_hi}",
+                  f"  level = {task.level_name}, {low}..{high}; "
+                  f"default train {train_lo}-{train_hi}, test {test_lo}-{test_hi}",
                   f"  formats: {'seq, grid' if task.aligned else 'seq'}"]
         lines += [f"  task.{knob}: {meaning}" for knob, meaning in task.knobs.items()]
     lines += ["every task: task.train_min_level/train_max_level, task.test_min_level/test_max_level, "
