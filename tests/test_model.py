@@ -10,7 +10,8 @@ from reasonlab.model.dropout import dropout
 from reasonlab.model.loss import IGNORE_INDEX, token_losses
 from reasonlab.model.moe import GroupedExperts, MoE, balance_loss, row_multiple, slot_layout
 
-TINY = ModelConfig(vocab_size=300, seq_len=32, d_model=32, n_layers=2, n_heads=4, d_ff=64, n_experts=4, top_k=2, dropout=0.0)
+TINY = ModelConfig(vocab_size=300, seq_len=32, d_model=32, n_layers=2, n_heads=4, d_ff=64, n_experts=4, top_k=2,
+                   dropout=0.0)
 
 
 def naive_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:

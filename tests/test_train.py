@@ -124,3 +124,22 @@ def test_compile_warm_up_leaves_training_as_it_was(tmp_path):
     assert a == b
     for p, q in zip(warm.model.parameters(), plain.model.parameters()):
         assert torch.equal(p, q)
+
+
+def test_only_the_command_sets_the_process_allocator(monkeypatch, capsys):
+    import ctypes
+
+    import reasonlab.cli
+    from reasonlab.training.data import prepare_data
+    from reasonlab.training.engine import Engine
+
+    libraries = []
+    monkeypatch.setattr(ctypes, "CDLL", lambda *args, **kwargs: libraries.append(args))
+    cfg = tiny_config()
+    data = prepare_data(cfg)
+    Engine(data.fit(cfg), data).train_step(0)
+    assert libraries == []  # building and stepping an engine leaves glibc alone
+    calls = []
+    monkeypatch.setattr(reasonlab.cli, "keep_freed_memory", lambda: calls.append(1))
+    assert reasonlab.cli.main(["tasks", "--list"]) == 0
+    assert calls == [1]

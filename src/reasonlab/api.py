@@ -30,7 +30,8 @@ class LoadedModel:
     config: Config
     device: torch.device
 
-    def generate(self, prompt: str, max_new_tokens: int = 50, temperature: float = 0.8, top_k: int = 0, seed: int = 0) -> str:
+    def generate(self, prompt: str, max_new_tokens: int = 50, temperature: float = 0.8, top_k: int = 0,
+                 seed: int = 0) -> str:
         """The prompt followed by up to `max_new_tokens` sampled tokens (stops at end-of-text)."""
         return self.generate_with_segments(prompt, max_new_tokens, temperature, top_k, seed)[0]
 

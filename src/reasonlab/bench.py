@@ -76,5 +76,6 @@ def format_bench(result: dict[str, Any]) -> str:
     peak_line = (f"matmul peak on {result['device']} ({result['threads']} threads): "
                  + ", ".join(f"{p} {v / 1e9:.1f} GFLOP/s" for p, v in peaks.items()))
     widths = [max(len(h), len(r)) for h, r in zip(header, row)]
-    lines = [peak_line, "  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join(r.ljust(w) for r, w in zip(row, widths))]
+    lines = [peak_line, "  ".join(h.ljust(w) for h, w in zip(header, widths)),
+             "  ".join(r.ljust(w) for r, w in zip(row, widths))]
     return "\n".join(lines)

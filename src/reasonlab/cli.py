@@ -35,8 +35,9 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _train(args: argparse.Namespace) -> None:
     if args.resume:
-        given = [flag for flag, value in (("--config", args.config), ("--set", args.set), ("--model", args.model), ("--seed", args.seed),
-                                           ("--out", args.out), ("--data", args.data), ("--tokenizer", args.tokenizer)) if value is not None]
+        stored = {"--config": args.config, "--set": args.set, "--model": args.model, "--seed": args.seed,
+                  "--out": args.out, "--data": args.data, "--tokenizer": args.tokenizer}
+        given = [flag for flag, value in stored.items() if value is not None]
         if given:
             raise UserError(f"--resume continues a run with its stored config; drop {', '.join(given)}")
         if args.max_steps is not None and args.max_steps < 1:
@@ -98,7 +99,8 @@ def _generate(args: argparse.Namespace) -> None:
     if args.top_k < 0:
         raise UserError(f"--top-k must be >= 0, got {args.top_k}")
     loaded = api.load(args.checkpoint)
-    text, segments = loaded.generate_with_segments(args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed)
+    text, segments = loaded.generate_with_segments(args.prompt, args.max_new_tokens, args.temperature, args.top_k,
+                                                   args.seed)
     print(text)
     if segments:
         print(f"mean recursion segments per generated token: {sum(segments) / len(segments):.2f}", file=sys.stderr)

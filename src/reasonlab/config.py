@@ -24,7 +24,7 @@ ARCHS = ("baseline", "recursive")
 
 @dataclass
 class ModelConfig:
-    """The MoE transformer LM (DESIGN.md §1 baseline)."""
+    """The MoE transformer LM (README: "The baseline model")."""
 
     arch: str = "baseline"
     vocab_size: int = 4096  # BPE size to train; replaced by the tokenizer's size for a named tokenizer
@@ -74,7 +74,8 @@ class TaskConfig:
     size: int = 0  # grid side of sudoku (4, 6, 9) and maze; 0 = the task's default
     reverse: bool = True  # addition: every number written least-significant digit first
     min_search: int = 0  # sudoku: only puzzles whose solver needs at least this many guesses
-    format: str = "seq"  # seq: prompt, "=", answer decoded greedily; grid: every answer cell at its input position, one pass
+    # seq: prompt, "=", answer decoded greedily; grid: every answer cell at its input position, one pass
+    format: str = "seq"
     train_min_level: int = 0  # levels (digits, bits, blanks, path length) trained on; 0 = the task's default
     train_max_level: int = 0
     test_min_level: int = 0  # the harder range tested after training; 0 = the task's default
@@ -289,7 +290,8 @@ def validate(cfg: Config) -> None:
     if not cfg.task.name and d.tokenizer == "bpe":
         _check(m.vocab_size >= 260, "model.vocab_size", "must be >= 260 (256 bytes + specials)", m.vocab_size)
     _check(m.d_model % m.n_heads == 0, "model.d_model", f"must be divisible by model.n_heads ({m.n_heads})", m.d_model)
-    _check((m.d_model // m.n_heads) % 2 == 0, "model.n_heads", "must leave an even head size for rotary embeddings", m.n_heads)
+    _check((m.d_model // m.n_heads) % 2 == 0, "model.n_heads", "must leave an even head size for rotary embeddings",
+           m.n_heads)
     _check(m.top_k <= m.n_experts, "model.top_k", f"must be <= model.n_experts ({m.n_experts})", m.top_k)
     _check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)", m.dropout)
     _check(m.router_noise_std >= 0.0, "model.router_noise_std", "must be >= 0", m.router_noise_std)
@@ -298,8 +300,10 @@ def validate(cfg: Config) -> None:
     r = cfg.recursion
     for key in ("H_cycles", "L_cycles", "max_segments", "grad_cycles"):
         _check(getattr(r, key) >= 1, f"recursion.{key}", "must be >= 1", getattr(r, key))
-    _check(r.grad_cycles <= r.H_cycles, "recursion.grad_cycles", f"must be <= recursion.H_cycles ({r.H_cycles})", r.grad_cycles)
-    _check(0.0 <= r.halt_exploration_prob <= 1.0, "recursion.halt_exploration_prob", "must be in [0, 1]", r.halt_exploration_prob)
+    _check(r.grad_cycles <= r.H_cycles, "recursion.grad_cycles", f"must be <= recursion.H_cycles ({r.H_cycles})",
+           r.grad_cycles)
+    _check(0.0 <= r.halt_exploration_prob <= 1.0, "recursion.halt_exploration_prob", "must be in [0, 1]",
+           r.halt_exploration_prob)
     _check(r.halt_loss_weight >= 0.0, "recursion.halt_loss_weight", "must be >= 0", r.halt_loss_weight)
 
     _check(bool(d.source.strip()), "data.source", "must not be empty", d.source)

@@ -8,7 +8,8 @@ from reasonlab.model.outputs import ModelOutput, StepLoss
 from reasonlab.model.recursive import RecursiveLM
 from reasonlab.model.transformer import MoETransformerLM
 
-__all__ = ["ModelOutput", "MoETransformerLM", "RecursiveLM", "StepLoss", "build_model", "flops_per_token", "param_counts"]
+__all__ = ["ModelOutput", "MoETransformerLM", "RecursiveLM", "StepLoss", "build_model", "flops_per_token",
+           "param_counts"]
 
 
 def build_model(cfg: Config) -> nn.Module:

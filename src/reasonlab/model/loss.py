@@ -62,7 +62,8 @@ def head_logits(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return h @ weight.t()
 
 
-def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, predict: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                predict: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     logits = head_logits(h, weight).float()
     return _CrossEntropy.apply(logits, targets), logits.argmax(dim=-1) if predict else None
 

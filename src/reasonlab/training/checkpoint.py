@@ -40,7 +40,8 @@ class TrainingState:
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
     sd = optimizer.state_dict()
-    tensors = {f"state.{pid}.{name}": t.detach().cpu().contiguous() for pid, st in sd["state"].items() for name, t in st.items()}
+    tensors = {f"state.{pid}.{name}": t.detach().cpu().contiguous()
+               for pid, st in sd["state"].items() for name, t in st.items()}
     return tensors, sd["param_groups"]
 
 
@@ -136,7 +137,8 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return None
-    candidates = {resolve_dir(root / p.name.removeprefix(".").removesuffix(".old")) for p in root.iterdir() if not p.name.endswith(".tmp")}
+    candidates = {resolve_dir(root / p.name.removeprefix(".").removesuffix(".old"))
+                  for p in root.iterdir() if not p.name.endswith(".tmp")}
     best: tuple[int, Path] | None = None
     for path in candidates:
         if (path / "state.json").is_file():

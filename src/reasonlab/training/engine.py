@@ -100,7 +100,8 @@ class Engine:
             group["lr"] = lr_at(step, t)
         out = self._forward_backward()
         loss = all_reduce(out.loss.detach(), self.world)  # every process must agree to stop
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+        max_norm = t.grad_clip if t.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         # one host sync per step, after backward is queued: checking the loss before backward would
         # leave a GPU idle while the host launches the backward kernels
         if not torch.isfinite(loss + grad_norm):

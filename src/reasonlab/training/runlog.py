@@ -37,7 +37,8 @@ def run_result(run_dir: str | Path) -> dict[str, Any]:
     result: dict[str, Any] = {
         "run_dir": str(run_dir),
         "nan_encountered": any(e["kind"] == "diverged" for e in events),
-        "train_history": [{k: e[k] for k in ("step", "loss", "flops", "time_s") if k in e} for e in events if e["kind"] == "train"],
+        "train_history": [{k: e[k] for k in ("step", "loss", "flops", "time_s") if k in e}
+                          for e in events if e["kind"] == "train"],
         "val_history": [{k: e[k] for k in keep if k in e} for e in events if e["kind"] == "eval"],
     }
     summary = run_dir / "summary.json"

@@ -193,7 +193,8 @@ class Trainer:
             "precision": self.engine.precision,
         }
         atomic_write_json(self.run_dir / "summary.json", summary)
-        plot_run_curves(read_metrics(self.run_dir / "metrics.jsonl"), self.run_dir / "curves.png", title=self.run_dir.name)
+        events = read_metrics(self.run_dir / "metrics.jsonl")
+        plot_run_curves(events, self.run_dir / "curves.png", title=self.run_dir.name)
         return summary
 
 
@@ -253,7 +254,8 @@ def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = Fals
         if data.tokenizer.backend.to_str() != Tokenizer.load(resolve_dir(checkpoint)).backend.to_str():
             raise UserError(f"the data of {run_dir} has changed since its checkpoint: its tokenizer no longer matches")
         if data.fit(cfg) != cfg:
-            raise UserError(f"the data of {run_dir} has changed since its checkpoint: it no longer fits the stored model")
+            raise UserError(f"the data of {run_dir} has changed since its checkpoint: "
+                            "it no longer fits the stored model")
         trainer = Trainer(cfg, run_dir, data, world, quiet)
         trainer.restore(checkpoint)
         if cfg.train.max_steps < trainer.state.step:
