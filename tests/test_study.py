@@ -35,6 +35,7 @@ def _ablate(suite_file, out, *extra):
     return main(["ablate", "--suite", str(suite_file), "--steps", "12", "--out", str(out), *extra])
 
 
+@pytest.mark.slow
 def test_suite_runs_end_to_end_and_resumes(tmp_path, suite_file, capsys):
     out = tmp_path / "sweep"
     assert _ablate(suite_file, out) == 0
@@ -45,7 +46,8 @@ def test_suite_runs_end_to_end_and_resumes(tmp_path, suite_file, capsys):
     assert results["ranking"][-1] == "d_hopeless" and results["best"] != "d_hopeless"
     entry = results["configs"]["a_base"]
     assert entry["status"] == "complete" and not entry["nan_encountered"]
-    for key in ("final_val_loss", "best_val_loss", "final_val_accuracy", "final_val_perplexity", "total_time_s", "tokens_per_s", "flops"):
+    for key in ("final_val_loss", "best_val_loss", "final_val_accuracy", "final_val_perplexity", "total_time_s",
+                "tokens_per_s", "flops"):
         assert entry[key]["mean"] > 0, key
     assert results["configs"]["b_small"]["config"]["model"]["d_model"] == 32
     summary = (out / "ABLATION_SUMMARY.md").read_text()
@@ -59,18 +61,22 @@ def test_suite_runs_end_to_end_and_resumes(tmp_path, suite_file, capsys):
     assert {p: p.stat().st_mtime_ns for p in (out / "trials").rglob("summary.json")} == stamps
 
 
+@pytest.mark.slow
 def test_two_workers_run_each_trial_exactly_once(tmp_path, suite_file):
     out = tmp_path / "sweep"
     assert _ablate(suite_file, out, "--workers", "2", "--seeds", "2") == 0
     trials = _trials(out)
-    described = [(t.number, t.state.name, t.params, t.user_attrs.get("error"), t.user_attrs.get("duplicate")) for t in trials]
+    described = [(t.number, t.state.name, t.params, t.user_attrs.get("error"), t.user_attrs.get("duplicate"))
+                 for t in trials]
     keys = sorted((t.params["config"], t.params["seed"]) for t in trials)
     assert len(trials) == 8 and keys == sorted({*keys}), described
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), described
     results = json.loads((out / "ablation_results.json").read_text())
-    assert all(e["final_val_loss"]["n"] == 2 and e["final_val_loss"]["ci_low"] is not None for e in results["configs"].values())
+    losses = [e["final_val_loss"] for e in results["configs"].values()]
+    assert all(loss["n"] == 2 and loss["ci_low"] is not None for loss in losses)
 
 
+@pytest.mark.slow
 def test_hopeless_trials_are_pruned_not_failed(tmp_path, suite_file):
     out = tmp_path / "sweep"
     assert _ablate(suite_file, out, "--prune") == 0
@@ -97,6 +103,7 @@ def _compare(tmp_path, name, b_overrides=""):
     return out, json.loads((out / "comparison.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_a_comparison_finds_no_difference(tmp_path):
     out, result = _compare(tmp_path, "aa")
     assert result["arms"]["a"]["seeds"] != result["arms"]["b"]["seeds"]
@@ -105,6 +112,7 @@ def test_a_a_comparison_finds_no_difference(tmp_path):
     assert "No significant difference at equal steps" in (out / "FINAL_RESULTS.md").read_text()
 
 
+@pytest.mark.slow
 def test_planted_handicap_loses_and_every_report_number_is_in_the_json(tmp_path):
     out, result = _compare(tmp_path, "handicap", "train:\n  lr: 3.0e-5\n")
     assert result["winner"] == "a"
@@ -145,6 +153,7 @@ def test_planted_handicap_loses_and_every_report_number_is_in_the_json(tmp_path)
         assert ok, f"{token} in FINAL_RESULTS.md is not in comparison.json"
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_study(tmp_path, monkeypatch, capsys):
     from reasonlab.experiments import demo
 
@@ -157,8 +166,8 @@ def test_demo_runs_the_whole_study(tmp_path, monkeypatch, capsys):
     assert main(["demo", "--out", str(out), "--base", "cpu-tiny"]) == 0
     printed = capsys.readouterr().out
     assert "FINAL_RESULTS.md" in printed and "equal FLOPs (matched)" in printed
-    for path in ("baseline_sweep/ABLATION_SUMMARY.md", "reasoning_sweep/ABLATION_SUMMARY.md", "comparison/FINAL_RESULTS.md",
-                 "comparison/comparison.png", "comparison/comparison_compute.png"):
+    for path in ("baseline_sweep/ABLATION_SUMMARY.md", "reasoning_sweep/ABLATION_SUMMARY.md",
+                 "comparison/FINAL_RESULTS.md", "comparison/comparison.png", "comparison/comparison_compute.png"):
         assert (out / path).is_file(), path
     result = json.loads((out / "comparison" / "comparison.json").read_text())
     assert result["arms"]["b"]["config"]["model"]["arch"] == "recursive" and result["n_seeds"] == 2

@@ -106,7 +106,8 @@ def test_exact_match_and_token_accuracy_of_hand_made_predictions(name, fmt):
     assert result.metrics["exact_match"] == pytest.approx(1 - len(wrong) / n)
     examples = data.splits["val"].examples
     # greedy decoding: a wrong first token derails the rest; in one pass only that cell is wrong
-    expected = [1.0 if i not in wrong else (1 - 1 / len(e.answer) if fmt == "grid" else 0.0) for i, e in enumerate(examples)]
+    expected = [1.0 if i not in wrong else (1 - 1 / len(e.answer) if fmt == "grid" else 0.0)
+                for i, e in enumerate(examples)]
     assert result.token_accuracy == pytest.approx(expected)
     assert result.predictions[1] == examples[1].answer
 
@@ -138,6 +139,7 @@ def test_recursive_model_runs_the_segments_asked_for_at_test_time():
     assert not torch.allclose(model.run(x, segments=1).logits, model.run(x, segments=3).logits)
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_two_digit_addition(tmp_path):
     cfg = tiny_config(**{**ADDITION, "train.max_steps": 1000, "train.batch_size": 64, "train.eval_every": 1000,
                          "train.log_every": 100, "train.warmup_steps": 20})
@@ -146,6 +148,7 @@ def test_tiny_model_learns_two_digit_addition(tmp_path):
     assert final["exact_match"] >= 0.8, final
 
 
+@pytest.mark.slow
 def test_task_run_resumes_exactly(tmp_path):
     cfg = task_config(**{"train.max_steps": 12, "train.save_every": 6, "train.eval_every": 6, "train.log_every": 2,
                          "model.arch": "recursive", "model.dropout": 0.1})
@@ -164,6 +167,7 @@ def test_task_run_resumes_exactly(tmp_path):
         torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_tasks_command_writes_the_study(tmp_path, capsys):
     out = tmp_path / "study"
     args = ["tasks", "--task", "sudoku", "--format", "grid", "--a", str(CONFIGS / "cpu-tiny.yaml"),

@@ -13,7 +13,9 @@ interval for the difference assumes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import operator
 import shutil
 import statistics
 from collections.abc import Callable
@@ -34,13 +36,59 @@ from reasonlab.training.data import prepare_data
 from reasonlab.training.engine import Engine
 from reasonlab.training.runlog import run_result
 
+Progress = Callable[[str], None]
+Runs = dict[str, dict[str, dict[str, Any]]]  # arm -> seed -> that run's summary and curves
+
 MATCHES = ("steps", "flops", "time")
 METRICS = {  # what a verdict compares: key in the eval events, label, lower is better
     "loss": {"key": "loss", "label": "val loss", "lower_is_better": True},
-    "exact_match": {"key": "exact_match", "label": "val exact match", "lower_is_better": False, "bounds": (0.0, 1.0)},
+    "exact_match": {"key": "exact_match", "label": "val exact match", "lower_is_better": False,
+                    "bounds": (0.0, 1.0)},
 }
 AXES = {"steps": "step", "flops": "flops", "time": "time_s"}
 RESULTS = "comparison.json"
+SEED_STATS = {  # aggregate key: where each seed's value sits in its summary.json
+    "final_val_loss": ("final_val", "loss"),
+    "final_val_perplexity": ("final_val", "perplexity"),
+    "final_val_accuracy": ("final_val", "accuracy"),
+    "best_val_loss": ("best_val_loss",),
+    "train_time_s": ("train_time_s",),
+    "total_time_s": ("total_time_s",),
+    "steps_per_s": ("steps_per_s",),
+    "tokens_per_s": ("tokens_per_s",),
+    "flops": ("flops",),
+}
+METRIC_ROWS = (  # the metric table: label, aggregate key, lower is better; exact match only where it is judged
+    ("exact match", "final_val_exact_match", False),
+    ("val loss", "final_val_loss", True),
+    ("perplexity", "final_val_perplexity", True),
+    ("accuracy", "final_val_accuracy", False),
+)
+SPEED_ROWS = (("steps_per_s", False), ("tokens_per_s", False), ("train_time_s", True))  # key, lower is better
+BUDGETS = (("flops", "a fixed compute budget"), ("time", "a fixed wall-clock budget"),
+           ("steps", "a fixed number of steps"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One side of the head to head: its name, the spec its config came from, what each of its seeds trains."""
+
+    name: str
+    source: str
+    cfg: Config
+    seeds: list[int] = dataclasses.field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return self.cfg.train.max_steps
+
+
+def check_budget(steps: int, seeds: int, match: str) -> None:
+    """Refuse a budget no comparison can run, before anything is built."""
+    if match not in MATCHES:
+        raise UserError(f"--match must be one of {', '.join(MATCHES)}, got {match!r}")
+    if steps < 1 or seeds < 1:
+        raise UserError("--steps and --seeds must be >= 1")
 
 
 def arm_config(spec: str, overrides: dict[str, Any] | None = None) -> tuple[str, Config]:
@@ -52,6 +100,14 @@ def arm_config(spec: str, overrides: dict[str, Any] | None = None) -> tuple[str,
     return Path(spec).stem, resolve_config(spec, overrides)
 
 
+def pair_arms(a: str, b: str, overrides: dict[str, Any] | None = None) -> dict[str, Arm]:
+    """Both arms as given, before any budget; arms of one name are told apart as (A) and (B)."""
+    (name_a, cfg_a), (name_b, cfg_b) = arm_config(a, overrides), arm_config(b, overrides)
+    if name_a == name_b:
+        name_a, name_b = f"{name_a} (A)", f"{name_b} (B)"
+    return {"a": Arm(name_a, a, cfg_a), "b": Arm(name_b, b, cfg_b)}
+
+
 def measure_step_time(cfg: Config, steps: int = 5, warmup: int = 2) -> float:
     """Median seconds per training step of this config on this machine (for --match time)."""
     data = prepare_data(cfg)
@@ -59,7 +115,7 @@ def measure_step_time(cfg: Config, steps: int = 5, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def plan_steps(configs: dict[str, Config], steps: int, match: str, out: Path, progress: Callable[[str], None]) -> dict[str, int]:
+def plan_steps(configs: dict[str, Config], steps: int, match: str, out: Path, progress: Progress) -> dict[str, int]:
     """Steps per arm for the matched budget; stored in plan.json so a rerun trains to the same plan."""
     key = {"steps": steps, "match": match, "configs": {arm: cfg.to_dict() for arm, cfg in configs.items()}}
     plan_file = out / "plan.json"
@@ -67,12 +123,13 @@ def plan_steps(configs: dict[str, Config], steps: int, match: str, out: Path, pr
         stored = json.loads(plan_file.read_text())
         if stored["key"] == key:
             return stored["steps"]
-    planned = _plan(configs, steps, match, progress)
+    planned = _matched_steps(configs, steps, match, progress)
     atomic_write_json(plan_file, {"key": key, "steps": planned})
     return planned
 
 
-def _plan(configs: dict[str, Config], steps: int, match: str, progress: Callable[[str], None]) -> dict[str, int]:
+def _matched_steps(configs: dict[str, Config], steps: int, match: str, progress: Progress) -> dict[str, int]:
+    """Steps per arm such that each spends what the costlier arm spends in `steps` steps."""
     if match == "steps":
         return {arm: steps for arm in configs}
     if match == "flops":
@@ -87,6 +144,35 @@ def _plan(configs: dict[str, Config], steps: int, match: str, progress: Callable
 
 def _with(cfg: Config, **train: Any) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
+
+
+def _budgeted(cfg: Config, steps: int) -> Config:
+    """`steps` steps with about ten evaluations and twenty log lines; no checkpoints but the final one."""
+    return _with(cfg, max_steps=steps, eval_every=max(1, steps // 10), log_every=max(1, steps // 20), save_every=0)
+
+
+def plan_arms(arms: dict[str, Arm], steps: int, seeds: int, match: str, out: Path,
+              progress: Progress) -> dict[str, Arm]:
+    """Each arm fitted to its data and set to its share of the matched budget, with its seeds (A: 0..k-1,
+    B: k..2k-1)."""
+    fitted = {key: prepare_data(arm.cfg).fit(arm.cfg) for key, arm in arms.items()}  # budgets of what will run
+    planned = plan_steps(fitted, steps, match, out, progress)
+    seed_lists = {"a": list(range(seeds)), "b": list(range(seeds, 2 * seeds))}
+    budgeted = {key: dataclasses.replace(arm, cfg=_budgeted(fitted[key], planned[key]), seeds=seed_lists[key])
+                for key, arm in arms.items()}
+    for key, arm in budgeted.items():
+        progress(f"arm {key.upper()} {arm.name}: {arm.steps} steps x {seeds} seeds")
+    return budgeted
+
+
+def train_arms(arms: dict[str, Arm], out: Path, progress: Progress) -> Runs:
+    """Every seed of both arms; the arms alternate, so drift in machine speed touches both alike."""
+    runs: Runs = {key: {} for key in arms}
+    for i in range(len(arms["a"].seeds)):
+        for key, arm in arms.items():
+            seed = arm.seeds[i]
+            runs[key][str(seed)] = _run(_with(arm.cfg, seed=seed), out / "runs" / f"{key}-s{seed}", progress)
+    return runs
 
 
 def _same_run(stored: Config, wanted: Config) -> bool:
@@ -113,6 +199,42 @@ def _run(cfg: Config, run_dir: Path, progress: Callable[[str], None]) -> dict[st
     return result
 
 
+def over_seeds(records: list[dict[str, Any]], *path: str,
+               bounds: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Mean and t-interval over seeds of the value at `path` in each seed's record."""
+    return mean_ci([functools.reduce(operator.getitem, path, record) for record in records], bounds=bounds)
+
+
+def seed_stats(summaries: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """Every summary number the reports show, over seeds; exact match only where it is judged."""
+    stats = {key: over_seeds(summaries, *path) for key, path in SEED_STATS.items()}
+    if metric == "exact_match":
+        stats["final_val_exact_match"] = over_seeds(summaries, "final_val", "exact_match")
+    return stats
+
+
+def _headline(stats: dict[str, Any]) -> dict[str, Any]:
+    """The means under the keys the original report used."""
+    return {"total_time": stats["total_time_s"]["mean"], "best_val_loss": stats["best_val_loss"]["mean"],
+            "final_val_metrics": {k: stats[f"final_val_{k}"]["mean"] for k in ("loss", "perplexity", "accuracy")}}
+
+
+def _arm_results(arm: Arm, per_seed: dict[str, dict[str, Any]], metric: str) -> dict[str, Any]:
+    """One arm's part of comparison.json: its plan, its means over seeds and every seed's run."""
+    runs = list(per_seed.values())
+    stats = seed_stats([r["summary"] for r in runs], metric)
+    return {"name": arm.name, "source": arm.source, "config": arm.cfg.to_dict(), "max_steps": arm.steps,
+            "seeds": arm.seeds, "results": _headline(stats),
+            "train_history": mean_curve([r["train_history"] for r in runs]),
+            "val_history": mean_curve([r["val_history"] for r in runs]),
+            "aggregate": stats, "per_seed": per_seed}
+
+
+def aggregate_arms(arms: dict[str, Arm], runs: Runs, metric: str) -> dict[str, dict[str, Any]]:
+    """The "arms" part of comparison.json."""
+    return {key: _arm_results(arm, runs[key], metric) for key, arm in arms.items()}
+
+
 def value_at(history: list[dict[str, float]], axis: str, point: float, key: str) -> float:
     """A validation metric at `point` on `axis`, linearly interpolated between evaluations."""
     xs = [e[axis] for e in history]
@@ -128,6 +250,21 @@ def _advantage(a: float, b: float, lower_is_better: bool) -> dict[str, Any]:
     return {"better": better, "advantage_pct": 100 * abs(best - worst) / abs(worst) if worst else None}
 
 
+def _side_by_side(fa: dict[str, Any], fb: dict[str, Any], key: str, lower_is_better: bool) -> dict[str, Any]:
+    """Both arms' means of one aggregate, and which is ahead."""
+    a, b = fa[key]["mean"], fb[key]["mean"]
+    return {"a": a, "b": b, **_advantage(a, b, lower_is_better)}
+
+
+def metric_table(fa: dict[str, Any], fb: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"metric": label, "key": key, **_side_by_side(fa, fb, key, lower)}
+            for label, key, lower in METRIC_ROWS if key in fa]
+
+
+def speed_table(fa: dict[str, Any], fb: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {key: _side_by_side(fa, fb, key, lower) for key, lower in SPEED_ROWS}
+
+
 def margin(values: dict[str, list[float]], diff: float, metric: dict[str, Any]) -> float:
     """How far apart the arms are: % of the worse val loss, or points of exact match."""
     if metric["lower_is_better"]:
@@ -141,137 +278,87 @@ def verdicts(arms: dict[str, dict[str, Any]], match: str, metric: dict[str, Any]
     The point must lie inside every run's evaluated range (no extrapolation before a first or
     after a last evaluation); where the ranges do not overlap the verdict is unavailable.
     """
-    out: dict[str, Any] = {}
-    for dim, axis in AXES.items():
-        runs = [r["val_history"] for data in arms.values() for r in data["per_seed"].values()]
-        point = min(h[-1][axis] for h in runs)
-        earliest = max(h[0][axis] for h in runs)
-        if earliest > point:
-            out[dim] = {"axis": axis, "point": None, "matched": dim == match, "winner": None, "available": False,
-                        "reason": f"the arms' evaluated ranges of {axis} do not overlap"}
-            continue
-        values = {arm: [value_at(r["val_history"], axis, point, metric["key"]) for r in data["per_seed"].values()]
-                  for arm, data in arms.items()}
-        diff = welch_diff(values["a"], values["b"])
-        b_ahead = (diff["diff"] < 0) == metric["lower_is_better"]
-        winner = None if not diff["significant"] else ("b" if b_ahead else "a")
-        out[dim] = {"axis": axis, "point": point, "matched": dim == match, "available": True,
-                    "a": mean_ci(values["a"], bounds=metric.get("bounds")), "b": mean_ci(values["b"], bounds=metric.get("bounds")),
-                    "diff_b_minus_a": diff, "winner": winner, "margin": margin(values, diff["diff"], metric)}
-    return out
+    histories = {arm: [r["val_history"] for r in data["per_seed"].values()] for arm, data in arms.items()}
+    return {dim: _verdict(histories, axis, dim == match, metric) for dim, axis in AXES.items()}
+
+
+def _verdict(histories: dict[str, list[list[dict[str, float]]]], axis: str, matched: bool,
+             metric: dict[str, Any]) -> dict[str, Any]:
+    """Both arms at the largest `axis` value every run reached, and whether they differ beyond the noise."""
+    runs = [h for arm_runs in histories.values() for h in arm_runs]
+    point = min(h[-1][axis] for h in runs)
+    if max(h[0][axis] for h in runs) > point:
+        return {"axis": axis, "point": None, "matched": matched, "winner": None, "available": False,
+                "reason": f"the arms' evaluated ranges of {axis} do not overlap"}
+    values = {arm: [value_at(h, axis, point, metric["key"]) for h in arm_runs] for arm, arm_runs in histories.items()}
+    diff = welch_diff(values["a"], values["b"])
+    b_ahead = (diff["diff"] < 0) == metric["lower_is_better"]
+    winner = None if not diff["significant"] else ("b" if b_ahead else "a")
+    bounds = metric.get("bounds")
+    return {"axis": axis, "point": point, "matched": matched, "available": True,
+            "a": mean_ci(values["a"], bounds=bounds), "b": mean_ci(values["b"], bounds=bounds),
+            "diff_b_minus_a": diff, "winner": winner, "margin": margin(values, diff["diff"], metric)}
 
 
 def recommendations(result: dict[str, Any]) -> list[str]:
     """Advice that follows from the verdicts and the measured speeds, nothing canned."""
-    names = {arm: result["arms"][arm]["name"] for arm in ("a", "b")}
-    v, metric = result["verdicts"], result["metric"]
     notes = []
     if result["n_seeds"] < 2:
         notes.append("One seed per arm measures no noise: rerun with --seeds 3 before acting on any difference.")
-    for dim, label in (("flops", "a fixed compute budget"), ("time", "a fixed wall-clock budget"), ("steps", "a fixed number of steps")):
-        winner = v[dim]["winner"]
-        if not v[dim]["available"]:
-            notes.append(f"Under {label} no verdict: {v[dim]['reason']}; match on {dim} to compare there.")
-        elif winner:
-            ahead = (f"a val loss {v[dim]['margin']:.2f}% lower" if metric["lower_is_better"]
-                     else f"a {metric['label']} {v[dim]['margin']:.2f} points higher")
-            notes.append(f"Under {label}, train {names[winner]}: it reaches {ahead} "
-                         f"({v[dim]['diff_b_minus_a']['ci_low']:.4f} to {v[dim]['diff_b_minus_a']['ci_high']:.4f} is the "
-                         f"{result['ci_level']}% CI of B minus A).")
-        else:
-            notes.append(f"Under {label} the arms are not distinguishable at {result['n_seeds']} seeds; "
-                         f"more seeds or a longer budget are needed to separate them.")
+    notes += [_budget_note(result, dim, label) for dim, label in BUDGETS]
     speed = result["speed"]["tokens_per_s"]
     if speed["better"] and speed["advantage_pct"] is not None:
-        notes.append(f"{names[speed['better']]} trains {speed['advantage_pct']:.2f}% faster per token on this machine; "
-                     "where the loss verdicts tie, it is the cheaper choice.")
+        notes.append(f"{result['arms'][speed['better']]['name']} trains {speed['advantage_pct']:.2f}% faster per "
+                     "token on this machine; where the loss verdicts tie, it is the cheaper choice.")
     return notes
 
 
-def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str | Path,
-                   progress: Callable[[str], None] = print, overrides: dict[str, Any] | None = None,
-                   metric: str = "loss") -> dict[str, Any]:
-    """Train both arms over seeds and write comparison.json, comparison.png, comparison_compute.png, FINAL_RESULTS.md.
+def _budget_note(result: dict[str, Any], dim: str, label: str) -> str:
+    """What to train under one kind of budget, or why the verdict there says nothing."""
+    v, metric = result["verdicts"][dim], result["metric"]
+    if not v["available"]:
+        return f"Under {label} no verdict: {v['reason']}; match on {dim} to compare there."
+    if not v["winner"]:
+        return (f"Under {label} the arms are not distinguishable at {result['n_seeds']} seeds; "
+                "more seeds or a longer budget are needed to separate them.")
+    ahead = (f"a val loss {v['margin']:.2f}% lower" if metric["lower_is_better"]
+             else f"a {metric['label']} {v['margin']:.2f} points higher")
+    ci = v["diff_b_minus_a"]
+    return (f"Under {label}, train {result['arms'][v['winner']]['name']}: it reaches {ahead} "
+            f"({ci['ci_low']:.4f} to {ci['ci_high']:.4f} is the {result['ci_level']}% CI of B minus A).")
 
-    `overrides` (dotted keys) apply to both arms; `metric` is what the verdicts judge.
-    """
-    if match not in MATCHES:
-        raise UserError(f"--match must be one of {', '.join(MATCHES)}, got {match!r}")
-    if steps < 1 or seeds < 1:
-        raise UserError("--steps and --seeds must be >= 1")
-    (name_a, cfg_a), (name_b, cfg_b) = arm_config(a, overrides), arm_config(b, overrides)
-    if name_a == name_b:
-        name_a, name_b = f"{name_a} (A)", f"{name_b} (B)"
-    configs = {"a": prepare_data(cfg_a).fit(cfg_a), "b": prepare_data(cfg_b).fit(cfg_b)}  # budgets of what will run
-    out = Path(out)
-    planned = plan_steps(configs, steps, match, out, progress)
-    seed_lists = {"a": list(range(seeds)), "b": list(range(seeds, 2 * seeds))}
-    arms: dict[str, dict[str, Any]] = {}
-    names, sources = {"a": name_a, "b": name_b}, {"a": a, "b": b}
-    arm_cfgs = {arm: _with(configs[arm], max_steps=n, eval_every=max(1, n // 10), log_every=max(1, n // 20), save_every=0)
-                for arm, n in planned.items()}
-    for arm in ("a", "b"):
-        progress(f"arm {arm.upper()} {names[arm]}: {planned[arm]} steps x {seeds} seeds")
-    per_arm: dict[str, dict[str, Any]] = {"a": {}, "b": {}}
-    for i in range(seeds):  # alternate the arms, so drift in machine speed touches both alike
-        for arm in ("a", "b"):
-            seed = seed_lists[arm][i]
-            per_arm[arm][str(seed)] = _run(_with(arm_cfgs[arm], seed=seed), out / "runs" / f"{arm}-s{seed}", progress)
-    for arm in ("a", "b"):
-        name, source, cfg, n, per_seed = names[arm], sources[arm], arm_cfgs[arm], planned[arm], per_arm[arm]
-        runs = list(per_seed.values())
-        summaries = [r["summary"] for r in runs]
-        agg = {
-            "final_val_loss": mean_ci([s["final_val"]["loss"] for s in summaries]),
-            "final_val_perplexity": mean_ci([s["final_val"]["perplexity"] for s in summaries]),
-            "final_val_accuracy": mean_ci([s["final_val"]["accuracy"] for s in summaries]),
-            "best_val_loss": mean_ci([s["best_val_loss"] for s in summaries]),
-            "train_time_s": mean_ci([s["train_time_s"] for s in summaries]),
-            "total_time_s": mean_ci([s["total_time_s"] for s in summaries]),
-            "steps_per_s": mean_ci([s["steps_per_s"] for s in summaries]),
-            "tokens_per_s": mean_ci([s["tokens_per_s"] for s in summaries]),
-            "flops": mean_ci([s["flops"] for s in summaries]),
-        }
-        if metric == "exact_match":
-            agg["final_val_exact_match"] = mean_ci([s["final_val"]["exact_match"] for s in summaries])
-        arms[arm] = {
-            "name": name, "source": source, "config": cfg.to_dict(), "max_steps": n, "seeds": seed_lists[arm],
-            "results": {"total_time": agg["total_time_s"]["mean"], "best_val_loss": agg["best_val_loss"]["mean"],
-                        "final_val_metrics": {k: agg[f"final_val_{k}"]["mean"] for k in ("loss", "perplexity", "accuracy")}},
-            "train_history": mean_curve([r["train_history"] for r in runs]),
-            "val_history": mean_curve([r["val_history"] for r in runs]),
-            "aggregate": agg, "per_seed": per_seed,
-        }
+
+def judge(arms: dict[str, dict[str, Any]], steps: int, match: str, metric: str) -> dict[str, Any]:
+    """comparison.json: the arms side by side, the verdicts at equal steps, FLOPs and time, the advice."""
     fa, fb = arms["a"]["aggregate"], arms["b"]["aggregate"]
     result: dict[str, Any] = {
-        "match": match, "steps": steps, "n_seeds": seeds, "ci_level": round(CI_LEVEL * 100), "metric": METRICS[metric], "arms": arms,
-        "metric_table": [
-            {"metric": "val loss", "key": "final_val_loss", "a": fa["final_val_loss"]["mean"], "b": fb["final_val_loss"]["mean"],
-             **_advantage(fa["final_val_loss"]["mean"], fb["final_val_loss"]["mean"], True)},
-            {"metric": "perplexity", "key": "final_val_perplexity", "a": fa["final_val_perplexity"]["mean"],
-             "b": fb["final_val_perplexity"]["mean"],
-             **_advantage(fa["final_val_perplexity"]["mean"], fb["final_val_perplexity"]["mean"], True)},
-            {"metric": "accuracy", "key": "final_val_accuracy", "a": fa["final_val_accuracy"]["mean"],
-             "b": fb["final_val_accuracy"]["mean"],
-             **_advantage(fa["final_val_accuracy"]["mean"], fb["final_val_accuracy"]["mean"], False)},
-        ],
-        "speed": {
-            "steps_per_s": {"a": fa["steps_per_s"]["mean"], "b": fb["steps_per_s"]["mean"],
-                            **_advantage(fa["steps_per_s"]["mean"], fb["steps_per_s"]["mean"], False)},
-            "tokens_per_s": {"a": fa["tokens_per_s"]["mean"], "b": fb["tokens_per_s"]["mean"],
-                             **_advantage(fa["tokens_per_s"]["mean"], fb["tokens_per_s"]["mean"], False)},
-            "train_time_s": {"a": fa["train_time_s"]["mean"], "b": fb["train_time_s"]["mean"],
-                             **_advantage(fa["train_time_s"]["mean"], fb["train_time_s"]["mean"], True)},
-        },
+        "match": match, "steps": steps, "n_seeds": len(arms["a"]["seeds"]), "ci_level": round(CI_LEVEL * 100),
+        "metric": METRICS[metric], "arms": arms, "metric_table": metric_table(fa, fb), "speed": speed_table(fa, fb),
     }
-    if metric == "exact_match":
-        result["metric_table"].insert(0, {
-            "metric": "exact match", "key": "final_val_exact_match", "a": fa["final_val_exact_match"]["mean"],
-            "b": fb["final_val_exact_match"]["mean"],
-            **_advantage(fa["final_val_exact_match"]["mean"], fb["final_val_exact_match"]["mean"], False)})
     result["verdicts"] = verdicts(arms, match, METRICS[metric])
     result["winner"] = result["verdicts"][match]["winner"]
     result["recommendations"] = recommendations(result)
+    return result
+
+
+def write_results(result: dict[str, Any], out: Path) -> None:
+    """comparison.json, then the plots and FINAL_RESULTS.md, which are built from it alone."""
     atomic_write_json(out / RESULTS, result)
     write_comparison_report(result, out)
+
+
+def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str | Path,
+                   progress: Progress = print, overrides: dict[str, Any] | None = None,
+                   metric: str = "loss") -> dict[str, Any]:
+    """Train both arms over seeds and write comparison.json, comparison.png, comparison_compute.png and
+    FINAL_RESULTS.md.
+
+    `overrides` (dotted keys) apply to both arms; `metric` is what the verdicts judge.
+    """
+    check_budget(steps, seeds, match)
+    out = Path(out)
+    arms = plan_arms(pair_arms(a, b, overrides), steps, seeds, match, out, progress)
+    runs = train_arms(arms, out, progress)
+    result = judge(aggregate_arms(arms, runs, metric), steps, match, metric)
+    write_results(result, out)
     return result

@@ -9,14 +9,23 @@ test time helps.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from reasonlab import api
 from reasonlab.errors import UserError
-from reasonlab.experiments.compare import arm_config, run_comparison
-from reasonlab.experiments.stats import mean_ci
+from reasonlab.experiments.compare import (
+    Arm,
+    Progress,
+    aggregate_arms,
+    check_budget,
+    judge,
+    over_seeds,
+    pair_arms,
+    plan_arms,
+    train_arms,
+    write_results,
+)
 from reasonlab.io import atomic_write_json
 from reasonlab.report.tasks import write_task_report
 from reasonlab.runtime import autocast_factory, resolve_precision
@@ -24,7 +33,9 @@ from reasonlab.tasks.dataset import TaskData
 from reasonlab.tasks.evaluate import SplitResult
 
 RESULTS = "tasks.json"
+METRIC = "exact_match"  # what the head to head judges
 SHARE = (0.0, 1.0)  # exact match and accuracy are shares: their intervals are clipped to it
+JUDGED = ("match", "n_seeds", "ci_level", "metric", "verdicts", "winner")  # what tasks.json repeats of comparison.json
 
 
 def _grouped(data: TaskData, scored: dict[str, SplitResult], attribute: str) -> dict[str, dict[str, float]]:
@@ -34,7 +45,8 @@ def _grouped(data: TaskData, scored: dict[str, SplitResult], attribute: str) -> 
     for split, result in scored.items():
         for example, correct, acc in zip(data.splits[split].examples, result.correct, result.token_accuracy):
             groups.setdefault(getattr(example, attribute), []).append((correct, acc))
-    return {str(level): {"exact_match": sum(c for c, _ in g) / len(g), "accuracy": sum(a for _, a in g) / len(g), "n": len(g)}
+    return {str(level): {"exact_match": sum(c for c, _ in g) / len(g), "accuracy": sum(a for _, a in g) / len(g),
+                         "n": len(g)}
             for level, g in sorted(groups.items())}
 
 
@@ -52,72 +64,99 @@ def _examples(data: TaskData, scored: dict[str, SplitResult]) -> dict[str, dict[
 
 
 def _score_run(data: TaskData, run_dir: Path, batch_size: int) -> dict[str, Any]:
+    """One run's final model on val and test: overall, by level (and by difficulty where the task has its
+    own), one solved and one failed example, and for a recursive model the segments curve."""
     loaded = api.load(run_dir / "checkpoints" / "final")
-    cfg = loaded.config
-    autocast = autocast_factory(resolve_precision(cfg.train.precision, loaded.device), loaded.device)
-    scored = {split: data.score(loaded.model, split, batch_size, loaded.device, autocast) for split in ("val", "test")}
+    autocast = autocast_factory(resolve_precision(loaded.config.train.precision, loaded.device), loaded.device)
+
+    def score(split: str, segments: int | None = None) -> SplitResult:
+        return data.score(loaded.model, split, batch_size, loaded.device, autocast, segments)
+
+    scored = {split: score(split) for split in ("val", "test")}
     out: dict[str, Any] = {split: {k: v for k, v in r.metrics.items() if k != "tokens"} for split, r in scored.items()}
     out["by_level"] = _grouped(data, scored, "level")
     examples = [e for split in ("val", "test") for e in data.splits[split].examples]
     if len({e.difficulty for e in examples}) > 1 and any(e.difficulty != e.level for e in examples):
         out["by_difficulty"] = _grouped(data, scored, "difficulty")
     out["examples"] = _examples(data, scored)
-    if cfg.model.arch == "recursive":
-        out["segments_curve"] = {
-            k: {split: data.score(loaded.model, split, batch_size, loaded.device, autocast, segments=int(k)).metrics["exact_match"]
-                for split in ("val", "test")}
-            for k in map(str, range(1, 2 * cfg.recursion.max_segments + 1))
-        }
+    if loaded.config.model.arch == "recursive":
+        segments = range(1, 2 * loaded.config.recursion.max_segments + 1)
+        out["segments_curve"] = {str(k): {split: score(split, k).metrics["exact_match"] for split in ("val", "test")}
+                                 for k in segments}
     return out
 
 
 def _aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     """Means and t-intervals over seeds of every score."""
-    agg: dict[str, Any] = {split: {k: mean_ci([s[split][k] for s in per_seed], bounds=SHARE) for k in ("exact_match", "accuracy")}
+    agg: dict[str, Any] = {split: {k: over_seeds(per_seed, split, k, bounds=SHARE) for k in ("exact_match", "accuracy")}
                            for split in ("val", "test")}
     for grouping in ("by_level", "by_difficulty"):
         if grouping in per_seed[0]:
-            agg[grouping] = {key: mean_ci([s[grouping][key]["exact_match"] for s in per_seed], bounds=SHARE)
+            agg[grouping] = {key: over_seeds(per_seed, grouping, key, "exact_match", bounds=SHARE)
                              for key in per_seed[0][grouping]}
     if "segments_curve" in per_seed[0]:
-        agg["segments_curve"] = {k: {split: mean_ci([s["segments_curve"][k][split] for s in per_seed], bounds=SHARE)
+        agg["segments_curve"] = {k: {split: over_seeds(per_seed, "segments_curve", k, split, bounds=SHARE)
                                      for split in ("val", "test")}
                                  for k in per_seed[0]["segments_curve"]}
     return agg
 
 
+def _task_data(arms: dict[str, Arm]) -> TaskData:
+    """The generated splits both arms train on; the arms must agree on every task setting."""
+    task_a, task_b = arms["a"].cfg.task, arms["b"].cfg.task
+    if task_a != task_b:
+        differ = ", ".join(f"task.{k}" for k, v in vars(task_a).items() if getattr(task_b, k) != v)
+        raise UserError(f"the arms must train on the same task; their configs differ in {differ}")
+    return TaskData(task_a)
+
+
+def _instances(data: TaskData) -> dict[str, int]:
+    return {split: len(s.examples) for split, s in data.splits.items()}
+
+
+def _describe(task: str, data: TaskData) -> str:
+    """How many instances each split holds, and which levels train and which test."""
+    n, levels = _instances(data), data.levels
+    return (f"task {task}: {n['train']} train, {n['val']} val, {n['test']} test instances; "
+            f"{data.task.level_name} {levels['train'][0]}-{levels['train'][1]} in training, "
+            f"{levels['test'][0]}-{levels['test'][1]} in test")
+
+
+def _task_section(task: str, data: TaskData) -> dict[str, Any]:
+    return {"name": task, "description": data.task.description, "level_name": data.task.level_name,
+            "difficulty_name": data.task.difficulty_name, "format": data.cfg.format, "config": vars(data.cfg),
+            "levels": data.levels, "instances": _instances(data)}
+
+
+def _score_arm(data: TaskData, key: str, arm: Arm, runs: dict[str, dict[str, Any]], batch_size: int,
+               progress: Progress) -> dict[str, Any]:
+    """Every seed's final model scored on val and test, with the means over seeds."""
+    per_seed = {seed: _score_run(data, Path(run["run_dir"]), batch_size) for seed, run in runs.items()}
+    progress(f"arm {key.upper()} {arm.name}: test exact match "
+             + ", ".join(f"{s['test']['exact_match']:.2%}" for s in per_seed.values()))
+    recursive = arm.cfg.model.arch == "recursive"
+    return {"name": arm.name, "arch": arm.cfg.model.arch, "max_steps": arm.steps,
+            "flops": over_seeds([run["summary"] for run in runs.values()], "flops"), "per_seed": per_seed,
+            "aggregate": _aggregate(list(per_seed.values())),
+            "trained_segments": arm.cfg.recursion.max_segments if recursive else None,
+            "examples": next(iter(per_seed.values()))["examples"]}
+
+
 def run_task_study(task: str, a: str, b: str, steps: int, seeds: int, match: str, out: str | Path,
-                   overrides: dict[str, Any] | None = None, progress: Callable[[str], None] = print) -> dict[str, Any]:
+                   overrides: dict[str, Any] | None = None, progress: Progress = print) -> dict[str, Any]:
     """Train both arms on `task` and write tasks.json + TASK_RESULTS.md beside the comparison's files."""
-    overrides = {**(overrides or {}), "task.name": task}
-    cfg_a, cfg_b = arm_config(a, overrides)[1], arm_config(b, overrides)[1]
-    if cfg_a.task != cfg_b.task:
-        differ = [k for k, v in vars(cfg_a.task).items() if getattr(cfg_b.task, k) != v]
-        raise UserError(f"the arms must train on the same task; their configs differ in {', '.join(f'task.{k}' for k in differ)}")
-    data = TaskData(cfg_a.task)
-    counts = {split: len(s.examples) for split, s in data.splits.items()}
-    progress(f"task {task}: {counts['train']} train, {counts['val']} val, {counts['test']} test instances; "
-             f"{data.task.level_name} {data.levels['train'][0]}-{data.levels['train'][1]} in training, "
-             f"{data.levels['test'][0]}-{data.levels['test'][1]} in test")
+    check_budget(steps, seeds, match)
+    arms = pair_arms(a, b, {**(overrides or {}), "task.name": task})
+    data = _task_data(arms)
+    progress(_describe(task, data))
     out = Path(out)
-    comparison = run_comparison(a, b, steps, seeds, match, out, progress, overrides, metric="exact_match")
-    arms: dict[str, Any] = {}
-    for arm, info in comparison["arms"].items():
-        per_seed = {seed: _score_run(data, Path(run["run_dir"]), cfg_a.train.batch_size) for seed, run in info["per_seed"].items()}
-        progress(f"arm {arm.upper()} {info['name']}: test exact match "
-                 + ", ".join(f"{s['test']['exact_match']:.2%}" for s in per_seed.values()))
-        recursive = info["config"]["model"]["arch"] == "recursive"
-        arms[arm] = {"name": info["name"], "arch": info["config"]["model"]["arch"], "max_steps": info["max_steps"],
-                     "flops": info["aggregate"]["flops"], "per_seed": per_seed, "aggregate": _aggregate(list(per_seed.values())),
-                     "trained_segments": info["config"]["recursion"]["max_segments"] if recursive else None,
-                     "examples": next(iter(per_seed.values()))["examples"]}
-    result = {
-        "task": {"name": task, "description": data.task.description, "level_name": data.task.level_name,
-                 "difficulty_name": data.task.difficulty_name,
-                 "format": data.cfg.format, "config": vars(data.cfg), "levels": data.levels, "instances": counts},
-        "match": match, "n_seeds": seeds, "ci_level": comparison["ci_level"], "metric": comparison["metric"],
-        "verdicts": comparison["verdicts"], "winner": comparison["winner"], "arms": arms,
-    }
+    arms = plan_arms(arms, steps, seeds, match, out, progress)
+    runs = train_arms(arms, out, progress)
+    comparison = judge(aggregate_arms(arms, runs, METRIC), steps, match, METRIC)
+    write_results(comparison, out)
+    batch_size = arms["a"].cfg.train.batch_size
+    scored = {key: _score_arm(data, key, arm, runs[key], batch_size, progress) for key, arm in arms.items()}
+    result = {"task": _task_section(task, data), **{k: comparison[k] for k in JUDGED}, "arms": scored}
     atomic_write_json(out / RESULTS, result)
     write_task_report(result, out)
     return result

@@ -5,18 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from reasonlab.config import config_from_dict  # noqa: E402
-from reasonlab.io import atomic_write_text  # noqa: E402
-from reasonlab.report.markdown import fci, fint, fnum, fpct, fsci, table  # noqa: E402
-from reasonlab.report.plots import save_figure  # noqa: E402
+from reasonlab.config import config_from_dict
+from reasonlab.io import atomic_write_text
+from reasonlab.report.markdown import fci, fint, fnum, fpct, fsci, table
+from reasonlab.report.plots import save_figure
 
 COLORS = {"a": "tab:blue", "b": "tab:orange"}
 MATCH_LABELS = {"steps": "steps", "flops": "FLOPs", "time": "wall time"}
+METRIC_FORMATS = {"accuracy": fpct, "exact match": fpct, "perplexity": lambda x: fnum(x, 2)}  # the rest: fnum
+SPEED_ROWS = (("steps_per_s", "speed (steps/s)", lambda x: fnum(x, 2)), ("tokens_per_s", "speed (tokens/s)", fint),
+              ("train_time_s", "training time (s)", lambda x: fnum(x, 1)))
+VERDICT_ROWS = (("steps", "equal steps", fint), ("flops", "equal FLOPs", fsci),
+                ("time", "equal time (s)", lambda x: fnum(x, 1)))
 
 
 def _curves(ax: Any, result: dict[str, Any], field: str, x: str, y: str) -> None:
@@ -34,7 +36,8 @@ def plot_comparison(result: dict[str, Any], out: Path) -> None:
     metric = result["metric"]
     judged_loss = metric["key"] == "loss"
     last = ("perplexity", "val perplexity") if judged_loss else (metric["key"], metric["label"])
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    fig = Figure(figsize=(12, 8))
+    axes = fig.subplots(2, 2)
     for ax, field, key, title in ((axes[0, 0], "train_history", "loss", "train loss"),
                                   (axes[0, 1], "val_history", "loss", "val loss"),
                                   (axes[1, 0], "val_history", "accuracy", "val next-token accuracy"),
@@ -47,7 +50,8 @@ def plot_comparison(result: dict[str, Any], out: Path) -> None:
     fig.suptitle(f"A vs B, {result['n_seeds']} seeds per arm (thin: seeds, thick: mean)")
     save_figure(fig, out / "comparison.png")
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2)
     for ax, x, label in ((axes[0], "flops", "training FLOPs"), (axes[1], "time_s", "training wall time (s)")):
         _curves(ax, result, "val_history", x, metric["key"])
         ax.set_xlabel(label)
@@ -85,35 +89,41 @@ def _verdict_text(result: dict[str, Any], dim: str) -> str:
     return f"{result['arms'][v['winner']]['name']} wins by {margin_text(result, v)}"
 
 
+def _ahead(row: dict[str, Any], word: str) -> str:
+    """Which arm a table row favours and by how much, or a tie."""
+    if row["better"] is None:
+        return "tie"
+    by = "" if row["advantage_pct"] is None else f" by {fnum(row['advantage_pct'], 1)}%"
+    return f"{row['better'].upper()} {word}{by}"
+
+
 def _metric_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = []
     for row in result["metric_table"]:
-        fmt = fpct if row["metric"] in ("accuracy", "exact match") else (lambda x: fnum(x, 2)) if row["metric"] == "perplexity" else fnum
-        adv = "tie" if row["better"] is None else f"{row['better'].upper()} better" + (
-            "" if row["advantage_pct"] is None else f" by {fnum(row['advantage_pct'], 1)}%")
-        rows.append([row["metric"], fmt(row["a"]), fmt(row["b"]), adv])
-    for key, label, fmt in (("steps_per_s", "speed (steps/s)", lambda x: fnum(x, 2)), ("tokens_per_s", "speed (tokens/s)", fint),
-                            ("train_time_s", "training time (s)", lambda x: fnum(x, 1))):
-        s = result["speed"][key]
-        faster = "tie" if s["better"] is None else f"{s['better'].upper()} faster" + (
-            "" if s["advantage_pct"] is None else f" by {fnum(s['advantage_pct'], 1)}%")
-        rows.append([label, fmt(s["a"]), fmt(s["b"]), faster])
+        fmt = METRIC_FORMATS.get(row["metric"], fnum)
+        rows.append([row["metric"], fmt(row["a"]), fmt(row["b"]), _ahead(row, "better")])
+    for key, label, fmt in SPEED_ROWS:
+        speed = result["speed"][key]
+        rows.append([label, fmt(speed["a"]), fmt(speed["b"]), _ahead(speed, "faster")])
     return rows
 
 
 def _verdict_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = []
-    for dim, label, fmt in (("steps", "equal steps", lambda x: fint(x)), ("flops", "equal FLOPs", fsci),
-                            ("time", "equal time (s)", lambda x: fnum(x, 1))):
+    for dim, label, fmt in VERDICT_ROWS:
         d = result["verdicts"][dim]
         label += " (matched)" if d["matched"] else ""
         if not d["available"]:
             rows.append([label, "n/a", "n/a", "n/a", "n/a", "n/a", _verdict_text(result, dim)])
             continue
         ci = d["diff_b_minus_a"]
-        interval = "n/a" if ci["ci_low"] is None else f"[{fnum(ci['ci_low'])}, {fnum(ci['ci_high'])}]"
-        rows.append([label, fmt(d["point"]), fci(d["a"]), fci(d["b"]), fnum(ci["diff"]), interval, _verdict_text(result, dim)])
+        rows.append([label, fmt(d["point"]), fci(d["a"]), fci(d["b"]), fnum(ci["diff"]), _interval(ci),
+                     _verdict_text(result, dim)])
     return rows
+
+
+def _interval(ci: dict[str, Any], missing: str = "n/a") -> str:
+    return missing if ci["ci_low"] is None else f"[{fnum(ci['ci_low'])}, {fnum(ci['ci_high'])}]"
 
 
 def _headers(result: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -133,43 +143,51 @@ def headline(result: dict[str, Any]) -> str:
     return table(_headers(result)[0], _metric_rows(result)) + "\n\n" + verdict_table(result)
 
 
-def comparison_markdown(result: dict[str, Any]) -> str:
-    arms, level, match = result["arms"], result["ci_level"], result["match"]
-    label = MATCH_LABELS[match]
-    a, b = arms["a"], arms["b"]
-    v, metric = result["verdicts"][match], result["metric"]
-    lines = [f"# Final Results: {a['name']} vs {b['name']}", "", "## Executive summary", ""]
+def _summary_lines(result: dict[str, Any]) -> list[str]:
+    """The verdict at the matched budget, then what was matched."""
+    arms, level, label = result["arms"], result["ci_level"], MATCH_LABELS[result["match"]]
+    v, metric = result["verdicts"][result["match"]], result["metric"]
     if v["winner"]:
-        win = arms[v["winner"]]["name"]
         ahead = "lower" if metric["lower_is_better"] else "higher"
-        lines.append(f"**Winner at equal {label}: {win}**, with a {margin_text(result, v)} {ahead} {metric['label']} "
-                     f"({fnum(v['a']['mean'])} vs {fnum(v['b']['mean'])}; {level}% CI of B minus A: "
-                     f"[{fnum(v['diff_b_minus_a']['ci_low'])}, {fnum(v['diff_b_minus_a']['ci_high'])}]).")
+        verdict = (f"**Winner at equal {label}: {arms[v['winner']]['name']}**, with a {margin_text(result, v)} {ahead} "
+                   f"{metric['label']} ({fnum(v['a']['mean'])} vs {fnum(v['b']['mean'])}; {level}% CI of B minus A: "
+                   f"{_interval(v['diff_b_minus_a'])}).")
     else:
-        ci = v["diff_b_minus_a"]
-        interval = "not measured with one seed" if ci["ci_low"] is None else f"[{fnum(ci['ci_low'])}, {fnum(ci['ci_high'])}]"
-        lines.append(f"**No significant difference at equal {label}**: {metric['label']} {fnum(v['a']['mean'])} (A) vs "
-                     f"{fnum(v['b']['mean'])} (B); the {level}% CI of B minus A is {interval}.")
-    lines += ["", f"Budgets matched on {label}: A ran {a['max_steps']} steps, B ran {b['max_steps']} steps, "
-              f"{result['n_seeds']} seeds per arm. Means over seeds; {level}% t-intervals in brackets.", ""]
-    for arm in (a, b):
-        agg = arm["aggregate"]
-        lines += [f"## {arm['name']}", "", "**Configuration**", "", *_arm_config_lines(arm["config"]), "",
-                  f"**Final metrics ({arm['max_steps']} steps)**", "",
-                  f"- Val loss: {fci(agg['final_val_loss'])}",
-                  f"- Perplexity: {fci(agg['final_val_perplexity'], 2)}",
-                  f"- Accuracy: {fpct(agg['final_val_accuracy']['mean'])}",
-                  *([f"- Exact match: {fpct(agg['final_val_exact_match']['mean'])}"] if "final_val_exact_match" in agg else []),
-                  f"- Best val loss: {fci(agg['best_val_loss'])}",
-                  f"- Training time: {fnum(agg['train_time_s']['mean'], 1)} s of {fnum(agg['total_time_s']['mean'], 1)} s wall",
-                  f"- Training FLOPs: {fsci(agg['flops']['mean'])}", ""]
-    lines += ["## Comparison", "", table(_headers(result)[0], _metric_rows(result)), "",
-              "## Verdicts", "",
-              f"{metric['label'].capitalize()} of each arm at the same budget (interpolated along its eval curve where that budget falls mid-run); "
-              f"difference B minus A with Welch's {level}% interval.", ""]
-    lines += [verdict_table(result), "",
-              "## Recommendations", "", *[f"- {note}" for note in result["recommendations"]], "",
-              "Plots: `comparison.png` (against step), `comparison_compute.png` (against FLOPs and wall time)."]
+        interval = _interval(v["diff_b_minus_a"], missing="not measured with one seed")
+        verdict = (f"**No significant difference at equal {label}**: {metric['label']} {fnum(v['a']['mean'])} (A) vs "
+                   f"{fnum(v['b']['mean'])} (B); the {level}% CI of B minus A is {interval}.")
+    return [verdict, "", f"Budgets matched on {label}: A ran {arms['a']['max_steps']} steps, "
+            f"B ran {arms['b']['max_steps']} steps, {result['n_seeds']} seeds per arm. "
+            f"Means over seeds; {level}% t-intervals in brackets.", ""]
+
+
+def _arm_lines(arm: dict[str, Any]) -> list[str]:
+    """One arm's configuration and its final metrics, means over seeds."""
+    agg = arm["aggregate"]
+    exact = [f"- Exact match: {fpct(agg['final_val_exact_match']['mean'])}"] if "final_val_exact_match" in agg else []
+    return [f"## {arm['name']}", "", "**Configuration**", "", *_arm_config_lines(arm["config"]), "",
+            f"**Final metrics ({arm['max_steps']} steps)**", "",
+            f"- Val loss: {fci(agg['final_val_loss'])}",
+            f"- Perplexity: {fci(agg['final_val_perplexity'], 2)}",
+            f"- Accuracy: {fpct(agg['final_val_accuracy']['mean'])}",
+            *exact,
+            f"- Best val loss: {fci(agg['best_val_loss'])}",
+            f"- Training time: {fnum(agg['train_time_s']['mean'], 1)} s "
+            f"of {fnum(agg['total_time_s']['mean'], 1)} s wall",
+            f"- Training FLOPs: {fsci(agg['flops']['mean'])}", ""]
+
+
+def comparison_markdown(result: dict[str, Any]) -> str:
+    arms, level, metric = result["arms"], result["ci_level"], result["metric"]
+    lines = [f"# Final Results: {arms['a']['name']} vs {arms['b']['name']}", "", "## Executive summary", "",
+             *_summary_lines(result), *_arm_lines(arms["a"]), *_arm_lines(arms["b"]),
+             "## Comparison", "", table(_headers(result)[0], _metric_rows(result)), "",
+             "## Verdicts", "",
+             f"{metric['label'].capitalize()} of each arm at the same budget (interpolated along its eval curve "
+             f"where that budget falls mid-run); difference B minus A with Welch's {level}% interval.", "",
+             verdict_table(result), "",
+             "## Recommendations", "", *[f"- {note}" for note in result["recommendations"]], "",
+             "Plots: `comparison.png` (against step), `comparison_compute.png` (against FLOPs and wall time)."]
     return "\n".join(lines) + "\n"
 
 

@@ -5,25 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from reasonlab.io import atomic_write  # noqa: E402
+from reasonlab.io import atomic_write
 
 
-def save_figure(fig: Any, path: str | Path) -> None:
-    """Lay out, write atomically as PNG, and free the figure."""
+def save_figure(fig: Figure, path: str | Path) -> None:
+    """Lay out and write as PNG atomically, so a reader never sees half a plot."""
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
 
 
 def plot_run_curves(events: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
     train = [e for e in events if e.get("kind") == "train"]
     val = [e for e in events if e.get("kind") == "eval"]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    fig = Figure(figsize=(11, 7))
+    axes = fig.subplots(2, 2)
     panels = [
         (axes[0, 0], train, "loss", "train loss"),
         (axes[0, 1], val, "loss", "val loss"),

@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from reasonlab.io import atomic_write_text  # noqa: E402
-from reasonlab.report.comparison import COLORS, MATCH_LABELS, verdict_table  # noqa: E402
-from reasonlab.report.markdown import fci, fpct, fsci, table  # noqa: E402
-from reasonlab.report.plots import save_figure  # noqa: E402
+from reasonlab.io import atomic_write_text
+from reasonlab.report.comparison import COLORS, MATCH_LABELS, verdict_table
+from reasonlab.report.markdown import fci, fpct, fsci, table
+from reasonlab.report.plots import save_figure
 
 
 def _levels(result: dict[str, Any]) -> list[str]:
@@ -33,7 +30,8 @@ def _pct_ci(stat: dict[str, Any]) -> str:
 
 def plot_by_level(result: dict[str, Any], out: Path) -> None:
     levels = _levels(result)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     for arm, data in result["arms"].items():
         stats = [data["aggregate"]["by_level"][level] for level in levels]
         means = [100 * s["mean"] for s in stats]
@@ -48,7 +46,8 @@ def plot_by_level(result: dict[str, Any], out: Path) -> None:
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"{result['task']['name']}: exact match by {result['task']['level_name']} (mean over seeds, {result['ci_level']}% CI)")
+    ax.set_title(f"{result['task']['name']}: exact match by {result['task']['level_name']} "
+                 f"(mean over seeds, {result['ci_level']}% CI)")
     save_figure(fig, out / "accuracy_by_level.png")
 
 
@@ -57,7 +56,8 @@ def plot_segments(result: dict[str, Any], out: Path) -> bool:
     recursive = {arm: data for arm, data in result["arms"].items() if "segments_curve" in data["aggregate"]}
     if not recursive:
         return False
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     for arm, data in recursive.items():
         curve = data["aggregate"]["segments_curve"]
         ks = sorted(curve, key=int)
@@ -73,10 +73,38 @@ def plot_segments(result: dict[str, Any], out: Path) -> bool:
     return True
 
 
+def _aggregates(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Both arms' means over seeds, A then B: one table column each."""
+    return [result["arms"][arm]["aggregate"] for arm in ("a", "b")]
+
+
 def _level_rows(result: dict[str, Any]) -> list[list[str]]:
-    arms = result["arms"]
-    return [[level, _split_of(result, level), *(_pct_ci(arms[arm]["aggregate"]["by_level"][level]) for arm in ("a", "b"))]
+    aggs = _aggregates(result)
+    return [[level, _split_of(result, level), *(_pct_ci(agg["by_level"][level]) for agg in aggs)]
             for level in _levels(result)]
+
+
+def _score_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Exact match with its interval, then per-token accuracy, on the val and the test split."""
+    aggs = _aggregates(result)
+    exact = [[f"{split} exact match", *(_pct_ci(agg[split]["exact_match"]) for agg in aggs)]
+             for split in ("val", "test")]
+    tokens = [[f"{split} per-token accuracy", *(fpct(agg[split]["accuracy"]["mean"]) for agg in aggs)]
+              for split in ("val", "test")]
+    return exact + tokens
+
+
+def _difficulty_lines(result: dict[str, Any]) -> list[str]:
+    """Exact match by the task's own difficulty, where it differs from the level."""
+    a, b = result["arms"]["a"], result["arms"]["b"]
+    if "by_difficulty" not in a["aggregate"]:
+        return []
+    aggs, name = _aggregates(result), result["task"]["difficulty_name"]
+    rows = [[key, *(_pct_ci(agg["by_difficulty"][key]) for agg in aggs)]
+            for key in sorted(a["aggregate"]["by_difficulty"], key=int)]
+    return ["## Exact match by difficulty", "",
+            f"The task's own measure of how hard an instance is ({name}), over val and test together.", "",
+            table([name, f"A: {a['name']}", f"B: {b['name']}"], rows), ""]
 
 
 def _segment_lines(result: dict[str, Any]) -> list[str]:
@@ -98,56 +126,57 @@ def _example_lines(result: dict[str, Any]) -> list[str]:
             ex = data["examples"].get(kind)
             if ex is None:
                 continue
-            lines += [f"**{arm.upper()} {data['name']}, {kind}** ({ex['split']} split, {result['task']['level_name']} {ex['level']})",
-                      "", "```", "prompt:", ex["prompt"], "", "expected:", ex["answer"], "", "model:", ex["prediction"], "```", ""]
+            where = f"{ex['split']} split, {result['task']['level_name']} {ex['level']}"
+            lines += [f"**{arm.upper()} {data['name']}, {kind}** ({where})", "", "```",
+                      "prompt:", ex["prompt"], "", "expected:", ex["answer"], "", "model:", ex["prediction"], "```", ""]
     return lines
 
 
-def task_markdown(result: dict[str, Any]) -> str:
-    task, arms = result["task"], result["arms"]
-    a, b = arms["a"], arms["b"]
+def _summary(result: dict[str, Any]) -> str:
+    label = MATCH_LABELS[result["match"]]
+    winner = result["verdicts"][result["match"]]["winner"]
+    if winner:
+        return f"**At equal {label}, {result['arms'][winner]['name']} wins on val exact match.**"
+    return f"**At equal {label}, the arms are not distinguishable on val exact match at {result['n_seeds']} seeds.**"
+
+
+def _setup_lines(result: dict[str, Any]) -> list[str]:
+    """The task's format, splits and levels, and the budget each arm ran."""
+    task, a, b = result["task"], result["arms"]["a"], result["arms"]["b"]
     train_lo, train_hi = task["levels"]["train"]
     test_lo, test_hi = task["levels"]["test"]
-    label = MATCH_LABELS[result["match"]]
-    v = result["verdicts"][result["match"]]
-    if v["winner"]:
-        summary = f"**At equal {label}, {arms[v['winner']]['name']} wins on val exact match.**"
-    else:
-        summary = f"**At equal {label}, the arms are not distinguishable on val exact match at {result['n_seeds']} seeds.**"
     n = task["instances"]
+    return [f"- Format: {task['format']}; trained on {task['level_name']} {train_lo}-{train_hi}, "
+            f"tested also on {test_lo}-{test_hi}",
+            f"- Instances: {n['train']} train, {n['val']} val, {n['test']} test (no instance in two splits)",
+            f"- Budget matched on {MATCH_LABELS[result['match']]}: A ran {a['max_steps']} steps "
+            f"({fsci(a['flops']['mean'])} FLOPs), B ran {b['max_steps']} steps ({fsci(b['flops']['mean'])} FLOPs), "
+            f"{result['n_seeds']} seeds per arm"]
+
+
+def task_markdown(result: dict[str, Any]) -> str:
+    task, a, b = result["task"], result["arms"]["a"], result["arms"]["b"]
     lines = [
-        f"# Reasoning task: {task['name']}", "", task["description"], "",
-        f"- Format: {task['format']}; trained on {task['level_name']} {train_lo}-{train_hi}, "
-        f"tested also on {test_lo}-{test_hi}",
-        f"- Instances: {n['train']} train, {n['val']} val, {n['test']} test (no instance in two splits)",
-        f"- Budget matched on {label}: A ran {a['max_steps']} steps ({fsci(a['flops']['mean'])} FLOPs), "
-        f"B ran {b['max_steps']} steps ({fsci(b['flops']['mean'])} FLOPs), {result['n_seeds']} seeds per arm",
-        "", summary, "", "## Verdicts", "",
+        f"# Reasoning task: {task['name']}", "", task["description"], "", *_setup_lines(result),
+        "", _summary(result), "", "## Verdicts", "",
         "Val exact match (train levels) of each arm at the same budget, interpolated along its eval curve; "
         f"difference B minus A with Welch's {result['ci_level']}% interval.", "",
         verdict_table(result), "",
         "## Final scores", "",
-        table(["split", f"A: {a['name']}", f"B: {b['name']}"],
-              [[f"{split} exact match", *(_pct_ci(arms[arm]["aggregate"][split]["exact_match"]) for arm in ("a", "b"))]
-               for split in ("val", "test")]
-              + [[f"{split} per-token accuracy", *(fpct(arms[arm]["aggregate"][split]["accuracy"]["mean"]) for arm in ("a", "b"))]
-                 for split in ("val", "test")]), "",
+        table(["split", f"A: {a['name']}", f"B: {b['name']}"], _score_rows(result)), "",
         f"## Exact match by {task['level_name']}", "",
         table([task["level_name"], "range", f"A: {a['name']}", f"B: {b['name']}"], _level_rows(result)), "",
+        *_difficulty_lines(result),
     ]
-    if "by_difficulty" in a["aggregate"]:
-        keys = sorted(a["aggregate"]["by_difficulty"], key=int)
-        lines += ["## Exact match by difficulty", "",
-                  f"The task's own measure of how hard an instance is ({task['difficulty_name']}), over val and test together.", "",
-                  table([task["difficulty_name"], f"A: {a['name']}", f"B: {b['name']}"],
-                        [[key, *(_pct_ci(arms[arm]["aggregate"]["by_difficulty"][key]) for arm in ("a", "b"))] for key in keys]), ""]
     segment_lines = _segment_lines(result)
     if segment_lines:
         lines += ["## Test-time segments", "",
-                  "Each recursive model run with a fixed number of segments for every token, halting off.", "", *segment_lines]
+                  "Each recursive model run with a fixed number of segments for every token, halting off.", "",
+                  *segment_lines]
     lines += ["## Examples", "", *_example_lines(result),
               "Plots: `accuracy_by_level.png`, `test_time_segments.png` (recursive arms), `comparison.png` and "
-              "`comparison_compute.png` (exact match against steps, FLOPs and time). The full head to head: `FINAL_RESULTS.md`."]
+              "`comparison_compute.png` (exact match against steps, FLOPs and time). "
+              "The full head to head: `FINAL_RESULTS.md`."]
     return "\n".join(lines) + "\n"
 
 
