@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = resolve_config(args.config, dict(parse_override(s) for s in args.set))
     data = prepare_data(cfg)
-    engine = Engine(data.fit(cfg), data)
+    engine = Engine(data.adjust_config(cfg), data)
     for step in range(3):
         engine.train_step(step)
     cuda = engine.device.type == "cuda"

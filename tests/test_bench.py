@@ -74,7 +74,7 @@ def test_bench_against_independent_counts_and_timings(small_corpus):
     assert (result["arch"], result["device"], result["precision"], result["steps"]) == ("baseline", "cpu", "fp32", 2)
 
     tokens = cfg.train.batch_size * cfg.model.seq_len
-    model_cfg = prepare_data(cfg).fit(cfg).model  # the vocabulary is the tokenizer's
+    model_cfg = prepare_data(cfg).adjust_config(cfg).model  # the vocabulary is the tokenizer's
     assert result["tokens_per_step"] == tokens
     assert result["flops_per_step"] == hand_count_step_flops(model_cfg, tokens)
 

@@ -42,7 +42,7 @@ def test_splits_are_deterministic_disjoint_and_at_their_levels():
 def test_loss_counts_answer_tokens_only():
     cfg = task_config()
     data = TaskData(cfg.task)
-    cfg = data.fit(cfg)
+    cfg = data.adjust_config(cfg)
     split = data.splits["train"]
     x, y = split.inputs[:16], split.targets[:16]
     answer_lengths = [len(e.answer) for e in split.examples[:16]]

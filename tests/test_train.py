@@ -106,7 +106,7 @@ def test_compile_warm_up_leaves_training_as_it_was(tmp_path):
 
     cfg = tiny_config(**{"model.dropout": 0.1})
     data = prepare_data(cfg)
-    cfg = data.fit(cfg)
+    cfg = data.adjust_config(cfg)
     warm, plain = Engine(cfg, data), Engine(cfg, data)
     start = torch.get_rng_state()
     for engine in (warm, plain):
@@ -137,7 +137,7 @@ def test_only_the_command_sets_the_process_allocator(monkeypatch, capsys):
     monkeypatch.setattr(ctypes, "CDLL", lambda *args, **kwargs: libraries.append(args))
     cfg = tiny_config()
     data = prepare_data(cfg)
-    Engine(data.fit(cfg), data).train_step(0)
+    Engine(data.adjust_config(cfg), data).train_step(0)
     assert libraries == []  # building and stepping an engine leaves glibc alone
     calls = []
     monkeypatch.setattr(reasonlab.cli, "keep_freed_memory", lambda: calls.append(1))

@@ -51,7 +51,7 @@ def bench(cfg: Config, steps: int = 10, warmup: int = 3) -> dict[str, Any]:
     precision = resolve_precision(cfg.train.precision, device)
     peaks = {p: matmul_peak(p, device) for p in DTYPES}
     data = prepare_data(cfg)
-    cfg = data.fit(cfg)
+    cfg = data.adjust_config(cfg)
     times, flops = Engine(cfg, data).timed_steps(steps, warmup)
     step_s = statistics.median(times)
     tokens = cfg.train.batch_size * cfg.model.seq_len

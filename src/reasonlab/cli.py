@@ -33,6 +33,14 @@ def _overrides(args: argparse.Namespace) -> dict:
     return dict(parse_override(item) for item in args.set or [])
 
 
+def _positive(args: argparse.Namespace, *names: str) -> None:
+    """Counting flags (--steps, --seeds, ...) must be >= 1."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
 def _train(args: argparse.Namespace) -> None:
     if args.resume:
         stored = {"--config": args.config, "--set": args.set, "--model": args.model, "--seed": args.seed,
@@ -40,8 +48,7 @@ def _train(args: argparse.Namespace) -> None:
         given = [flag for flag, value in stored.items() if value is not None]
         if given:
             raise UserError(f"--resume continues a run with its stored config; drop {', '.join(given)}")
-        if args.max_steps is not None and args.max_steps < 1:
-            raise UserError(f"--max-steps must be >= 1, got {args.max_steps}")
+        _positive(args, "max_steps")
         run_dir = api.resume(args.resume, args.max_steps, args.quiet)
     else:
         overrides = _overrides(args)
@@ -59,11 +66,10 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    _positive(args, "batches")
     loaded = api.load(args.checkpoint)
     cfg = loaded.config
     batches = cfg.train.eval_batches if args.batches is None else args.batches
-    if batches < 1:
-        raise UserError(f"--batches must be >= 1, got {batches}")
     autocast = autocast_factory(resolve_precision(cfg.train.precision, loaded.device), loaded.device)
     if cfg.task.name:
         _eval_task(loaded, autocast, args.json)
@@ -109,6 +115,7 @@ def _generate(args: argparse.Namespace) -> None:
 def _ablate(args: argparse.Namespace) -> None:
     from reasonlab.experiments.ablation import run_ablation
 
+    _positive(args, "steps", "seeds", "workers")
     overrides = _overrides(args)
     only = [name.strip() for name in args.only.split(",")] if args.only else None
     results = run_ablation(args.suite, args.steps, args.seeds, args.out, args.workers, args.storage, args.prune,
@@ -126,6 +133,7 @@ def _verdict_line(result: dict, report: Path, match: str) -> str:
 def _compare(args: argparse.Namespace) -> None:
     from reasonlab.experiments.compare import run_comparison
 
+    _positive(args, "steps", "seeds")
     result = run_comparison(args.a, args.b, args.steps, args.seeds, args.match, args.out,
                             progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(_verdict_line(result, Path(args.out) / "FINAL_RESULTS.md", args.match))
@@ -141,6 +149,7 @@ def _tasks(args: argparse.Namespace) -> None:
 
     if not args.task or not args.out:
         raise UserError("tasks: --task and --out are required (or --list)")
+    _positive(args, "steps", "seeds")
     overrides = _overrides(args)
     if args.size is not None:
         overrides["task.size"] = args.size
@@ -172,8 +181,7 @@ def _bench(args: argparse.Namespace) -> None:
     overrides = _overrides(args)
     if args.model:
         overrides["model.arch"] = args.model
-    if args.steps < 1:
-        raise UserError(f"--steps must be >= 1, got {args.steps}")
+    _positive(args, "steps")
     result = bench(resolve_config(args.config, overrides), args.steps)
     print(json.dumps(result) if args.json else format_bench(result))
 

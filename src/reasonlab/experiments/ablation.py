@@ -119,8 +119,9 @@ def run_ablation(
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run (or resume) a suite and write ablation_results.json, ablation.png and ABLATION_SUMMARY.md."""
-    if steps < 1 or seeds < 1 or workers < 1:
-        raise UserError("--steps, --seeds and --workers must be >= 1")
+    for name, value in (("steps", steps), ("seeds", seeds), ("workers", workers)):
+        if value < 1:
+            raise UserError(f"{name} must be >= 1, got {value}")
     loaded = load_suite(suite, base, {**sweep_overrides(steps), **(overrides or {})}, only)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

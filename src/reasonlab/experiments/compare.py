@@ -13,9 +13,7 @@ interval for the difference assumes.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import operator
 import shutil
 import statistics
 from collections.abc import Callable
@@ -27,7 +25,7 @@ import numpy as np
 from reasonlab.config import Config, resolve_config, with_overrides
 from reasonlab.errors import UserError
 from reasonlab.experiments.ablation import best_config
-from reasonlab.experiments.stats import CI_LEVEL, mean_ci, mean_curve, welch_diff
+from reasonlab.experiments.stats import CI_LEVEL, mean_ci, mean_curve, over_seeds, welch_diff
 from reasonlab.io import atomic_write_json
 from reasonlab.model.flops import step_flops
 from reasonlab.report.comparison import write_comparison_report
@@ -86,9 +84,10 @@ class Arm:
 def check_budget(steps: int, seeds: int, match: str) -> None:
     """Refuse a budget no comparison can run, before anything is built."""
     if match not in MATCHES:
-        raise UserError(f"--match must be one of {', '.join(MATCHES)}, got {match!r}")
-    if steps < 1 or seeds < 1:
-        raise UserError("--steps and --seeds must be >= 1")
+        raise UserError(f"match must be one of {', '.join(MATCHES)}, got {match!r}")
+    for name, value in (("steps", steps), ("seeds", seeds)):
+        if value < 1:
+            raise UserError(f"{name} must be >= 1, got {value}")
 
 
 def arm_config(spec: str, overrides: dict[str, Any] | None = None) -> tuple[str, Config]:
@@ -111,7 +110,7 @@ def pair_arms(a: str, b: str, overrides: dict[str, Any] | None = None) -> dict[s
 def measure_step_time(cfg: Config, steps: int = 5, warmup: int = 2) -> float:
     """Median seconds per training step of this config on this machine (for --match time)."""
     data = prepare_data(cfg)
-    times, _ = Engine(data.fit(cfg), data).timed_steps(steps, warmup)
+    times, _ = Engine(data.adjust_config(cfg), data).timed_steps(steps, warmup)
     return statistics.median(times)
 
 
@@ -153,12 +152,12 @@ def _budgeted(cfg: Config, steps: int) -> Config:
 
 def plan_arms(arms: dict[str, Arm], steps: int, seeds: int, match: str, out: Path,
               progress: Progress) -> dict[str, Arm]:
-    """Each arm fitted to its data and set to its share of the matched budget, with its seeds (A: 0..k-1,
-    B: k..2k-1)."""
-    fitted = {key: prepare_data(arm.cfg).fit(arm.cfg) for key, arm in arms.items()}  # budgets of what will run
-    planned = plan_steps(fitted, steps, match, out, progress)
+    """Each arm adjusted to its data (the budgets are of what will run) and set to its share of the
+    matched budget, with its seeds (A: 0..k-1, B: k..2k-1)."""
+    adjusted = {key: prepare_data(arm.cfg).adjust_config(arm.cfg) for key, arm in arms.items()}
+    planned = plan_steps(adjusted, steps, match, out, progress)
     seed_lists = {"a": list(range(seeds)), "b": list(range(seeds, 2 * seeds))}
-    budgeted = {key: dataclasses.replace(arm, cfg=_budgeted(fitted[key], planned[key]), seeds=seed_lists[key])
+    budgeted = {key: dataclasses.replace(arm, cfg=_budgeted(adjusted[key], planned[key]), seeds=seed_lists[key])
                 for key, arm in arms.items()}
     for key, arm in budgeted.items():
         progress(f"arm {key.upper()} {arm.name}: {arm.steps} steps x {seeds} seeds")
@@ -197,12 +196,6 @@ def _run(cfg: Config, run_dir: Path, progress: Callable[[str], None]) -> dict[st
     final = result["summary"]["final_val"]
     progress(f"{run_dir.name}: val loss {final['loss']:.4f}, accuracy {final['accuracy']:.2%}")
     return result
-
-
-def over_seeds(records: list[dict[str, Any]], *path: str,
-               bounds: tuple[float, float] | None = None) -> dict[str, Any]:
-    """Mean and t-interval over seeds of the value at `path` in each seed's record."""
-    return mean_ci([functools.reduce(operator.getitem, path, record) for record in records], bounds=bounds)
 
 
 def seed_stats(summaries: list[dict[str, Any]], metric: str) -> dict[str, Any]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import statistics
+from typing import Any
 
 from scipy import stats as sps
 
@@ -29,6 +32,12 @@ def mean_ci(
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
     return {"mean": mean, "std": std, "ci_low": low, "ci_high": high, "n": n}
+
+
+def over_seeds(records: list[dict[str, Any]], *path: str,
+               bounds: tuple[float, float] | None = None) -> dict[str, float | int | None]:
+    """`mean_ci` over seeds of the value at `path` in each seed's record (nested keys)."""
+    return mean_ci([functools.reduce(operator.getitem, path, record) for record in records], bounds=bounds)
 
 
 def mean_curve(histories: list[list[dict[str, float]]]) -> list[dict[str, float]]:

@@ -20,12 +20,12 @@ from reasonlab.experiments.compare import (
     aggregate_arms,
     check_budget,
     judge,
-    over_seeds,
     pair_arms,
     plan_arms,
     train_arms,
     write_results,
 )
+from reasonlab.experiments.stats import over_seeds
 from reasonlab.io import atomic_write_json
 from reasonlab.report.tasks import write_task_report
 from reasonlab.runtime import autocast_factory, resolve_precision

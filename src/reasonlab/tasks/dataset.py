@@ -145,7 +145,7 @@ class TaskData:
     def seq_len(self) -> int:
         return max(split.inputs.shape[1] for split in self.splits.values())
 
-    def fit(self, cfg: Config) -> Config:
+    def adjust_config(self, cfg: Config) -> Config:
         """The model's vocab is the task's; its context, the longest example of any split."""
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=self.tokenizer.vocab_size,
                                                                   seq_len=self.seq_len))

@@ -1,6 +1,6 @@
 """What the trainer trains on: a text corpus or a generated reasoning task, behind one interface.
 
-Both give a tokenizer (saved with every checkpoint), fit the model config to it, hand out a
+Both give a tokenizer (saved with every checkpoint), adjust the model config to it, hand out a
 resumable train sampler for this process's rank, and evaluate a model into a dict of metrics
 with at least `loss` (by which the best checkpoint is picked), `perplexity` and `accuracy`.
 """
@@ -32,7 +32,7 @@ class Sampler(Protocol):
 class TrainingData(Protocol):
     tokenizer: Tokenizer
 
-    def fit(self, cfg: Config) -> Config: ...
+    def adjust_config(self, cfg: Config) -> Config: ...
     def sampler(self, cfg: Config, rank: int, world: int) -> Sampler: ...
     def evaluate(self, model: nn.Module, cfg: Config, device: torch.device,
                  autocast: Callable[[], AbstractContextManager]) -> dict[str, float]: ...
@@ -45,7 +45,7 @@ class TextData:
         self.corpus = corpus
         self.tokenizer = corpus.tokenizer
 
-    def fit(self, cfg: Config) -> Config:
+    def adjust_config(self, cfg: Config) -> Config:
         """The model's vocab is the tokenizer's, whatever size was asked for."""
         if len(self.corpus.val) < cfg.model.seq_len + 1:
             raise UserError(f"the val split has {len(self.corpus.val)} tokens, fewer than one window of "

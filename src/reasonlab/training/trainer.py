@@ -221,7 +221,7 @@ def train(cfg: Config, out: str | Path, quiet: bool = False, on_eval: EvalCallba
         _check_fresh_run_dir(run_dir)
         barrier(world)
         data = _prepare_data(cfg, world)
-        cfg = data.fit(cfg)
+        cfg = data.adjust_config(cfg)
         trainer = Trainer(cfg, run_dir, data, world, quiet)
         if world.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -253,7 +253,7 @@ def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = Fals
         data = _prepare_data(cfg, world)
         if data.tokenizer.backend.to_str() != Tokenizer.load(resolve_dir(checkpoint)).backend.to_str():
             raise UserError(f"the data of {run_dir} has changed since its checkpoint: its tokenizer no longer matches")
-        if data.fit(cfg) != cfg:
+        if data.adjust_config(cfg) != cfg:
             raise UserError(f"the data of {run_dir} has changed since its checkpoint: "
                             "it no longer fits the stored model")
         trainer = Trainer(cfg, run_dir, data, world, quiet)
