@@ -81,14 +81,18 @@ def test_training_and_inference_choose_the_same_exit_and_logits_per_token():
         torch.testing.assert_close(one.lm_loss, per_token[t], rtol=0, atol=1e-5)
 
 
-def test_act_exit_after_the_first_segment_runs_one_segment_in_training(monkeypatch):
-    model = make(H=1, L=1, n=3, act=True, halting_bias=50.0).train()
+@pytest.mark.parametrize("act, segments", [(True, 1), (False, 3)])
+def test_segments_run_in_training_when_every_token_halts_at_once(act, segments, monkeypatch):
+    """With ACT the step stops after the first segment and counts its FLOPs once; without, all three run."""
+    model = make(H=1, L=1, n=3, act=act, halting_bias=50.0).train()
     calls = []
     real = RecursiveLM._segment
     monkeypatch.setattr(RecursiveLM, "_segment", lambda self, *a: calls.append(1) or real(self, *a))
     out = model.compute_loss(tokens(), tokens(seed=4))
-    assert len(calls) == 1 and out.metrics["segments"] == 1
-    assert out.flops == 2 * 32 * (2 * 179_712 + 57_600 + 192)  # one H1/L1 segment per token, by the hand count below
+    assert len(calls) == segments and out.metrics["segments"] == segments
+    per_segment = 2 * 179_712 + 57_600 + (192 if act else 0)  # H1/L1, by the hand count below
+    assert out.flops == 2 * 32 * segments * per_segment
+    assert ("halt_loss" in out.metrics) == act
 
 
 def test_training_halting_learns_from_the_loss():
@@ -148,16 +152,6 @@ def test_flops_hand_count(H, L, expected):
     model = make(H, L, n=2, act=True, halting_bias=-50.0).train()
     out = model.compute_loss(tokens(), tokens(seed=4))
     assert out.flops == 2 * 32 * 2 * expected  # every token ran both segments
-
-
-def test_without_act_every_sequence_runs_max_segments_segments(monkeypatch):
-    model = make(H=1, L=1, n=3, act=False, halting_bias=50.0).train()
-    calls = []
-    real = RecursiveLM._segment
-    monkeypatch.setattr(RecursiveLM, "_segment", lambda self, *a: calls.append(1) or real(self, *a))
-    out = model.compute_loss(tokens(), tokens(seed=4))
-    assert len(calls) == 3 and out.metrics["segments"] == 3
-    assert "halt_loss" not in out.metrics
 
 
 def test_param_counts_match_the_module():
