@@ -3,8 +3,8 @@ import math
 import pytest
 from scipy import stats as sps
 
-from reasonlab.experiments.compare import verdicts
-from reasonlab.experiments.stats import mean_ci, welch_diff
+from reasonlab.experiments.compare import speed_table, verdicts
+from reasonlab.experiments.stats import mean_ci, paired_diff, welch_diff
 from reasonlab.report.ablation import ablation_markdown, write_ablation_report
 from reasonlab.training.runlog import read_metrics
 
@@ -37,16 +37,22 @@ def test_welch_difference():
 
 
 def _arm(histories):
-    return {"per_seed": {str(i): {"val_history": h} for i, h in enumerate(histories)}}
+    return {"per_seed": {str(i): {"val_history": h} for i, h in enumerate(histories)},
+            "max_steps": histories[0][-1]["step"]}
 
 
 def test_verdicts_never_extrapolate_before_a_first_evaluation():
-    cheap = [{"step": s, "flops": 10 * s, "time_s": s, "loss": 5 - s / 100} for s in (10, 20, 30)]
-    costly = [{"step": s, "flops": 1000 * s, "time_s": 2 * s, "loss": 4 - s / 100} for s in (10, 20, 30)]
+    cheap = [{"step": s, "flops": 10 * s, "time_s": 9 * s, "calibrated_time_s": s, "loss": 5 - s / 100}
+             for s in (10, 20, 30)]
+    costly = [{"step": s, "flops": 1000 * s, "time_s": s, "calibrated_time_s": 2 * s, "loss": 4 - s / 100}
+              for s in (10, 20, 30)]
     out = verdicts({"a": _arm([cheap, cheap]), "b": _arm([costly, costly])}, "steps")
-    assert out["steps"]["available"] and out["steps"]["point"] == 30
+    assert out["steps"]["available"] and out["steps"]["point"] == 30 and out["steps"]["role"] == "decision"
     assert not out["flops"]["available"] and out["flops"]["winner"] is None
-    assert out["time"]["available"] and out["time"]["point"] == 30
+    # time is read on the calibrated scale, never the runs' wall clocks: B is read mid-schedule, and only described
+    assert out["time"]["available"] and out["time"]["point"] == 30 and out["time"]["role"] == "descriptive"
+    assert out["time"]["read_at"] == {"a": {"step": 30, "of": 30}, "b": {"step": 15, "of": 30}}
+    assert out["time"]["winner"] is None
 
 
 def test_torn_last_metrics_line_is_ignored(tmp_path):
@@ -61,3 +67,28 @@ def test_ablation_report_with_nothing_finished(tmp_path):
     write_ablation_report(results, tmp_path)
     assert "No config has finished yet" in ablation_markdown(results)
     assert not (tmp_path / "ablation.png").exists()
+
+
+def test_paired_difference_matches_scipys_paired_test():
+    a, b = [1.0, 2.0, 3.0, 4.0], [1.5, 2.2, 3.9, 4.3]
+    d = paired_diff(a, b)
+    ci = sps.ttest_rel(b, a).confidence_interval(0.95)
+    assert d["diff"] == pytest.approx(0.475) and (d["ci_low"], d["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert d["significant"] == (ci.low > 0) and d["p"] == pytest.approx(sps.ttest_rel(b, a).pvalue)
+    assert not paired_diff([1.0, 2.0], [1.0, 2.0])["significant"]  # identical runs: no spread, no claim
+
+
+def test_speed_claims_come_from_the_interleaved_calibration():
+    def arm(step_s, rounds, steps=10):
+        return {"step_s": step_s, "calibration_s": rounds, "max_steps": steps,
+                "config": {"train": {"batch_size": 2}, "model": {"seq_len": 8}}}
+
+    level = speed_table({"a": arm(0.1, [0.1, 0.12, 0.09]), "b": arm(0.1, [0.11, 0.1, 0.1])})
+    assert all(row["better"] is None for row in level.values())  # one pooled step time: no "faster"
+    slower = speed_table({"a": arm(0.1, [0.1, 0.11, 0.1, 0.1]), "b": arm(0.2, [0.2, 0.21, 0.2, 0.2])})
+    assert slower["tokens_per_s"]["better"] == "a" and slower["tokens_per_s"]["advantage_pct"] == pytest.approx(100)
+    assert slower["train_time_s"]["better"] == "a"
+    noisy = speed_table({"a": arm(0.1, [0.1, 0.2, 0.1, 0.2]), "b": arm(0.12, [0.2, 0.1, 0.2, 0.1])})
+    assert noisy["tokens_per_s"]["better"] is None  # the rounds disagree on which is faster
+    more_steps = speed_table({"a": arm(0.1, [0.1, 0.1]), "b": arm(0.1, [0.1, 0.1], steps=20)})
+    assert more_steps["train_time_s"]["better"] == "a" and more_steps["tokens_per_s"]["better"] is None

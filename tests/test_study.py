@@ -113,6 +113,22 @@ def test_a_a_comparison_finds_no_difference(tmp_path):
 
 
 @pytest.mark.slow
+def test_identical_arms_never_read_better_or_faster(tmp_path):
+    out = tmp_path / "paired"
+    assert main(["compare", "--a", "cpu-tiny", "--b", "cpu-tiny", "--steps", "12", "--seeds", "2", "--match", "time",
+                 "--paired", "--seed-offset", "3", "--out", str(out)]) == 0
+    result = json.loads((out / "comparison.json").read_text())
+    assert result["arms"]["a"]["seeds"] == result["arms"]["b"]["seeds"] == [3, 4] and result["paired"]
+    assert result["arms"]["a"]["max_steps"] == result["arms"]["b"]["max_steps"]  # one calibrated step time
+    assert all(row["better"] is None for row in [*result["metric_table"], *result["speed"].values()])
+    assert result["winner"] is None and all(v["ahead"] is None for v in result["verdicts"].values())
+    text = (out / "FINAL_RESULTS.md").read_text()
+    claims = [line for line in text.split("## Comparison")[1].splitlines() if line.startswith(("|", "- "))]
+    assert len(claims) > 10 and not re.search(r"\b(better|faster|wins|ahead by|cheaper)\b", "\n".join(claims))
+    assert "Seeds: A ran seeds 3..4, B ran seeds 3..4; paired" in text
+
+
+@pytest.mark.slow
 def test_planted_handicap_loses_and_every_report_number_is_in_the_json(tmp_path):
     out, result = _compare(tmp_path, "handicap", "train:\n  lr: 3.0e-5\n")
     assert result["winner"] == "a"
@@ -165,7 +181,7 @@ def test_demo_runs_the_whole_study(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--base", "cpu-tiny"]) == 0
     printed = capsys.readouterr().out
-    assert "FINAL_RESULTS.md" in printed and "equal FLOPs (matched)" in printed
+    assert "FINAL_RESULTS.md" in printed and "equal FLOPs (decision)" in printed
     for path in ("baseline_sweep/ABLATION_SUMMARY.md", "reasoning_sweep/ABLATION_SUMMARY.md",
                  "comparison/FINAL_RESULTS.md", "comparison/comparison.png", "comparison/comparison_compute.png"):
         assert (out / path).is_file(), path

@@ -41,6 +41,13 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
+def _not_negative(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+
+
 def _train(args: argparse.Namespace) -> None:
     if args.resume:
         stored = {"--config": args.config, "--set": args.set, "--model": args.model, "--seed": args.seed,
@@ -116,12 +123,15 @@ def _ablate(args: argparse.Namespace) -> None:
     from reasonlab.experiments.ablation import run_ablation
 
     _positive(args, "steps", "seeds", "workers")
+    _not_negative(args, "seed_offset", "confirm")
     overrides = _overrides(args)
     only = [name.strip() for name in args.only.split(",")] if args.only else None
     results = run_ablation(args.suite, args.steps, args.seeds, args.out, args.workers, args.storage, args.prune,
                            args.base, overrides, only, progress=lambda line: print(line, file=sys.stderr, flush=True),
-                           confirm=args.confirm)
-    print(f"{args.out}/ABLATION_SUMMARY.md: best {results.get('best', 'none')} of {len(results['configs'])} configs")
+                           confirm=args.confirm, seed_offset=args.seed_offset)
+    confirmed = results.get("confirmation", {}).get("best")
+    best = f"best on fresh seeds {confirmed}" if confirmed else f"best {results.get('best', 'none')}"
+    print(f"{args.out}/ABLATION_SUMMARY.md: {best} of {len(results['configs'])} configs")
 
 
 def _verdict_line(result: dict, report: Path, match: str) -> str:
@@ -135,8 +145,10 @@ def _compare(args: argparse.Namespace) -> None:
     from reasonlab.experiments.compare import run_comparison
 
     _positive(args, "steps", "seeds")
+    _not_negative(args, "seed_offset")
     result = run_comparison(args.a, args.b, args.steps, args.seeds, args.match, args.out,
-                            progress=lambda line: print(line, file=sys.stderr, flush=True))
+                            progress=lambda line: print(line, file=sys.stderr, flush=True),
+                            seed_offset=args.seed_offset, paired=args.paired)
     print(_verdict_line(result, Path(args.out) / "FINAL_RESULTS.md", args.match))
 
 
@@ -151,6 +163,7 @@ def _tasks(args: argparse.Namespace) -> None:
     if not args.task or not args.out:
         raise UserError("tasks: --task and --out are required (or --list)")
     _positive(args, "steps", "seeds")
+    _not_negative(args, "seed_offset")
     overrides = _overrides(args)
     if args.size is not None:
         overrides["task.size"] = args.size
@@ -158,7 +171,8 @@ def _tasks(args: argparse.Namespace) -> None:
         overrides["task.format"] = args.format
         overrides.setdefault("model.causal", args.format == "seq")
     result = run_task_study(args.task, args.a, args.b, args.steps, args.seeds, args.match, args.out, overrides,
-                            progress=lambda line: print(line, file=sys.stderr, flush=True))
+                            progress=lambda line: print(line, file=sys.stderr, flush=True),
+                            seed_offset=args.seed_offset, paired=args.paired)
     for arm, data in result["arms"].items():
         agg = data["aggregate"]
         print(f"{arm.upper()} {data['name']}: val exact match {agg['val']['exact_match']['mean']:.2%}, "
@@ -240,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", action="store_true", help="stop hopeless trials early (median pruner)")
     p.add_argument("--base", help="base preset instead of the suite's own")
     p.add_argument("--only", metavar="NAME,NAME", help="run just these configs of the suite")
+    p.add_argument("--seed-offset", type=int, default=0, metavar="N", help="run seeds N..N+seeds-1 (fresh seeds)")
     p.add_argument("--confirm", type=int, default=0, metavar="K",
                    help="then rerun the top 3 configs (all, if fewer) on K fresh seeds (1000000..1000000+K-1, "
                         "never a sweep's) and rank them on those alone; DIR:best takes that best")
@@ -252,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--b", required=True, help="YAML config, preset name, or DIR:best of an ablation")
     p.add_argument("--steps", type=int, default=1000, help="steps of the costlier (or slower) arm")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed-offset", type=int, default=0, metavar="N",
+                   help="shift every seed by N: repeat a comparison on fresh seeds (A: N.., B: after A's)")
+    p.add_argument("--paired", action="store_true",
+                   help="B runs A's seeds; interval of the per-seed differences (for arms of the same shape)")
     p.add_argument("--match", choices=["steps", "flops", "time"], default="flops", help="what the budgets equalise")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_compare)
@@ -266,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--b", default="task-small-recursive", help="YAML config or preset of arm B")
     p.add_argument("--steps", type=int, default=2000, help="steps of the costlier arm")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed-offset", type=int, default=0, metavar="N",
+                   help="shift every seed by N: repeat a comparison on fresh seeds (A: N.., B: after A's)")
+    p.add_argument("--paired", action="store_true",
+                   help="B runs A's seeds; interval of the per-seed differences (for arms of the same shape)")
     p.add_argument("--match", choices=["steps", "flops", "time"], default="flops", help="what the budgets equalise")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override both arms (repeatable)")
     p.add_argument("--out")

@@ -13,7 +13,7 @@ import optuna
 
 from reasonlab.config import Config, config_from_dict
 from reasonlab.errors import UserError
-from reasonlab.experiments.stats import CI_LEVEL, holm, mean_ci, mean_curve, welch_diff, welch_p
+from reasonlab.experiments.stats import CI_LEVEL, holm, mean_ci, mean_curve, welch_diff
 from reasonlab.experiments.suites import load_suite
 from reasonlab.experiments.sweep import (
     SweepSpec,
@@ -122,7 +122,7 @@ def against_best(losses: dict[str, list[float]], ranked: list[str]) -> dict[str,
     p-value (fewer than two seeds, no spread) are never significant and leave the family.
     """
     best = losses[ranked[0]]
-    raw = {n: {**welch_diff(best, losses[n]), "p": welch_p(best, losses[n])} for n in ranked[1:]}
+    raw = {n: welch_diff(best, losses[n]) for n in ranked[1:]}
     tested = [n for n, d in raw.items() if d["p"] is not None]
     adjusted = dict(zip(tested, holm([raw[n]["p"] for n in tested]), strict=True))
     return {n: {**d, "p_holm": adjusted.get(n), "significant": adjusted.get(n, 1.0) < 1 - CI_LEVEL}
@@ -186,16 +186,21 @@ def run_ablation(
     only: list[str] | None = None,
     progress: Callable[[str], None] = print,
     confirm: int = 0,
+    seed_offset: int = 0,
 ) -> dict[str, Any]:
     """Run (or resume) a suite and write ablation_results.json, ablation.png and ABLATION_SUMMARY.md.
 
-    `confirm` > 0 then reruns the top configs on that many fresh seeds and ranks them there.
+    Every config runs seeds `seed_offset`..`seed_offset + seeds - 1`. `confirm` > 0 then reruns the
+    top configs on that many fresh seeds and ranks them there.
     """
     for name, value in (("steps", steps), ("seeds", seeds), ("workers", workers)):
         if value < 1:
             raise UserError(f"{name} must be >= 1, got {value}")
     if confirm < 0:
         raise UserError(f"confirm must be >= 0, got {confirm}")
+    if not 0 <= seed_offset <= CONFIRM_SEED_START - seeds:
+        raise UserError(f"seed_offset must be in [0, {CONFIRM_SEED_START - seeds}] (higher seeds are the "
+                        f"confirmation's), got {seed_offset}")
     loaded = load_suite(suite, base, {**sweep_overrides(steps), **(overrides or {})}, only)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -207,7 +212,7 @@ def run_ablation(
         prune=prune,
     )
     study = open_study(spec)
-    seed_list = list(range(seeds))
+    seed_list = list(range(seed_offset, seed_offset + seeds))
     queued = _queue(study, spec, list(loaded.configs), seed_list)
     total = len(loaded.configs) * seeds
     progress(f"suite {loaded.name}: {total} trials ({len(loaded.configs)} configs x {seeds} seeds), "

@@ -3,17 +3,27 @@
 `--match` sets the budgets both arms train to, each with its own full LR schedule:
 - steps: both arms run `steps` steps;
 - flops: both spend what the costlier arm spends in `steps` steps (the cheaper arm runs more);
-- time: both get the wall time the slower arm needs for `steps` steps (step times measured first).
-The other two verdicts are read off the validation curves at the largest budget both arms
-reached. Arms are judged on val loss, or on exact match for reasoning tasks. Arm B's seeds
-follow arm A's (A: 0..k-1, B: k..2k-1), so the runs are independent samples, as Welch's
-interval for the difference assumes.
+- time: both get the time the slower arm needs for `steps` steps, in step times measured by one
+  interleaved calibration (both arms alternating in one process), never by the runs' wall clocks.
+The verdict at the matched budget is the comparison's one decision. The other two budgets are
+read off the validation curves where every run reached them, usually mid-schedule for one arm
+(which favours it: its learning rate has not decayed yet), so they are descriptive and the
+report says at which step of how many each arm was read.
+
+Arms are judged on val loss, or on exact match for reasoning tasks. Seeds: A runs k seeds from
+`seed_offset` on and B the next k, independent samples as Welch's interval assumes; with
+`paired`, B runs A's seeds and the interval is of the per-seed differences. A `DIR:best` arm's
+seeds start past every seed its ablation ran, so the best is not judged on the seeds it was
+selected on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import operator
 import shutil
 import statistics
 from collections.abc import Callable
@@ -24,8 +34,9 @@ import numpy as np
 
 from reasonlab.config import Config, resolve_config, with_overrides
 from reasonlab.errors import UserError
+from reasonlab.experiments.ablation import RESULTS as ABLATION_RESULTS
 from reasonlab.experiments.ablation import best_config
-from reasonlab.experiments.stats import CI_LEVEL, mean_ci, mean_curve, over_seeds, welch_diff
+from reasonlab.experiments.stats import CI_LEVEL, holm, mean_ci, mean_curve, over_seeds, paired_diff, welch_diff
 from reasonlab.io import atomic_write_json
 from reasonlab.model.flops import step_flops
 from reasonlab.report.comparison import write_comparison_report
@@ -43,7 +54,7 @@ METRICS = {  # what a verdict compares: key in the eval events, label, lower is 
     "exact_match": {"key": "exact_match", "label": "val exact match", "lower_is_better": False,
                     "bounds": (0.0, 1.0)},
 }
-AXES = {"steps": "step", "flops": "flops", "time": "time_s"}
+AXES = {"steps": "step", "flops": "flops", "time": "calibrated_time_s"}  # calibrated: step x measured step time
 RESULTS = "comparison.json"
 SEED_STATS = {  # aggregate key: where each seed's value sits in its summary.json
     "final_val_loss": ("final_val", "loss"),
@@ -75,19 +86,23 @@ class Arm:
     source: str
     cfg: Config
     seeds: list[int] = dataclasses.field(default_factory=list)
+    step_s: float | None = None  # seconds per step, from the interleaved calibration
+    calibration_s: list[float] = dataclasses.field(default_factory=list)  # its mean step time in each round
 
     @property
     def steps(self) -> int:
         return self.cfg.train.max_steps
 
 
-def check_budget(steps: int, seeds: int, match: str) -> None:
+def check_budget(steps: int, seeds: int, match: str, seed_offset: int = 0) -> None:
     """Refuse a budget no comparison can run, before anything is built."""
     if match not in MATCHES:
         raise UserError(f"match must be one of {', '.join(MATCHES)}, got {match!r}")
     for name, value in (("steps", steps), ("seeds", seeds)):
         if value < 1:
             raise UserError(f"{name} must be >= 1, got {value}")
+    if seed_offset < 0:
+        raise UserError(f"seed_offset must be >= 0, got {seed_offset}")
 
 
 def arm_config(spec: str, overrides: dict[str, Any] | None = None) -> tuple[str, Config]:
@@ -107,27 +122,77 @@ def pair_arms(a: str, b: str, overrides: dict[str, Any] | None = None) -> dict[s
     return {"a": Arm(name_a, a, cfg_a), "b": Arm(name_b, b, cfg_b)}
 
 
-def measure_step_time(cfg: Config, steps: int = 5, warmup: int = 2) -> float:
-    """Median seconds per training step of this config on this machine (for --match time)."""
-    data = prepare_data(cfg)
-    times, _ = Engine(data.adjust_config(cfg), data).timed_steps(steps, warmup)
-    return statistics.median(times)
+def selection_seeds(spec: str) -> list[int]:
+    """The seeds the ablation behind a `DIR:best` spec ran (its sweep and any confirmation)."""
+    results = json.loads((Path(spec.removesuffix(":best")) / ABLATION_RESULTS).read_text())
+    return [*results.get("seeds", []), *results.get("confirmation", {}).get("seeds", [])]
 
 
-def plan_steps(configs: dict[str, Config], steps: int, match: str, out: Path, progress: Progress) -> dict[str, int]:
-    """Steps per arm for the matched budget; stored in plan.json so a rerun trains to the same plan."""
+def seed_lists(arms: dict[str, Arm], seeds: int, seed_offset: int, paired: bool) -> dict[str, list[int]]:
+    """A runs `seeds` seeds from `seed_offset` on; B the next `seeds` (independent runs) or A's own
+    (paired). Both start past every seed an ablation arm was selected on: rerunning those would
+    favour the arm that won on them."""
+    used = [seed for arm in arms.values() if arm.source.endswith(":best") for seed in selection_seeds(arm.source)]
+    start = seed_offset + (max(used) + 1 if used else 0)
+    a = list(range(start, start + seeds))
+    return {"a": a, "b": list(a) if paired else list(range(start + seeds, start + 2 * seeds))}
+
+
+def calibrate_step_times(configs: dict[str, Config], rounds: int = 4, steps: int = 3,
+                         warmup: int = 2) -> dict[str, Any]:
+    """Seconds per training step of each arm, from one interleaved calibration in this process.
+
+    Both arms' engines are built once, warmed up, then timed in `rounds` alternating rounds of
+    `steps` steps, so machine load and drift touch both alike. Returns each round's mean step
+    time per arm (`rounds`) and the step time each arm is planned and judged with (`step_s`):
+    arms of one config, and arms whose per-round time ratio does not differ from 1 beyond the
+    rounds' spread, share the pooled median, so identical arms get identical budgets.
+    """
+    engines = {}
+    for arm, cfg in configs.items():
+        data = prepare_data(cfg)
+        engines[arm] = Engine(data.adjust_config(cfg), data)
+        engines[arm].timed_steps(0, warmup)
+    per_round: dict[str, list[float]] = {arm: [] for arm in configs}
+    for _ in range(rounds):
+        for arm, engine in engines.items():
+            per_round[arm].append(statistics.fmean(engine.timed_steps(steps, 0)[0]))
+    a, b = per_round["a"], per_round["b"]
+    if configs["a"] == configs["b"] or not time_ratio(a, b)["differ"]:
+        pooled = statistics.median(a + b)
+        return {"rounds": per_round, "step_s": {"a": pooled, "b": pooled}}
+    return {"rounds": per_round, "step_s": {"a": statistics.median(a), "b": statistics.median(b)}}
+
+
+def time_ratio(a: list[float], b: list[float]) -> dict[str, Any]:
+    """B's step time over A's from paired calibration rounds: geometric mean and t-interval of the
+    per-round ratios; `differ` when the interval excludes 1."""
+    log_ratio = mean_ci([math.log(tb / ta) for ta, tb in zip(a, b)])
+    if log_ratio["ci_low"] is None:
+        return {"ratio": math.exp(log_ratio["mean"]), "ci_low": None, "ci_high": None, "differ": False}
+    low, high = math.exp(log_ratio["ci_low"]), math.exp(log_ratio["ci_high"])
+    return {"ratio": math.exp(log_ratio["mean"]), "ci_low": low, "ci_high": high, "differ": not low <= 1.0 <= high}
+
+
+def plan_steps(configs: dict[str, Config], steps: int, match: str, out: Path,
+               progress: Progress) -> tuple[dict[str, int], dict[str, Any]]:
+    """Steps per arm for the matched budget and the step-time calibration (`calibrate_step_times`);
+    stored in plan.json, so a rerun trains to the same plan and reads time on the same scale."""
     key = {"steps": steps, "match": match, "configs": {arm: cfg.to_dict() for arm, cfg in configs.items()}}
     plan_file = out / "plan.json"
     if plan_file.is_file():
         stored = json.loads(plan_file.read_text())
-        if stored["key"] == key:
-            return stored["steps"]
-    planned = _matched_steps(configs, steps, match, progress)
-    atomic_write_json(plan_file, {"key": key, "steps": planned})
-    return planned
+        if stored["key"] == key and "calibration" in stored:
+            return stored["steps"], stored["calibration"]
+    calibration = calibrate_step_times(configs)
+    progress("calibrated step times: "
+             + ", ".join(f"{arm} {t * 1000:.0f} ms" for arm, t in calibration["step_s"].items()))
+    planned = _matched_steps(configs, steps, match, calibration["step_s"])
+    atomic_write_json(plan_file, {"key": key, "steps": planned, "calibration": calibration})
+    return planned, calibration
 
 
-def _matched_steps(configs: dict[str, Config], steps: int, match: str, progress: Progress) -> dict[str, int]:
+def _matched_steps(configs: dict[str, Config], steps: int, match: str, step_s: dict[str, float]) -> dict[str, int]:
     """Steps per arm such that each spends what the costlier arm spends in `steps` steps."""
     if match == "steps":
         return {arm: steps for arm in configs}
@@ -135,8 +200,7 @@ def _matched_steps(configs: dict[str, Config], steps: int, match: str, progress:
         cost = {arm: step_flops(cfg.model, cfg.train.batch_size * cfg.model.seq_len, cfg.recursion)
                 for arm, cfg in configs.items()}
     else:
-        cost = {arm: measure_step_time(cfg) for arm, cfg in configs.items()}
-        progress("measured step times: " + ", ".join(f"{arm} {t * 1000:.0f} ms" for arm, t in cost.items()))
+        cost = dict(step_s)
     budget = steps * max(cost.values())
     return {arm: max(1, round(budget / c)) for arm, c in cost.items()}
 
@@ -150,18 +214,23 @@ def _budgeted(cfg: Config, steps: int) -> Config:
     return _with(cfg, max_steps=steps, eval_every=max(1, steps // 10), log_every=max(1, steps // 20), save_every=0)
 
 
-def plan_arms(arms: dict[str, Arm], steps: int, seeds: int, match: str, out: Path,
-              progress: Progress) -> dict[str, Arm]:
-    """Each arm adjusted to its data (the budgets are of what will run) and set to its share of the
-    matched budget, with its seeds (A: 0..k-1, B: k..2k-1)."""
+def plan_arms(arms: dict[str, Arm], steps: int, seeds: int, match: str, out: Path, progress: Progress,
+              seed_offset: int = 0, paired: bool = False) -> dict[str, Arm]:
+    """Each arm adjusted to its data (the budgets are of what will run), set to its share of the
+    matched budget, with its calibrated step time and its seeds (`seed_lists`)."""
     adjusted = {key: prepare_data(arm.cfg).adjust_config(arm.cfg) for key, arm in arms.items()}
-    planned = plan_steps(adjusted, steps, match, out, progress)
-    seed_lists = {"a": list(range(seeds)), "b": list(range(seeds, 2 * seeds))}
-    budgeted = {key: dataclasses.replace(arm, cfg=_budgeted(adjusted[key], planned[key]), seeds=seed_lists[key])
+    planned, calibration = plan_steps(adjusted, steps, match, out, progress)
+    seeds_of = seed_lists(arms, seeds, seed_offset, paired)
+    budgeted = {key: dataclasses.replace(arm, cfg=_budgeted(adjusted[key], planned[key]), seeds=seeds_of[key],
+                                         step_s=calibration["step_s"][key], calibration_s=calibration["rounds"][key])
                 for key, arm in arms.items()}
     for key, arm in budgeted.items():
-        progress(f"arm {key.upper()} {arm.name}: {arm.steps} steps x {seeds} seeds")
+        progress(f"arm {key.upper()} {arm.name}: {arm.steps} steps x seeds {_seed_range(arm.seeds)}")
     return budgeted
+
+
+def _seed_range(seeds: list[int]) -> str:
+    return f"{seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
 
 
 def train_arms(arms: dict[str, Arm], out: Path, progress: Progress) -> Runs:
@@ -212,12 +281,21 @@ def _headline(stats: dict[str, Any]) -> dict[str, Any]:
             "final_val_metrics": {k: stats[f"final_val_{k}"]["mean"] for k in ("loss", "perplexity", "accuracy")}}
 
 
+def _with_calibrated_time(run: dict[str, Any], step_s: float) -> dict[str, Any]:
+    """A run's curves with `calibrated_time_s` = step x the arm's calibrated step time: the time
+    axis verdicts read, free of the load the machine carried while this run trained."""
+    return {**run, **{field: [{**e, "calibrated_time_s": e["step"] * step_s} for e in run[field]]
+                      for field in ("train_history", "val_history")}}
+
+
 def _arm_results(arm: Arm, per_seed: dict[str, dict[str, Any]], metric: str) -> dict[str, Any]:
     """One arm's part of comparison.json: its plan, its means over seeds and every seed's run."""
+    per_seed = {seed: _with_calibrated_time(run, arm.step_s) for seed, run in per_seed.items()}
     runs = list(per_seed.values())
     stats = seed_stats([r["summary"] for r in runs], metric)
     return {"name": arm.name, "source": arm.source, "config": arm.cfg.to_dict(), "max_steps": arm.steps,
-            "seeds": arm.seeds, "results": _headline(stats),
+            "seeds": arm.seeds, "step_s": arm.step_s, "calibration_s": arm.calibration_s,
+            "results": _headline(stats),
             "train_history": mean_curve([r["train_history"] for r in runs]),
             "val_history": mean_curve([r["val_history"] for r in runs]),
             "aggregate": stats, "per_seed": per_seed}
@@ -234,28 +312,65 @@ def value_at(history: list[dict[str, float]], axis: str, point: float, key: str)
     return float(np.interp(point, xs, [e[key] for e in history]))
 
 
-def _advantage(a: float, b: float, lower_is_better: bool) -> dict[str, Any]:
-    """Which arm is ahead and by how much, relative to the other arm's value (as the original report)."""
-    if a == b:
-        return {"better": None, "advantage_pct": 0.0}
+def difference(a: list[float], b: list[float], paired: bool) -> dict[str, Any]:
+    """mean(B) - mean(A) with its interval: of the per-seed differences when paired, else Welch's."""
+    return paired_diff(a, b) if paired else welch_diff(a, b)
+
+
+def _seed_values(arm: dict[str, Any], key: str) -> list[float]:
+    """One aggregate's per-seed values, in seed order (what pairs seeds between arms)."""
+    path = SEED_STATS.get(key, ("final_val", key.removeprefix("final_val_")))
+    return [functools.reduce(operator.getitem, path, run["summary"]) for run in arm["per_seed"].values()]
+
+
+def metric_table(arms: dict[str, dict[str, Any]], paired: bool) -> list[dict[str, Any]]:
+    """Both arms' final metrics side by side, each difference with its interval and p, the p's
+    Holm-corrected over the table's rows: an arm is `better` only where the corrected p < 1 - level,
+    by `advantage_pct` of the other arm's mean. Several rows tested one by one would name some
+    arm better far more often than the level says, even between identical arms."""
+    rows = [(label, key, lower, difference(_seed_values(arms["a"], key), _seed_values(arms["b"], key), paired))
+            for label, key, lower in METRIC_ROWS if key in arms["a"]["aggregate"]]
+    tested = [i for i, row in enumerate(rows) if row[3]["p"] is not None]
+    adjusted = dict(zip(tested, holm([rows[i][3]["p"] for i in tested]), strict=True))
+    table = []
+    for i, (label, key, lower, diff) in enumerate(rows):
+        a, b = (arms[arm]["aggregate"][key]["mean"] for arm in ("a", "b"))
+        significant = adjusted.get(i, 1.0) < 1 - CI_LEVEL
+        table.append({"metric": label, "key": key, "a": a, "b": b, "diff_b_minus_a": diff, "p_holm": adjusted.get(i),
+                      **_ahead_of(a, b, lower if significant else None)})
+    return table
+
+
+def speed_table(arms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Speed from the interleaved calibration, never from the runs' wall clocks (they ran at
+    different moments, under different load). An arm is faster only where the calibration's
+    interval of the step-time ratio excludes 1; arms given one pooled step time are level."""
+    a, b = arms["a"], arms["b"]
+    level = {"ratio": 1.0, "ci_low": 1.0, "ci_high": 1.0}  # one pooled step time: level by the calibration
+    ratio = level if a["step_s"] == b["step_s"] else time_ratio(a["calibration_s"], b["calibration_s"])
+    tokens = {arm: data["config"]["train"]["batch_size"] * data["config"]["model"]["seq_len"]
+              for arm, data in arms.items()}
+    values = {"steps_per_s": {arm: 1 / arms[arm]["step_s"] for arm in arms},
+              "tokens_per_s": {arm: tokens[arm] / arms[arm]["step_s"] for arm in arms},
+              "train_time_s": {arm: arms[arm]["max_steps"] * arms[arm]["step_s"] for arm in arms}}
+    steps_ratio = b["max_steps"] / a["max_steps"]
+    rows = {}
+    for key, lower in SPEED_ROWS:
+        scale = steps_ratio if key == "train_time_s" else 1.0  # B's total time over A's is steps x step time
+        interval = {k: None if ratio[k] is None else ratio[k] * scale for k in ("ratio", "ci_low", "ci_high")}
+        differ = interval["ci_low"] is not None and not interval["ci_low"] <= 1.0 <= interval["ci_high"]
+        rows[key] = {**_ahead_of(values[key]["a"], values[key]["b"], lower if differ else None),
+                     "a": values[key]["a"], "b": values[key]["b"], "time_ratio_b_over_a": interval}
+    return rows
+
+
+def _ahead_of(a: float, b: float, lower_is_better: bool | None) -> dict[str, Any]:
+    """Which arm is ahead and by how much of the other's value; nobody when `lower_is_better` is None."""
+    if lower_is_better is None or a == b:
+        return {"better": None, "advantage_pct": None}
     better = ("a" if a < b else "b") if lower_is_better else ("a" if a > b else "b")
-    best, worst = (a, b) if better == "a" else (b, a)
-    return {"better": better, "advantage_pct": 100 * abs(best - worst) / abs(worst) if worst else None}
-
-
-def _side_by_side(fa: dict[str, Any], fb: dict[str, Any], key: str, lower_is_better: bool) -> dict[str, Any]:
-    """Both arms' means of one aggregate, and which is ahead."""
-    a, b = fa[key]["mean"], fb[key]["mean"]
-    return {"a": a, "b": b, **_advantage(a, b, lower_is_better)}
-
-
-def metric_table(fa: dict[str, Any], fb: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"metric": label, "key": key, **_side_by_side(fa, fb, key, lower)}
-            for label, key, lower in METRIC_ROWS if key in fa]
-
-
-def speed_table(fa: dict[str, Any], fb: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {key: _side_by_side(fa, fb, key, lower) for key, lower in SPEED_ROWS}
+    worse = b if better == "a" else a
+    return {"better": better, "advantage_pct": 100 * abs(a - b) / abs(worse) if worse else None}
 
 
 def margin(values: dict[str, list[float]], diff: float, metric: dict[str, Any]) -> float:
@@ -265,52 +380,70 @@ def margin(values: dict[str, list[float]], diff: float, metric: dict[str, Any]) 
     return 100 * abs(diff)
 
 
-def verdicts(arms: dict[str, dict[str, Any]], match: str, metric: dict[str, Any] = METRICS["loss"]) -> dict[str, Any]:
+def verdicts(arms: dict[str, dict[str, Any]], match: str, metric: dict[str, Any] = METRICS["loss"],
+             paired: bool = False) -> dict[str, Any]:
     """The judged metric of both arms at the largest budget every run reached, on each axis.
 
-    The point must lie inside every run's evaluated range (no extrapolation before a first or
-    after a last evaluation); where the ranges do not overlap the verdict is unavailable.
+    Only the matched budget decides (`winner`); the others are descriptive (`ahead`). The point
+    must lie inside every run's evaluated range (no extrapolation before a first or after a last
+    evaluation); where the ranges do not overlap the verdict is unavailable.
     """
+    out = {}
+    for dim, axis in AXES.items():
+        v = _verdict(arms, axis, metric, paired)
+        out[dim] = {**v, "matched": dim == match, "role": "decision" if dim == match else "descriptive",
+                    "winner": v["ahead"] if dim == match else None}
+    return out
+
+
+def _verdict(arms: dict[str, dict[str, Any]], axis: str, metric: dict[str, Any], paired: bool) -> dict[str, Any]:
+    """Both arms at the largest `axis` value every run reached, whether they differ beyond the noise,
+    and at which step of how many each arm was read there."""
     histories = {arm: [r["val_history"] for r in data["per_seed"].values()] for arm, data in arms.items()}
-    return {dim: _verdict(histories, axis, dim == match, metric) for dim, axis in AXES.items()}
-
-
-def _verdict(histories: dict[str, list[list[dict[str, float]]]], axis: str, matched: bool,
-             metric: dict[str, Any]) -> dict[str, Any]:
-    """Both arms at the largest `axis` value every run reached, and whether they differ beyond the noise."""
     runs = [h for arm_runs in histories.values() for h in arm_runs]
     point = min(h[-1][axis] for h in runs)
     if max(h[0][axis] for h in runs) > point:
-        return {"axis": axis, "point": None, "matched": matched, "winner": None, "available": False,
+        return {"axis": axis, "point": None, "available": False, "ahead": None,
                 "reason": f"the arms' evaluated ranges of {axis} do not overlap"}
     values = {arm: [value_at(h, axis, point, metric["key"]) for h in arm_runs] for arm, arm_runs in histories.items()}
-    diff = welch_diff(values["a"], values["b"])
+    diff = difference(values["a"], values["b"], paired)
     b_ahead = (diff["diff"] < 0) == metric["lower_is_better"]
-    winner = None if not diff["significant"] else ("b" if b_ahead else "a")
     bounds = metric.get("bounds")
-    return {"axis": axis, "point": point, "matched": matched, "available": True,
+    read_at = {arm: {"step": statistics.fmean(value_at(h, axis, point, "step") for h in arm_runs),
+                     "of": arms[arm]["max_steps"]} for arm, arm_runs in histories.items()}
+    return {"axis": axis, "point": point, "available": True,
             "a": mean_ci(values["a"], bounds=bounds), "b": mean_ci(values["b"], bounds=bounds),
-            "diff_b_minus_a": diff, "winner": winner, "margin": margin(values, diff["diff"], metric)}
+            "diff_b_minus_a": diff, "ahead": ("b" if b_ahead else "a") if diff["significant"] else None,
+            "margin": margin(values, diff["diff"], metric), "read_at": read_at}
 
 
 def recommendations(result: dict[str, Any]) -> list[str]:
-    """Advice that follows from the verdicts and the measured speeds, nothing canned."""
+    """Advice that follows from the decision (the matched budget) alone, nothing canned."""
     notes = []
     if result["n_seeds"] < 2:
         notes.append("One seed per arm measures no noise: rerun with --seeds 3 before acting on any difference.")
-    notes += [_budget_note(result, dim, label) for dim, label in BUDGETS]
+    match = result["match"]
+    notes.append(_decision_note(result, match, dict(BUDGETS)[match]))
+    others = [dim for dim, _ in BUDGETS if dim != match]
+    names = {"steps": "steps", "flops": "FLOPs", "time": "time"}
+    notes.append(f"Equal {names[others[0]]} and equal {names[others[1]]} are descriptive, not decisions: there an "
+                 "arm is read where every run reached, often mid-schedule, which favours it. To decide there, "
+                 f"compare with --match {others[0]} (or {others[1]}).")
     speed = result["speed"]["tokens_per_s"]
-    if speed["better"] and speed["advantage_pct"] is not None:
-        notes.append(f"{result['arms'][speed['better']]['name']} trains {speed['advantage_pct']:.2f}% faster per "
-                     "token on this machine; where the loss verdicts tie, it is the cheaper choice.")
+    if result["winner"] is None and speed["better"] is not None:
+        ratio = speed["time_ratio_b_over_a"]
+        notes.append(f"{result['arms'][speed['better']]['name']} trains {speed['advantage_pct']:.1f}% more tokens "
+                     f"per second on this machine (B's step time is {ratio['ci_low']:.3f} to {ratio['ci_high']:.3f} "
+                     f"x A's, {result['ci_level']}% CI of the interleaved calibration); as the decision ties, it "
+                     "is the cheaper choice.")
     return notes
 
 
-def _budget_note(result: dict[str, Any], dim: str, label: str) -> str:
-    """What to train under one kind of budget, or why the verdict there says nothing."""
+def _decision_note(result: dict[str, Any], dim: str, label: str) -> str:
+    """What to train under the matched budget, or why the decision says nothing."""
     v, metric = result["verdicts"][dim], result["metric"]
     if not v["available"]:
-        return f"Under {label} no verdict: {v['reason']}; match on {dim} to compare there."
+        return f"Under {label} no verdict: {v['reason']}."
     if not v["winner"]:
         return (f"Under {label} the arms are not distinguishable at {result['n_seeds']} seeds; "
                 "more seeds or a longer budget are needed to separate them.")
@@ -321,14 +454,15 @@ def _budget_note(result: dict[str, Any], dim: str, label: str) -> str:
             f"({ci['ci_low']:.4f} to {ci['ci_high']:.4f} is the {result['ci_level']}% CI of B minus A).")
 
 
-def judge(arms: dict[str, dict[str, Any]], steps: int, match: str, metric: str) -> dict[str, Any]:
-    """comparison.json: the arms side by side, the verdicts at equal steps, FLOPs and time, the advice."""
-    fa, fb = arms["a"]["aggregate"], arms["b"]["aggregate"]
+def judge(arms: dict[str, dict[str, Any]], steps: int, match: str, metric: str, paired: bool = False) -> dict[str, Any]:
+    """comparison.json: the arms side by side, the decision at the matched budget, the descriptive
+    readings at the other two, the advice."""
     result: dict[str, Any] = {
         "match": match, "steps": steps, "n_seeds": len(arms["a"]["seeds"]), "ci_level": round(CI_LEVEL * 100),
-        "metric": METRICS[metric], "arms": arms, "metric_table": metric_table(fa, fb), "speed": speed_table(fa, fb),
+        "paired": paired, "metric": METRICS[metric], "arms": arms,
+        "metric_table": metric_table(arms, paired), "speed": speed_table(arms),
     }
-    result["verdicts"] = verdicts(arms, match, METRICS[metric])
+    result["verdicts"] = verdicts(arms, match, METRICS[metric], paired)
     result["winner"] = result["verdicts"][match]["winner"]
     result["recommendations"] = recommendations(result)
     return result
@@ -342,16 +476,17 @@ def write_results(result: dict[str, Any], out: Path) -> None:
 
 def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str | Path,
                    progress: Progress = print, overrides: dict[str, Any] | None = None,
-                   metric: str = "loss") -> dict[str, Any]:
+                   metric: str = "loss", seed_offset: int = 0, paired: bool = False) -> dict[str, Any]:
     """Train both arms over seeds and write comparison.json, comparison.png, comparison_compute.png and
     FINAL_RESULTS.md.
 
-    `overrides` (dotted keys) apply to both arms; `metric` is what the verdicts judge.
+    `overrides` (dotted keys) apply to both arms; `metric` is what the verdicts judge; `seed_offset`
+    shifts every seed (a repeat with fresh seeds); `paired` runs B on A's seeds.
     """
-    check_budget(steps, seeds, match)
+    check_budget(steps, seeds, match, seed_offset)
     out = Path(out)
-    arms = plan_arms(pair_arms(a, b, overrides), steps, seeds, match, out, progress)
+    arms = plan_arms(pair_arms(a, b, overrides), steps, seeds, match, out, progress, seed_offset, paired)
     runs = train_arms(arms, out, progress)
-    result = judge(aggregate_arms(arms, runs, metric), steps, match, metric)
+    result = judge(aggregate_arms(arms, runs, metric), steps, match, metric, paired)
     write_results(result, out)
     return result

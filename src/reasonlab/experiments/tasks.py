@@ -35,7 +35,7 @@ from reasonlab.tasks.evaluate import SplitResult
 RESULTS = "tasks.json"
 METRIC = "exact_match"  # what the head to head judges
 SHARE = (0.0, 1.0)  # exact match and accuracy are shares: their intervals are clipped to it
-JUDGED = ("match", "n_seeds", "ci_level", "metric", "verdicts", "winner")  # what tasks.json repeats of comparison.json
+JUDGED = ("match", "n_seeds", "ci_level", "paired", "metric", "verdicts", "winner")  # repeated from comparison.json
 
 
 def _grouped(data: TaskData, scored: dict[str, SplitResult], attribute: str) -> dict[str, dict[str, float]]:
@@ -135,7 +135,7 @@ def _score_arm(data: TaskData, key: str, arm: Arm, runs: dict[str, dict[str, Any
     progress(f"arm {key.upper()} {arm.name}: test exact match "
              + ", ".join(f"{s['test']['exact_match']:.2%}" for s in per_seed.values()))
     recursive = arm.cfg.model.arch == "recursive"
-    return {"name": arm.name, "arch": arm.cfg.model.arch, "max_steps": arm.steps,
+    return {"name": arm.name, "arch": arm.cfg.model.arch, "max_steps": arm.steps, "seeds": arm.seeds,
             "flops": over_seeds([run["summary"] for run in runs.values()], "flops"), "per_seed": per_seed,
             "aggregate": _aggregate(list(per_seed.values())),
             "trained_segments": arm.cfg.recursion.max_segments if recursive else None,
@@ -143,16 +143,17 @@ def _score_arm(data: TaskData, key: str, arm: Arm, runs: dict[str, dict[str, Any
 
 
 def run_task_study(task: str, a: str, b: str, steps: int, seeds: int, match: str, out: str | Path,
-                   overrides: dict[str, Any] | None = None, progress: Progress = print) -> dict[str, Any]:
+                   overrides: dict[str, Any] | None = None, progress: Progress = print, seed_offset: int = 0,
+                   paired: bool = False) -> dict[str, Any]:
     """Train both arms on `task` and write tasks.json + TASK_RESULTS.md beside the comparison's files."""
-    check_budget(steps, seeds, match)
+    check_budget(steps, seeds, match, seed_offset)
     arms = pair_arms(a, b, {**(overrides or {}), "task.name": task})
     data = _task_data(arms)
     progress(_describe(task, data))
     out = Path(out)
-    arms = plan_arms(arms, steps, seeds, match, out, progress)
+    arms = plan_arms(arms, steps, seeds, match, out, progress, seed_offset, paired)
     runs = train_arms(arms, out, progress)
-    comparison = judge(aggregate_arms(arms, runs, METRIC), steps, match, METRIC)
+    comparison = judge(aggregate_arms(arms, runs, METRIC), steps, match, METRIC, paired)
     write_results(comparison, out)
     batch_size = arms["a"].cfg.train.batch_size
     scored = {key: _score_arm(data, key, arm, runs[key], batch_size, progress) for key, arm in arms.items()}

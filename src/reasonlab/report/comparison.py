@@ -19,6 +19,10 @@ SPEED_ROWS = (("steps_per_s", "speed (steps/s)", lambda x: fnum(x, 2)), ("tokens
               ("train_time_s", "training time (s)", lambda x: fnum(x, 1)))
 VERDICT_ROWS = (("steps", "equal steps", fint), ("flops", "equal FLOPs", fsci),
                 ("time", "equal time (s)", lambda x: fnum(x, 1)))
+DECISION_NOTE = ("The matched budget is the decision; the other two are descriptive: each arm is read where every run "
+                 "reached, often mid-schedule for one of them (its learning rate not yet decayed), which favours it. "
+                 "Equal time is measured in calibrated step times (both arms timed alternately in one process), "
+                 "not in the runs' wall clocks.")
 
 
 def _curves(ax: Any, result: dict[str, Any], field: str, x: str, y: str) -> None:
@@ -84,17 +88,30 @@ def _verdict_text(result: dict[str, Any], dim: str) -> str:
     v = result["verdicts"][dim]
     if not v["available"]:
         return f"not available: {v['reason']}"
-    if v["winner"] is None:
-        return "no significant difference"
-    return f"{result['arms'][v['winner']]['name']} wins by {margin_text(result, v)}"
+    if "role" not in v:  # a comparison.json written before decisions and descriptive readings were told apart
+        return "no significant difference" if v["winner"] is None else \
+            f"{result['arms'][v['winner']]['name']} wins by {margin_text(result, v)}"
+    if v["role"] == "decision":
+        return "within noise" if v["winner"] is None else \
+            f"{result['arms'][v['winner']]['name']} wins by {margin_text(result, v)}"
+    ahead = "within noise" if v["ahead"] is None else f"{v['ahead'].upper()} ahead by {margin_text(result, v)}"
+    return f"{ahead} (descriptive; {_read_at(v)})"
+
+
+def _read_at(v: dict[str, Any]) -> str:
+    """Where each arm's curve was read: the step of its own schedule."""
+    return ", ".join(f"{arm.upper()} at step {r['step']:.0f} of {r['of']}" for arm, r in v["read_at"].items())
 
 
 def _ahead(row: dict[str, Any], word: str) -> str:
-    """Which arm a table row favours and by how much, or a tie."""
-    if row["better"] is None:
-        return "tie"
+    """Which arm a table row favours, by how much and with the interval of B minus A; or within noise."""
+    ci = row.get("diff_b_minus_a")
     by = "" if row["advantage_pct"] is None else f" by {fnum(row['advantage_pct'], 1)}%"
-    return f"{row['better'].upper()} {word}{by}"
+    if ci is None:  # a comparison.json written before the table carried intervals
+        return "tie" if row["better"] is None else f"{row['better'].upper()} {word}{by}"
+    if row["better"] is None:
+        return f"within noise ({_interval(ci, missing='noise not measured')})"
+    return f"{row['better'].upper()} {word}{by} (B - A {_interval(ci)})"
 
 
 def _metric_rows(result: dict[str, Any]) -> list[list[str]]:
@@ -104,15 +121,37 @@ def _metric_rows(result: dict[str, Any]) -> list[list[str]]:
         rows.append([row["metric"], fmt(row["a"]), fmt(row["b"]), _ahead(row, "better")])
     for key, label, fmt in SPEED_ROWS:
         speed = result["speed"][key]
-        rows.append([label, fmt(speed["a"]), fmt(speed["b"]), _ahead(speed, "faster")])
+        calibrated = "time_ratio_b_over_a" in speed
+        rows.append([label + (", calibrated" if calibrated else ""), fmt(speed["a"]), fmt(speed["b"]),
+                     _speed_ahead(speed) if calibrated else _ahead(speed, "faster")])
     return rows
+
+
+def _speed_ahead(row: dict[str, Any]) -> str:
+    """A speed row from the interleaved calibration: who is faster, with the interval of B's time over A's."""
+    r = row["time_ratio_b_over_a"]
+    interval = "" if r["ci_low"] is None else f" (B/A time {fnum(r['ci_low'], 3)} to {fnum(r['ci_high'], 3)})"
+    if row["better"] is None:
+        return "level" + interval
+    return f"{row['better'].upper()} faster by {fnum(row['advantage_pct'], 1)}%{interval}"
+
+
+def _table_note(result: dict[str, Any]) -> list[str]:
+    """How the table's claims were tested (tables written before they were carry no note)."""
+    if "time_ratio_b_over_a" not in result["speed"]["tokens_per_s"]:
+        return []
+    return [f"Final metrics: B minus A with {interval_name(result)}; an arm is called better only where the p-value, "
+            f"Holm-corrected over the table's {len(result['metric_table'])} metrics, is below "
+            f"{(100 - result['ci_level']) / 100:g}. Speed: from the interleaved calibration (both arms timed "
+            "alternately in one process), with the interval of B's step time over A's; arms whose times do not "
+            "differ beyond its noise are level.", ""]
 
 
 def _verdict_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = []
     for dim, label, fmt in VERDICT_ROWS:
         d = result["verdicts"][dim]
-        label += " (matched)" if d["matched"] else ""
+        label += f" ({d.get('role', 'matched')})" if d["matched"] or "role" in d else ""
         if not d["available"]:
             rows.append([label, "n/a", "n/a", "n/a", "n/a", "n/a", _verdict_text(result, dim)])
             continue
@@ -124,6 +163,28 @@ def _verdict_rows(result: dict[str, Any]) -> list[list[str]]:
 
 def _interval(ci: dict[str, Any], missing: str = "n/a") -> str:
     return missing if ci["ci_low"] is None else f"[{fnum(ci['ci_low'])}, {fnum(ci['ci_high'])}]"
+
+
+def interval_name(result: dict[str, Any]) -> str:
+    level = result["ci_level"]
+    return f"the {level}% interval of the per-seed differences (paired)" if result.get("paired") else \
+        f"Welch's {level}% interval"
+
+
+def seeds_line(result: dict[str, Any]) -> str:
+    """Which seeds each arm ran, and what pairing assumes where it is used."""
+    seeds = {arm: data.get("seeds") for arm, data in result["arms"].items()}
+    if None in seeds.values():
+        return "Seeds: not recorded."
+    text = f"Seeds: A ran {_seed_list(seeds['a'])}, B ran {_seed_list(seeds['b'])}"
+    if result.get("paired"):
+        return (text + "; paired: each seed's B minus A difference is one sample, which assumes a seed moves both "
+                "arms alike (same initialisation, data order and noise draws where their shapes agree).")
+    return text + "; independent runs."
+
+
+def _seed_list(seeds: list[int]) -> str:
+    return f"seeds {seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
 
 
 def _headers(result: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -153,12 +214,12 @@ def _summary_lines(result: dict[str, Any]) -> list[str]:
                    f"{metric['label']} ({fnum(v['a']['mean'])} vs {fnum(v['b']['mean'])}; {level}% CI of B minus A: "
                    f"{_interval(v['diff_b_minus_a'])}).")
     else:
-        interval = _interval(v["diff_b_minus_a"], missing="not measured with one seed")
+        interval = _interval(v["diff_b_minus_a"], missing="not measured (one seed, or no spread between seeds)")
         verdict = (f"**No significant difference at equal {label}**: {metric['label']} {fnum(v['a']['mean'])} (A) vs "
                    f"{fnum(v['b']['mean'])} (B); the {level}% CI of B minus A is {interval}.")
     return [verdict, "", f"Budgets matched on {label}: A ran {arms['a']['max_steps']} steps, "
             f"B ran {arms['b']['max_steps']} steps, {result['n_seeds']} seeds per arm. "
-            f"Means over seeds; {level}% t-intervals in brackets.", ""]
+            f"Means over seeds; {level}% t-intervals in brackets. {seeds_line(result)}", ""]
 
 
 def _arm_lines(arm: dict[str, Any]) -> list[str]:
@@ -178,13 +239,14 @@ def _arm_lines(arm: dict[str, Any]) -> list[str]:
 
 
 def comparison_markdown(result: dict[str, Any]) -> str:
-    arms, level, metric = result["arms"], result["ci_level"], result["metric"]
+    arms, metric = result["arms"], result["metric"]
     lines = [f"# Final Results: {arms['a']['name']} vs {arms['b']['name']}", "", "## Executive summary", "",
              *_summary_lines(result), *_arm_lines(arms["a"]), *_arm_lines(arms["b"]),
-             "## Comparison", "", table(_headers(result)[0], _metric_rows(result)), "",
+             "## Comparison", "", table(_headers(result)[0], _metric_rows(result)), "", *_table_note(result),
              "## Verdicts", "",
              f"{metric['label'].capitalize()} of each arm at the same budget (interpolated along its eval curve "
-             f"where that budget falls mid-run); difference B minus A with Welch's {level}% interval.", "",
+             f"where that budget falls mid-run); difference B minus A with {interval_name(result)}. "
+             f"{DECISION_NOTE}", "",
              verdict_table(result), "",
              "## Recommendations", "", *[f"- {note}" for note in result["recommendations"]], "",
              "Plots: `comparison.png` (against step), `comparison_compute.png` (against FLOPs and wall time)."]

@@ -8,7 +8,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from reasonlab.io import atomic_write_text
-from reasonlab.report.comparison import COLORS, MATCH_LABELS, verdict_table
+from reasonlab.report.comparison import COLORS, DECISION_NOTE, MATCH_LABELS, interval_name, seeds_line, verdict_table
 from reasonlab.report.markdown import fci, fpct, fsci, table
 from reasonlab.report.plots import save_figure
 
@@ -151,7 +151,7 @@ def _setup_lines(result: dict[str, Any]) -> list[str]:
             f"- Instances: {n['train']} train, {n['val']} val, {n['test']} test (no instance in two splits)",
             f"- Budget matched on {MATCH_LABELS[result['match']]}: A ran {a['max_steps']} steps "
             f"({fsci(a['flops']['mean'])} FLOPs), B ran {b['max_steps']} steps ({fsci(b['flops']['mean'])} FLOPs), "
-            f"{result['n_seeds']} seeds per arm"]
+            f"{result['n_seeds']} seeds per arm", f"- {seeds_line(result)}"]
 
 
 def task_markdown(result: dict[str, Any]) -> str:
@@ -160,7 +160,7 @@ def task_markdown(result: dict[str, Any]) -> str:
         f"# Reasoning task: {task['name']}", "", task["description"], "", *_setup_lines(result),
         "", _summary(result), "", "## Verdicts", "",
         "Val exact match (train levels) of each arm at the same budget, interpolated along its eval curve; "
-        f"difference B minus A with Welch's {result['ci_level']}% interval.", "",
+        f"difference B minus A with {interval_name(result)}. {DECISION_NOTE}", "",
         verdict_table(result), "",
         "## Final scores", "",
         table(["split", f"A: {a['name']}", f"B: {b['name']}"], _score_rows(result)), "",

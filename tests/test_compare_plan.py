@@ -1,0 +1,65 @@
+"""Planning a comparison: seeds, the interleaved step-time calibration, bad flags."""
+
+import json
+
+import pytest
+
+from conftest import CONFIGS, tiny_config
+from reasonlab.cli import main
+from reasonlab.experiments import compare
+from reasonlab.experiments.compare import Arm, plan_steps, seed_lists
+
+
+def _arms(a_source: str = "cpu-tiny", b_source: str = "cpu-tiny") -> dict[str, Arm]:
+    return {"a": Arm("a", a_source, tiny_config()), "b": Arm("b", b_source, tiny_config())}
+
+
+def test_seeds_shift_with_the_offset_and_pair_on_request():
+    assert seed_lists(_arms(), 3, 0, paired=False) == {"a": [0, 1, 2], "b": [3, 4, 5]}
+    assert seed_lists(_arms(), 3, 5, paired=False) == {"a": [5, 6, 7], "b": [8, 9, 10]}
+    assert seed_lists(_arms(), 2, 4, paired=True) == {"a": [4, 5], "b": [4, 5]}
+
+
+def test_an_ablation_best_is_judged_on_seeds_its_ablation_did_not_run(tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    results = {"seeds": [0, 1, 2], "best": "x", "configs": {"x": {"config": tiny_config().to_dict()}}}
+    (sweep / "ablation_results.json").write_text(json.dumps(results))
+    spec = f"{sweep}:best"
+    assert seed_lists(_arms(spec), 2, 0, paired=False) == {"a": [3, 4], "b": [5, 6]}
+    assert seed_lists(_arms("cpu-tiny", spec), 2, 1, paired=False) == {"a": [4, 5], "b": [6, 7]}
+    results["confirmation"] = {"seeds": [1_000_000, 1_000_001]}
+    (sweep / "ablation_results.json").write_text(json.dumps(results))
+    assert seed_lists(_arms(spec), 1, 0, paired=False) == {"a": [1_000_002], "b": [1_000_003]}
+
+
+def test_identical_arms_get_identical_time_budgets_and_the_plan_is_kept(tmp_path, monkeypatch):
+    cfg = tiny_config(**{"train.batch_size": 2})
+    planned, calibration = plan_steps({"a": cfg, "b": cfg}, 10, "time", tmp_path, lambda line: None)
+    assert planned == {"a": 10, "b": 10}
+    assert calibration["step_s"]["a"] == calibration["step_s"]["b"] > 0
+    assert len(calibration["rounds"]["a"]) == len(calibration["rounds"]["b"]) >= 2
+
+    def no_second_calibration(*args, **kwargs):
+        raise AssertionError("a rerun must read plan.json")
+
+    monkeypatch.setattr(compare, "calibrate_step_times", no_second_calibration)
+    assert plan_steps({"a": cfg, "b": cfg}, 10, "time", tmp_path, lambda line: None) == (planned, calibration)
+
+
+def test_a_costlier_arm_gets_fewer_steps_at_equal_time(tmp_path):
+    cheap = tiny_config(**{"train.batch_size": 2})
+    costly = tiny_config(**{"train.batch_size": 16, "model.n_layers": 4})
+    planned, calibration = plan_steps({"a": cheap, "b": costly}, 10, "time", tmp_path, lambda line: None)
+    assert calibration["step_s"]["b"] > calibration["step_s"]["a"]
+    assert planned["b"] == 10 and planned["a"] > 10
+
+
+@pytest.mark.parametrize("command", ["compare --a cpu-tiny --b cpu-tiny --out {out}",
+                                     "tasks --task parity --out {out}",
+                                     f"ablate --suite {CONFIGS}/suites/baseline.yaml --out {{out}}"])
+def test_a_negative_seed_offset_is_one_line(command, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([*command.format(out=out).split(), "--seed-offset", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: --seed-offset must be >= 0, got -1" and not out.exists()
