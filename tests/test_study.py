@@ -174,19 +174,25 @@ def test_demo_runs_the_whole_study(tmp_path, monkeypatch, capsys):
     from reasonlab.experiments import demo
 
     monkeypatch.setattr(demo, "SWEEP_STEPS", 10)
-    monkeypatch.setattr(demo, "COMPARE_STEPS", 12)
+    monkeypatch.setattr(demo, "COMPARE_FLOPS", 2.0e10)  # 12 steps of R02_minimal at cpu-tiny
     monkeypatch.setattr(demo, "BASELINE_SUBSET", ["1_baseline", "4_high_lr"])
     monkeypatch.setattr(demo, "REASONING_SUBSET", ["R02_minimal"])
     monkeypatch.setattr(demo, "SEEDS", 2)
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--base", "cpu-tiny"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "FINAL_RESULTS.md" in printed and "equal FLOPs (decision)" in printed
+    assert re.search(r"^\[\d+:\d\d, ~\d+:\d\d left\] == head to head", captured.err, re.MULTILINE)
     for path in ("baseline_sweep/ABLATION_SUMMARY.md", "reasoning_sweep/ABLATION_SUMMARY.md",
                  "comparison/FINAL_RESULTS.md", "comparison/comparison.png", "comparison/comparison_compute.png"):
         assert (out / path).is_file(), path
     result = json.loads((out / "comparison" / "comparison.json").read_text())
     assert result["arms"]["b"]["config"]["model"]["arch"] == "recursive" and result["n_seeds"] == 2
+    assert result["arms"]["b"]["max_steps"] == 12
+    assert main(["demo", "--out", str(out), "--base", "cpu-tiny"]) == 0  # a rerun resumes: nothing trains again
+    err = capsys.readouterr().err
+    assert "0 queued" in err and err.count("finished earlier, reused") == 4
 
 
 def test_a_trial_halfway_through_its_suggests_keeps_its_key():

@@ -192,6 +192,12 @@ def plan_steps(configs: dict[str, Config], steps: int, match: str, out: Path,
     return planned, calibration
 
 
+def arm_step_flops(arm: Arm) -> int:
+    """Training FLOPs of one step of an arm, as it will run (its vocabulary adjusted to its data)."""
+    cfg = prepare_data(arm.cfg).adjust_config(arm.cfg)
+    return step_flops(cfg.model, cfg.train.batch_size * cfg.model.seq_len, cfg.recursion)
+
+
 def _matched_steps(configs: dict[str, Config], steps: int, match: str, step_s: dict[str, float]) -> dict[str, int]:
     """Steps per arm such that each spends what the costlier arm spends in `steps` steps."""
     if match == "steps":
