@@ -127,6 +127,21 @@ def test_identical_arms_never_read_better_or_faster(tmp_path):
     assert len(claims) > 10 and not re.search(r"\b(better|faster|wins|ahead by|cheaper)\b", "\n".join(claims))
     assert "Seeds: A ran seeds 3..4, B ran seeds 3..4; paired" in text
 
+    for v in result["verdicts"].values():  # as a comparison written before this report's form
+        for key in ("role", "ahead", "read_at"):
+            v.pop(key, None)
+    for row in [*result["metric_table"], *result["speed"].values()]:
+        row.pop("diff_b_minus_a", None)
+        row.pop("time_ratio_b_over_a", None)
+    for arm in result["arms"].values():
+        arm.pop("seeds")
+    (out / "comparison.json").write_text(json.dumps(result))
+    assert main(["report", str(out)]) == 0
+    old = (out / "FINAL_RESULTS.md").read_text()
+    rows = [line for line in old.splitlines() if line.startswith("| equal")]
+    assert len(rows) == 3 and "descriptive" not in "".join(rows) and rows[2].startswith("| equal time (s) (matched)")
+    assert "Seeds: not recorded." in old
+
 
 @pytest.mark.slow
 def test_planted_handicap_loses_and_every_report_number_is_in_the_json(tmp_path):

@@ -19,7 +19,7 @@ SPEED_ROWS = (("steps_per_s", "speed (steps/s)", lambda x: fnum(x, 2)), ("tokens
               ("train_time_s", "training time (s)", lambda x: fnum(x, 1)))
 VERDICT_ROWS = (("steps", "equal steps", fint), ("flops", "equal FLOPs", fsci),
                 ("time", "equal time (s)", lambda x: fnum(x, 1)))
-DECISION_NOTE = ("The matched budget is the decision; the other two are descriptive: each arm is read where every run "
+_DECISION_NOTE = ("The matched budget is the decision; the other two are descriptive: each arm is read where every run "
                  "reached, often mid-schedule for one of them (its learning rate not yet decayed), which favours it. "
                  "Equal time is measured in calibrated step times (both arms timed alternately in one process), "
                  "not in the runs' wall clocks.")
@@ -165,6 +165,11 @@ def _interval(ci: dict[str, Any], missing: str = "n/a") -> str:
     return missing if ci["ci_low"] is None else f"[{fnum(ci['ci_low'])}, {fnum(ci['ci_high'])}]"
 
 
+def decision_note(result: dict[str, Any]) -> str:
+    """How to read the verdict table; nothing for comparisons written before budgets had roles."""
+    return f" {_DECISION_NOTE}" if "role" in result["verdicts"][result["match"]] else ""
+
+
 def interval_name(result: dict[str, Any]) -> str:
     level = result["ci_level"]
     return f"the {level}% interval of the per-seed differences (paired)" if result.get("paired") else \
@@ -245,8 +250,8 @@ def comparison_markdown(result: dict[str, Any]) -> str:
              "## Comparison", "", table(_headers(result)[0], _metric_rows(result)), "", *_table_note(result),
              "## Verdicts", "",
              f"{metric['label'].capitalize()} of each arm at the same budget (interpolated along its eval curve "
-             f"where that budget falls mid-run); difference B minus A with {interval_name(result)}. "
-             f"{DECISION_NOTE}", "",
+             f"where that budget falls mid-run); difference B minus A with {interval_name(result)}."
+             f"{decision_note(result)}", "",
              verdict_table(result), "",
              "## Recommendations", "", *[f"- {note}" for note in result["recommendations"]], "",
              "Plots: `comparison.png` (against step), `comparison_compute.png` (against FLOPs and wall time)."]

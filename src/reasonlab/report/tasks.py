@@ -8,7 +8,14 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from reasonlab.io import atomic_write_text
-from reasonlab.report.comparison import COLORS, DECISION_NOTE, MATCH_LABELS, interval_name, seeds_line, verdict_table
+from reasonlab.report.comparison import (
+    COLORS,
+    MATCH_LABELS,
+    decision_note,
+    interval_name,
+    seeds_line,
+    verdict_table,
+)
 from reasonlab.report.markdown import fci, fpct, fsci, table
 from reasonlab.report.plots import save_figure
 
@@ -160,7 +167,7 @@ def task_markdown(result: dict[str, Any]) -> str:
         f"# Reasoning task: {task['name']}", "", task["description"], "", *_setup_lines(result),
         "", _summary(result), "", "## Verdicts", "",
         "Val exact match (train levels) of each arm at the same budget, interpolated along its eval curve; "
-        f"difference B minus A with {interval_name(result)}. {DECISION_NOTE}", "",
+        f"difference B minus A with {interval_name(result)}.{decision_note(result)}", "",
         verdict_table(result), "",
         "## Final scores", "",
         table(["split", f"A: {a['name']}", f"B: {b['name']}"], _score_rows(result)), "",
