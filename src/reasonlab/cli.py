@@ -201,6 +201,20 @@ def _bench(args: argparse.Namespace) -> None:
     print(json.dumps(result) if args.json else format_bench(result))
 
 
+def _calibrate(args: argparse.Namespace) -> None:
+    from reasonlab.experiments.calibration import format_calibration, run_calibration
+
+    _positive(args, "repeats", "steps", "seeds")
+    try:
+        handicaps = [float(f) for f in args.handicaps.split(",")] if args.handicaps.strip() else []
+    except ValueError:
+        raise UserError(f"--handicaps expects numbers separated by commas, got {args.handicaps!r}") from None
+    result = run_calibration(args.preset, args.repeats, handicaps, args.steps, args.seeds, args.match, args.out,
+                             progress=lambda line: print(line, file=sys.stderr, flush=True),
+                             overrides=_overrides(args))
+    print(format_calibration(result))
+
+
 def _report(args: argparse.Namespace) -> None:
     from reasonlab.report import rebuild
 
@@ -301,6 +315,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10, help="timed steps, after 3 untimed warm-up steps")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("calibrate", help="A/A and handicapped comparisons: the decision's false-winner rate and power")
+    p.add_argument("--preset", default="cpu-tiny", help="YAML config or preset name: arm A, and B but for its lr")
+    p.add_argument("--repeats", type=int, default=20, help="comparisons per condition, each on fresh seeds")
+    p.add_argument("--handicaps", default="100,3,1.5", metavar="F,F",
+                   help="conditions where arm B trains with train.lr divided by F (each F > 1)")
+    p.add_argument("--steps", type=int, help="steps per comparison (default: the preset's train.max_steps)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--match", choices=["steps", "flops", "time"], default="steps", help="what the budgets equalise")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override both arms (repeatable)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_calibrate)
 
     p = sub.add_parser("report", help="rebuild plots and Markdown from the JSON in an ablation or comparison folder")
     p.add_argument("dir")
