@@ -27,7 +27,7 @@ from reasonlab.training.data import prepare_data
 BASELINE_SUBSET = ["1_baseline", "3_low_lr", "4_high_lr", "6_no_warmup"]
 REASONING_SUBSET = ["R02_minimal", "R14_asym_H", "R15_asym_L"]
 SWEEP_STEPS = 80
-COMPARE_FLOPS = 3.0e12  # training FLOPs of each head-to-head run: 150 steps of R02_minimal at cpu-demo
+COMPARE_FLOPS = 2.0e12  # training FLOPs of each head-to-head run: about 100 steps of R02_minimal at cpu-demo
 SEEDS = 3
 
 
