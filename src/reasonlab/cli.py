@@ -33,19 +33,12 @@ def _overrides(args: argparse.Namespace) -> dict:
     return dict(parse_override(item) for item in args.set or [])
 
 
-def _positive(args: argparse.Namespace, *names: str) -> None:
-    """Counting flags (--steps, --seeds, ...) must be >= 1."""
+def _at_least(minimum: int, args: argparse.Namespace, *names: str) -> None:
+    """Counting flags (--steps, --seeds, ...) must be >= `minimum` (1, or 0 for offsets)."""
     for name in names:
         value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-
-
-def _not_negative(args: argparse.Namespace, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        if value is not None and value < minimum:
+            raise UserError(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -55,7 +48,7 @@ def _train(args: argparse.Namespace) -> None:
         given = [flag for flag, value in stored.items() if value is not None]
         if given:
             raise UserError(f"--resume continues a run with its stored config; drop {', '.join(given)}")
-        _positive(args, "max_steps")
+        _at_least(1, args, "max_steps")
         run_dir = api.resume(args.resume, args.max_steps, args.quiet)
     else:
         overrides = _overrides(args)
@@ -73,7 +66,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    _positive(args, "batches")
+    _at_least(1, args, "batches")
     loaded = api.load(args.checkpoint)
     cfg = loaded.config
     batches = cfg.train.eval_batches if args.batches is None else args.batches
@@ -122,8 +115,8 @@ def _generate(args: argparse.Namespace) -> None:
 def _ablate(args: argparse.Namespace) -> None:
     from reasonlab.experiments.ablation import run_ablation
 
-    _positive(args, "steps", "seeds", "workers")
-    _not_negative(args, "seed_offset", "confirm")
+    _at_least(1, args, "steps", "seeds", "workers")
+    _at_least(0, args, "seed_offset", "confirm")
     overrides = _overrides(args)
     only = [name.strip() for name in args.only.split(",")] if args.only else None
     results = run_ablation(args.suite, args.steps, args.seeds, args.out, args.workers, args.storage, args.prune,
@@ -144,8 +137,8 @@ def _verdict_line(result: dict, report: Path, match: str) -> str:
 def _compare(args: argparse.Namespace) -> None:
     from reasonlab.experiments.compare import run_comparison
 
-    _positive(args, "steps", "seeds")
-    _not_negative(args, "seed_offset")
+    _at_least(1, args, "steps", "seeds")
+    _at_least(0, args, "seed_offset")
     result = run_comparison(args.a, args.b, args.steps, args.seeds, args.match, args.out,
                             progress=lambda line: print(line, file=sys.stderr, flush=True),
                             seed_offset=args.seed_offset, paired=args.paired)
@@ -162,8 +155,8 @@ def _tasks(args: argparse.Namespace) -> None:
 
     if not args.task or not args.out:
         raise UserError("tasks: --task and --out are required (or --list)")
-    _positive(args, "steps", "seeds")
-    _not_negative(args, "seed_offset")
+    _at_least(1, args, "steps", "seeds")
+    _at_least(0, args, "seed_offset")
     overrides = _overrides(args)
     if args.size is not None:
         overrides["task.size"] = args.size
@@ -196,7 +189,7 @@ def _bench(args: argparse.Namespace) -> None:
     overrides = _overrides(args)
     if args.model:
         overrides["model.arch"] = args.model
-    _positive(args, "steps")
+    _at_least(1, args, "steps")
     result = bench(resolve_config(args.config, overrides), args.steps)
     print(json.dumps(result) if args.json else format_bench(result))
 
@@ -204,7 +197,7 @@ def _bench(args: argparse.Namespace) -> None:
 def _calibrate(args: argparse.Namespace) -> None:
     from reasonlab.experiments.calibration import format_calibration, run_calibration
 
-    _positive(args, "repeats", "steps", "seeds")
+    _at_least(1, args, "repeats", "steps", "seeds")
     try:
         handicaps = [float(f) for f in args.handicaps.split(",")] if args.handicaps.strip() else []
     except ValueError:

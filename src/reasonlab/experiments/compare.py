@@ -38,7 +38,7 @@ from reasonlab.experiments.ablation import RESULTS as ABLATION_RESULTS
 from reasonlab.experiments.ablation import best_config
 from reasonlab.experiments.stats import CI_LEVEL, holm, mean_ci, mean_curve, over_seeds, paired_diff, welch_diff
 from reasonlab.io import atomic_write_json
-from reasonlab.model.flops import step_flops
+from reasonlab.model.flops import config_step_flops
 from reasonlab.report.comparison import write_comparison_report
 from reasonlab.training import trainer
 from reasonlab.training.data import prepare_data
@@ -195,7 +195,7 @@ def plan_steps(configs: dict[str, Config], steps: int, match: str, out: Path,
 def arm_step_flops(arm: Arm) -> int:
     """Training FLOPs of one step of an arm, as it will run (its vocabulary adjusted to its data)."""
     cfg = prepare_data(arm.cfg).adjust_config(arm.cfg)
-    return step_flops(cfg.model, cfg.train.batch_size * cfg.model.seq_len, cfg.recursion)
+    return config_step_flops(cfg)
 
 
 def _matched_steps(configs: dict[str, Config], steps: int, match: str, step_s: dict[str, float]) -> dict[str, int]:
@@ -203,8 +203,7 @@ def _matched_steps(configs: dict[str, Config], steps: int, match: str, step_s: d
     if match == "steps":
         return {arm: steps for arm in configs}
     if match == "flops":
-        cost = {arm: step_flops(cfg.model, cfg.train.batch_size * cfg.model.seq_len, cfg.recursion)
-                for arm, cfg in configs.items()}
+        cost = {arm: config_step_flops(cfg) for arm, cfg in configs.items()}
     else:
         cost = dict(step_s)
     budget = steps * max(cost.values())

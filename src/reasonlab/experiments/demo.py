@@ -19,7 +19,7 @@ from reasonlab.errors import UserError
 from reasonlab.experiments.ablation import run_ablation
 from reasonlab.experiments.compare import arm_step_flops, pair_arms, run_comparison
 from reasonlab.experiments.suites import load_suite
-from reasonlab.model.flops import step_flops
+from reasonlab.model.flops import config_step_flops
 from reasonlab.training.data import prepare_data
 
 # The baseline knobs that moved the original's ranking most (learning rate and warmup), and the
@@ -59,8 +59,7 @@ def _clock(seconds: float) -> str:
 def sweep_flops(suite: str, subset: list[str], base: str) -> float:
     """Training FLOPs of one seed of every config of a sweep."""
     configs = load_suite(suite, base, {"train.max_steps": SWEEP_STEPS}, subset).configs.values()
-    return sum(SWEEP_STEPS * step_flops(cfg.model, cfg.train.batch_size * cfg.model.seq_len, cfg.recursion)
-               for cfg in (prepare_data(c).adjust_config(c) for c in configs))
+    return sum(SWEEP_STEPS * config_step_flops(prepare_data(cfg).adjust_config(cfg)) for cfg in configs)
 
 
 def run_demo(

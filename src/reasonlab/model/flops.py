@@ -62,6 +62,11 @@ def step_flops(m: ModelConfig, tokens: int, r: RecursionConfig | None = None, se
     return tokens * n * segment_flops_per_token(m, r)
 
 
+def config_step_flops(cfg: Config) -> int:
+    """`step_flops` of one training batch of `cfg` (batch_size x seq_len tokens, every segment run)."""
+    return step_flops(cfg.model, cfg.train.batch_size * cfg.model.seq_len, cfg.recursion)
+
+
 def segment_flops_per_token(m: ModelConfig, r: RecursionConfig) -> int:
     """Training FLOPs per token of one recursion segment.
 
