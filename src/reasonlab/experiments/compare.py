@@ -20,10 +20,8 @@ selected on.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
-import operator
 import shutil
 import statistics
 from collections.abc import Callable
@@ -36,7 +34,16 @@ from reasonlab.config import Config, resolve_config, with_overrides
 from reasonlab.errors import UserError
 from reasonlab.experiments.ablation import RESULTS as ABLATION_RESULTS
 from reasonlab.experiments.ablation import best_config
-from reasonlab.experiments.stats import CI_LEVEL, holm, mean_ci, mean_curve, over_seeds, paired_diff, welch_diff
+from reasonlab.experiments.stats import (
+    CI_LEVEL,
+    holm,
+    mean_ci,
+    mean_curve,
+    over_seeds,
+    paired_diff,
+    values_at,
+    welch_diff,
+)
 from reasonlab.io import atomic_write_json
 from reasonlab.model.flops import config_step_flops
 from reasonlab.report.comparison import write_comparison_report
@@ -325,7 +332,7 @@ def difference(a: list[float], b: list[float], paired: bool) -> dict[str, Any]:
 def _seed_values(arm: dict[str, Any], key: str) -> list[float]:
     """One aggregate's per-seed values, in seed order (what pairs seeds between arms)."""
     path = SEED_STATS.get(key, ("final_val", key.removeprefix("final_val_")))
-    return [functools.reduce(operator.getitem, path, run["summary"]) for run in arm["per_seed"].values()]
+    return values_at([run["summary"] for run in arm["per_seed"].values()], *path)
 
 
 def metric_table(arms: dict[str, dict[str, Any]], paired: bool) -> list[dict[str, Any]]:

@@ -34,10 +34,15 @@ def mean_ci(
     return {"mean": mean, "std": std, "ci_low": low, "ci_high": high, "n": n}
 
 
+def values_at(records: list[dict[str, Any]], *path: str) -> list[float]:
+    """The value at `path` (nested keys) in each seed's record, in order."""
+    return [functools.reduce(operator.getitem, path, record) for record in records]
+
+
 def over_seeds(records: list[dict[str, Any]], *path: str,
                bounds: tuple[float, float] | None = None) -> dict[str, float | int | None]:
-    """`mean_ci` over seeds of the value at `path` in each seed's record (nested keys)."""
-    return mean_ci([functools.reduce(operator.getitem, path, record) for record in records], bounds=bounds)
+    """`mean_ci` over seeds of the value at `path` in each seed's record."""
+    return mean_ci(values_at(records, *path), bounds=bounds)
 
 
 def mean_curve(histories: list[list[dict[str, float]]]) -> list[dict[str, float]]:
