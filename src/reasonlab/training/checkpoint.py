@@ -1,10 +1,15 @@
 """Checkpoints as a folder: safetensors for tensors, JSON/YAML for the rest, written atomically.
 
-    model.safetensors      weights (fp32 master copy)
+    model.safetensors      inference weights (fp32): the EMA weights when train.ema_decay > 0, else the
+                           trained weights; what `load_weights` (and so `reasonlab.load`) reads
+    raw_model.safetensors  only with EMA: the trained weights (fp32 master copy), for resuming
     optimizer.safetensors  AdamW moments and the RNG states
     state.json             step, schedule length, sampler state, best val loss, counters, param groups
     config.yaml            the resolved config
     tokenizer.json, tokenizer_meta.json
+
+With EMA, model.safetensors is also the EMA's own state on resume (its parameter entries are the
+shadows, exactly); a checkpoint without raw_model.safetensors holds no average.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from reasonlab.config import Config, config_from_dict
 from reasonlab.data.tokenizer import Tokenizer
 from reasonlab.errors import UserError
 from reasonlab.io import atomic_replace_dir, resolve_dir
+
+WEIGHTS = "model.safetensors"
+RAW_WEIGHTS = "raw_model.safetensors"
 
 
 @dataclass
@@ -45,6 +53,10 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, sd["param_groups"]
 
 
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
 def _rng_tensors() -> dict[str, torch.Tensor]:
     tensors = {"rng.cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -60,12 +72,19 @@ def save_checkpoint(
     state: TrainingState,
     config: Config,
     tokenizer: Tokenizer,
+    averaged: dict[str, torch.Tensor] | None = None,
 ) -> None:
+    """`averaged`: the EMA weights as a state dict of `model`; saved as the inference weights, and
+    the model's own as raw_model.safetensors."""
     opt_tensors, param_groups = _optimizer_tensors(optimizer)
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    weights = _cpu(model.state_dict())
 
     def fill(tmp: Path) -> None:
-        save_file(weights, str(tmp / "model.safetensors"))
+        if averaged is None:
+            save_file(weights, str(tmp / WEIGHTS))
+        else:
+            save_file(_cpu(averaged), str(tmp / WEIGHTS))
+            save_file(weights, str(tmp / RAW_WEIGHTS))
         save_file({**opt_tensors, **_rng_tensors()}, str(tmp / "optimizer.safetensors"))
         (tmp / "state.json").write_text(json.dumps({**state.__dict__, "param_groups": param_groups}, indent=2))
         (tmp / "config.yaml").write_text(config.to_yaml())
@@ -91,12 +110,31 @@ def read_config(directory: str | Path) -> Config:
     return config_from_dict(data)
 
 
-def load_weights(directory: str | Path, model: nn.Module) -> None:
-    directory = resolve_dir(directory)
+def _load(directory: Path, name: str) -> dict[str, torch.Tensor]:
     try:
-        model.load_state_dict(load_file(str(directory / "model.safetensors")))
+        return load_file(str(directory / name))
     except Exception as exc:  # safetensors raises its own error types for truncated files
         raise _fail(directory, exc) from None
+
+
+def _load_into(directory: Path, model: nn.Module, name: str) -> None:
+    state = _load(directory, name)
+    try:
+        model.load_state_dict(state)
+    except Exception as exc:
+        raise _fail(directory, exc) from None
+
+
+def load_weights(directory: str | Path, model: nn.Module) -> None:
+    """The inference weights: the EMA weights of a run with train.ema_decay > 0."""
+    directory = resolve_dir(directory)
+    _load_into(directory, model, WEIGHTS)
+
+
+def read_averaged_weights(directory: str | Path) -> dict[str, torch.Tensor] | None:
+    """The EMA weights of a checkpoint saved with them (a state dict of the model), else None."""
+    directory = resolve_dir(directory)
+    return _load(directory, WEIGHTS) if (directory / RAW_WEIGHTS).is_file() else None
 
 
 def read_state(directory: str | Path) -> TrainingState:
@@ -110,9 +148,10 @@ def read_state(directory: str | Path) -> TrainingState:
 
 
 def load_training_state(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> TrainingState:
-    """Restore weights, optimizer moments and RNG states; return the counters to continue from."""
+    """Restore the trained weights, optimizer moments and RNG states; return the counters to continue
+    from. The EMA weights, where the checkpoint has them, are `read_averaged_weights`'s to read."""
     directory = resolve_dir(directory)
-    load_weights(directory, model)
+    _load_into(directory, model, RAW_WEIGHTS if (directory / RAW_WEIGHTS).is_file() else WEIGHTS)
     try:
         data = json.loads((directory / "state.json").read_text())
         tensors = load_file(str(directory / "optimizer.safetensors"))

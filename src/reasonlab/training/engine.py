@@ -9,17 +9,22 @@ clip -> AdamW at the schedule's learning rate for that step. The run lifecycle
 Where later features plug in:
 - micro-batches (gradient accumulation): `_forward_backward`, which `train_step` would call once
   per micro-batch before the one clip and update;
-- EMA weights: `_update`, right after `optimizer.step()`; evaluation and checkpoints read
-  `Engine.model`, the place to swap in the averaged weights;
+- EMA weights (`train.ema_decay` > 0): `WeightAverage`, updated in `_update` right after
+  `optimizer.step()`; `Engine.averaged()` swaps them into `Engine.model` for evaluation, and
+  `Engine.ema.state_dict()` is what checkpoints save as the inference weights;
 - trackers: not here. Every logged record passes through `runlog.RunLog.event`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from reasonlab.config import Config
@@ -34,6 +39,88 @@ from reasonlab.training.optim import build_optimizer, lr_at
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+class WeightAverage:
+    """An exponential moving average (EMA) of a module's parameters, for evaluation and inference.
+
+    After the optimizer update with 0-based index `step`, every shadow moves toward its parameter:
+
+        shadow <- d * shadow + (1 - d) * param,   d = min(decay, (1 + step) / (10 + step))
+
+    starting from the parameters at construction (the initialization). The warm-up of `d` is the
+    common one (TensorFlow's ExponentialMovingAverage given num_updates, latent diffusion's LitEma):
+    the average's horizon 1 / (1 - d) = (10 + step) / 9 grows with the steps taken, so a short run
+    or an early evaluation sees recent weights rather than mostly the random init (a plain 0.999
+    still gives the init a weight of 0.999**500 = 0.61 after 500 steps; with the warm-up it is
+    below 1e-17). `d` reaches `decay` after 9 / (1 - decay) - 10 steps (8990 for 0.999) and is
+    TRM's plain EMA from then on; at TRM's step counts the warm-up's weights then weigh nothing.
+
+    Why not `torch.optim.swa_utils.AveragedModel` with `get_ema_multi_avg_fn`: it has no warm-up
+    (its averaging function sees only its own update counter, a tensor); each update reads that
+    counter on the host and copies it to the device, a stream sync per step on CUDA next to the
+    engine's one; and it deep-copies the module and re-copies its buffers every step where only
+    the parameters are averaged. Here the shadows are one tensor per parameter in its dtype (fp32:
+    the model's master weights), updated by one `torch._foreach_lerp_` without a host sync. They are kept on
+    the unwrapped module, whose parameters DistributedDataParallel and torch.compile share, so
+    they need no change under either; under torchrun every process keeps the same average.
+    Buffers are not averaged: the average's state dict takes them from the live model.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        self.model, self.decay = model, decay
+        self.params = list(model.parameters())  # tied parameters once
+        with torch.no_grad():
+            self.shadows = [p.detach().clone() for p in self.params]
+
+    def decay_at(self, step: int) -> float:
+        """The decay of the update after optimizer step `step` (0-based)."""
+        return min(self.decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        torch._foreach_lerp_(self.shadows, self.params, 1.0 - self.decay_at(step))
+
+    def _shadow_of(self) -> dict[int, torch.Tensor]:
+        return {id(p): s for p, s in zip(self.params, self.shadows)}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The model's state dict with every parameter's entry replaced by its average."""
+        shadow_of = self._shadow_of()
+        return {k: shadow_of.get(id(v), v).detach() for k, v in self.model.state_dict(keep_vars=True).items()}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Shadows from a state dict of the model (as `state_dict` gives); its buffers are ignored."""
+        shadow_of = self._shadow_of()
+        for key, value in self.model.state_dict(keep_vars=True).items():
+            if id(value) in shadow_of:
+                if key not in state:
+                    raise KeyError(f"averaged weights lack {key}")
+                shadow_of[id(value)].copy_(state[key])
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Shadows equal to the parameters now (a resumed run whose checkpoint has no average)."""
+        torch._foreach_copy_(self.shadows, self.params)
+
+    @contextlib.contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """Within: the model's parameters hold the averages (their storage swapped, nothing copied).
+
+        For evaluation of the unwrapped model between steps; on leaving, every parameter has its own
+        storage back, the one DDP, compiled and CUDA-graphed steps were set up with."""
+        self._swap()
+        try:
+            yield
+        finally:
+            self._swap()
+
+    def _swap(self) -> None:
+        for i, p in enumerate(self.params):
+            p.data, self.shadows[i] = self.shadows[i], p.data
 
 
 class Engine:
@@ -56,6 +143,7 @@ class Engine:
         self.model = build_model(cfg).to(self.device)
         self.model.configure_memory(cfg.train.activation_checkpointing, cfg.train.loss_chunk_tokens)
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
+        self.ema = WeightAverage(self.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         self.sampler: Sampler = data.sampler(cfg, self.world.rank, self.world.size)
         self.train_model = self._wrap(self.model)
 
@@ -64,7 +152,7 @@ class Engine:
         if self.world.active:
             model = DistributedDataParallel(
                 model, device_ids=[self.world.local_rank] if self.device.type == "cuda" else None,
-                find_unused_parameters=self.cfg.model.arch == "recursive",  # the halting head idles without ACT
+                find_unused_parameters=self.cfg.model.arch != "baseline",  # e.g. a halting head idles without ACT
             )
             self.reseed(0)
         self.cuda_graphs = self.cfg.train.cuda_graphs and self.device.type == "cuda"
@@ -88,9 +176,15 @@ class Engine:
         out.loss.backward()
         return out
 
-    def _update(self) -> None:
+    def _update(self, step: int) -> None:
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(step)
         self.optimizer.zero_grad(set_to_none=True)
+
+    def averaged(self) -> AbstractContextManager:
+        """Within: `self.model` holds the EMA weights when `train.ema_decay` > 0, else its own."""
+        return self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
 
     def train_step(self, step: int) -> tuple[StepLoss, torch.Tensor]:
         """Update number `step + 1` (0-based `step` sets the learning rate) on the next batch;
@@ -107,7 +201,7 @@ class Engine:
         if not torch.isfinite(loss + grad_norm):
             raise TrainingDiverged(f"non-finite loss ({loss.item()}) or gradient norm ({grad_norm.item()}) "
                                    f"at step {step + 1}")
-        self._update()
+        self._update(step)
         return out, grad_norm
 
     def compile_warm_up(self) -> float:

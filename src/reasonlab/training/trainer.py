@@ -5,6 +5,10 @@ curves.png and summary.json. `train` starts a run, `resume` continues or extends
 same seed on CPU a resumed run reproduces the uninterrupted one exactly. The step itself
 (forward, backward, clip, AdamW) is `engine.Engine`'s.
 
+With `train.ema_decay` > 0 the evaluations (and so the best checkpoint) are of the EMA weights,
+and every checkpoint's inference weights are the EMA ones; train records stay the trained
+weights' own losses.
+
 Under torchrun each process takes its slice of the configured (global) batch, and only the main
 process evaluates and writes files.
 """
@@ -32,6 +36,7 @@ from reasonlab.training.checkpoint import (
     TrainingState,
     latest_checkpoint,
     load_training_state,
+    read_averaged_weights,
     read_config,
     save_checkpoint,
 )
@@ -66,6 +71,12 @@ class Trainer:
         max_steps = self.state.max_steps
         self.state = load_training_state(checkpoint, self.engine.model, self.engine.optimizer)
         self.state.max_steps = max_steps
+        if self.engine.ema is not None:
+            averaged = read_averaged_weights(checkpoint)
+            if averaged is None:  # saved without EMA: the average starts from the weights it resumes
+                self.engine.ema.reset()
+            else:
+                self.engine.ema.load_state_dict(averaged)
         self.engine.sampler.load_state_dict(self.state.sampler)
         self.engine.reseed(self.state.step)
 
@@ -163,7 +174,8 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float]:
         e = self.engine
-        return self.data.evaluate(e.model, self.cfg, e.device, e.autocast)
+        with e.averaged():
+            return self.data.evaluate(e.model, self.cfg, e.device, e.autocast)
 
     def _save(self, name: str) -> None:
         self.state.wall_time_s = time.perf_counter() - self._wall_start
@@ -172,7 +184,7 @@ class Trainer:
         self.state.sampler = self.engine.sampler.state_dict()
         e = self.engine
         save_checkpoint(self.run_dir / "checkpoints" / name, e.model, e.optimizer, self.state, self.cfg,
-                        self.data.tokenizer)
+                        self.data.tokenizer, averaged=e.ema.state_dict() if e.ema is not None else None)
 
     def _write_summary(self) -> dict:
         st, val = self.state, self.final_val
@@ -192,6 +204,8 @@ class Trainer:
             "device": str(self.engine.device),
             "precision": self.engine.precision,
         }
+        if self.cfg.train.ema_decay > 0:
+            summary["ema_decay"] = self.cfg.train.ema_decay  # final_val and best_val_loss are the EMA weights'
         atomic_write_json(self.run_dir / "summary.json", summary)
         events = read_metrics(self.run_dir / "metrics.jsonl")
         plot_run_curves(events, self.run_dir / "curves.png", title=self.run_dir.name)
