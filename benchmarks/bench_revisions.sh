@@ -5,7 +5,8 @@
 #   benchmarks/bench_revisions.sh BEFORE AFTER [ROUNDS] > bench.jsonl
 #
 # Each line of output is one bench result (JSON) with "revision" added; every row runs in its
-# own process: baseline and recursive (H1/L1, 2 segments) at cpu-bench, fp32 and bf16.
+# own process: baseline and recursive (hrm H1/L1, 2 segments) at cpu-bench, fp32 and bf16. The
+# old key names (recursion.H_cycles, --model recursive) are the ones every revision accepts.
 set -euo pipefail
 before=$1 after=$2 rounds=${3:-2}
 top=$(git rev-parse --show-toplevel)

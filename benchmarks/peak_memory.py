@@ -1,8 +1,8 @@
 """Peak RSS of training steps at a given model size, on random tokens (no corpus or tokenizer needed).
 
     python benchmarks/peak_memory.py --config seed-gpu --set model.vocab_size=49152 --steps 1
-    python benchmarks/peak_memory.py --config seed-gpu-recursive --set recursion.H_cycles=2 \\
-        --set recursion.L_cycles=2 --set train.activation_checkpointing=true --set train.loss_chunk_tokens=2048
+    python benchmarks/peak_memory.py --config seed-gpu-recursive --set hrm.H_cycles=2 \\
+        --set hrm.L_cycles=2 --set train.activation_checkpointing=true --set train.loss_chunk_tokens=2048
 
 Each step is the trainer's: forward + loss under the configured precision, backward, gradient
 clipping, AdamW, with glibc keeping freed memory as in training. Peak RSS includes the
@@ -55,9 +55,9 @@ def main() -> None:
     print(f"{m.arch} d_model {m.d_model}, {m.n_layers} layers, vocab {m.vocab_size}, seq {m.seq_len}, "
           f"batch {t.batch_size}, {param_counts(cfg)['total'] / 1e6:.1f}M params, {precision}, "
           f"checkpointing {t.activation_checkpointing}, loss chunks {t.loss_chunk_tokens or 'off'}")
-    if m.arch == "recursive":
+    if m.arch != "baseline":
         r = cfg.recursion
-        print(f"recursion H{r.H_cycles}/L{r.L_cycles}, {r.max_segments} segments, ACT {r.use_act}")
+        print(f"{m.arch}: {vars(getattr(cfg, m.arch))}, {r.max_segments} segments, ACT {r.use_act}")
     steps = ", ".join(f"{s:.1f}" for s in times)
     print(f"step times (s): {steps}; loss {out.lm_loss.item():.4f}; peak RSS {rss_gb:.2f} GB")
 

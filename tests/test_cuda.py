@@ -50,7 +50,7 @@ def test_padded_head_equals_the_plain_product_and_its_gradient():
                                torch.autograd.grad(expected.sum(), (h, weight)))
 
 
-@pytest.mark.parametrize("arch", ["baseline", "recursive"])
+@pytest.mark.parametrize("arch", ["baseline", "hrm", "trm", "looped"])
 def test_causality_under_bf16_autocast(arch):
     torch.manual_seed(0)
     model = build_model(Config(model=dataclasses.replace(TINY, arch=arch))).to(CUDA).eval()

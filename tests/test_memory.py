@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from reasonlab.config import Config, ModelConfig, RecursionConfig
+from reasonlab.config import Config, HRMConfig, LoopedConfig, ModelConfig, TRMConfig
 from reasonlab.model import build_model
 
 TINY = ModelConfig(vocab_size=300, seq_len=32, d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.1)
@@ -13,7 +13,8 @@ TINY = ModelConfig(vocab_size=300, seq_len=32, d_model=32, n_layers=2, n_heads=4
 
 def _loss_and_grads(arch, checkpointing, chunk):
     torch.manual_seed(0)
-    cfg = Config(model=dataclasses.replace(TINY, arch=arch), recursion=RecursionConfig(H_cycles=2, L_cycles=1))
+    cfg = Config(model=dataclasses.replace(TINY, arch=arch), hrm=HRMConfig(H_cycles=2, L_cycles=1),
+                 trm=TRMConfig(latent_steps=1, recursions=2), looped=LoopedConfig(depth=3, act=True))
     model = build_model(cfg).train()
     model.configure_memory(checkpointing, chunk)
     gen = torch.Generator().manual_seed(1)
@@ -24,7 +25,7 @@ def _loss_and_grads(arch, checkpointing, chunk):
     return out.loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("arch", ["baseline", "recursive"])
+@pytest.mark.parametrize("arch", ["baseline", "hrm", "trm", "looped"])
 @pytest.mark.parametrize("checkpointing, chunk", [(True, 0), (False, 40), (True, 17)])
 def test_memory_options_leave_loss_and_gradients_unchanged(arch, checkpointing, chunk):
     ref_loss, ref_grads = _loss_and_grads(arch, False, 0)

@@ -7,23 +7,19 @@ import torch.nn.functional as F
 
 import reasonlab
 from conftest import CONFIGS
-from reasonlab.config import Config, ModelConfig, RecursionConfig
-from reasonlab.model import RecursiveLM, build_model, param_counts
-from reasonlab.model.flops import segment_flops_per_token
+from reasonlab.config import Config, HRMConfig, ModelConfig, RecursionConfig
+from reasonlab.model import HRM, build_model, param_counts
+from reasonlab.model.arms import config_step_flops
 from reasonlab.model.loss import IGNORE_INDEX
 from reasonlab.training.runlog import read_metrics
 
-TINY = ModelConfig(arch="recursive", vocab_size=300, seq_len=32, d_model=32, n_layers=2, n_heads=4, d_ff=64,
+TINY = ModelConfig(arch="hrm", vocab_size=300, seq_len=32, d_model=32, n_layers=2, n_heads=4, d_ff=64,
                    dropout=0.1)
 
 
-def make(H=2, L=2, n=2, act=True, explore=0.0, grad_cycles=1, halting_bias=None) -> RecursiveLM:
-    """A tiny recursive model whose halting head is live: by default about half the tokens
-    exit after the first segment, so halting differs from token to token."""
-    torch.manual_seed(0)
-    rec = RecursionConfig(H_cycles=H, L_cycles=L, max_segments=n, use_act=act, halt_exploration_prob=explore,
-                          grad_cycles=grad_cycles)
-    model = build_model(Config(model=TINY, recursion=rec))
+def live_halting(model, halting_bias=None):
+    """Make the halting head live: by default about half the tokens exit after the first segment,
+    so halting differs from token to token."""
     torch.nn.init.normal_(model.halt_head.weight, std=1.0)
     if halting_bias is None:
         first = []
@@ -33,6 +29,15 @@ def make(H=2, L=2, n=2, act=True, explore=0.0, grad_cycles=1, halting_bias=None)
         halting_bias = -first[0].median().item() if first else 0.0
     torch.nn.init.constant_(model.halt_head.bias, halting_bias)
     return model
+
+
+def make(H=2, L=2, n=2, act=True, explore=0.0, grad_cycles=1, halting_bias=None) -> HRM:
+    """A tiny HRM model with live halting."""
+    torch.manual_seed(0)
+    rec = RecursionConfig(max_segments=n, use_act=act, halt_exploration_prob=explore)
+    model = build_model(Config(model=TINY, recursion=rec, hrm=HRMConfig(H_cycles=H, L_cycles=L,
+                                                                        grad_cycles=grad_cycles)))
+    return live_halting(model, halting_bias)
 
 
 def tokens(B=2, T=32, seed=1):
@@ -86,8 +91,8 @@ def test_segments_run_in_training_when_every_token_halts_at_once(act, segments, 
     """With ACT the step stops after the first segment and counts its FLOPs once; without, all three run."""
     model = make(H=1, L=1, n=3, act=act, halting_bias=50.0).train()
     calls = []
-    real = RecursiveLM._segment
-    monkeypatch.setattr(RecursiveLM, "_segment", lambda self, *a: calls.append(1) or real(self, *a))
+    real = HRM.segment
+    monkeypatch.setattr(HRM, "segment", lambda self, *a: calls.append(1) or real(self, *a))
     out = model.compute_loss(tokens(), tokens(seed=4))
     assert len(calls) == segments and out.metrics["segments"] == segments
     per_segment = 2 * 179_712 + 57_600 + (192 if act else 0)  # H1/L1, by the hand count below
@@ -147,8 +152,9 @@ def test_permuting_rows_permutes_outputs():
     ],
 )
 def test_flops_hand_count(H, L, expected):
-    rec = RecursionConfig(H_cycles=H, L_cycles=L, max_segments=2)
-    assert segment_flops_per_token(TINY, rec) == expected
+    cfg = Config(model=TINY, recursion=RecursionConfig(max_segments=2), hrm=HRMConfig(H_cycles=H, L_cycles=L),
+                 train=reasonlab.config.TrainConfig(batch_size=2))
+    assert config_step_flops(cfg) == 2 * 32 * 2 * expected
     model = make(H, L, n=2, act=True, halting_bias=-50.0).train()
     out = model.compute_loss(tokens(), tokens(seed=4))
     assert out.flops == 2 * 32 * 2 * expected  # every token ran both segments
@@ -167,7 +173,7 @@ def test_tiny_recursive_val_loss_falls_and_resumes_exactly(tmp_path):
     evals = [e for e in read_metrics(full / "metrics.jsonl") if e["kind"] == "eval"]
     assert evals[-1]["loss"] < 6.24 - 0.8 and evals[-1]["segments"] == 2.0
     summary = json.loads((full / "summary.json").read_text())
-    assert summary["flops_per_token"] == 2 * segment_flops_per_token(cfg.model, cfg.recursion)
+    assert summary["flops_per_token"] == config_step_flops(cfg) / (cfg.train.batch_size * cfg.model.seq_len)
 
     killed = reasonlab.train(cfg, tmp_path / "killed", quiet=True)
     for ckpt in (killed / "checkpoints").iterdir():
@@ -186,7 +192,7 @@ def test_cli_trains_and_generates_the_recursive_arm(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--config", str(CONFIGS / "cpu-tiny.yaml"), "--model", "recursive", "--max-steps", "4",
                  "--out", str(out), "--quiet"]) == 0
-    assert reasonlab.load(out / "checkpoints" / "final").config.model.arch == "recursive"
+    assert reasonlab.load(out / "checkpoints" / "final").config.model.arch == "hrm"  # the old name is an alias
     capsys.readouterr()
     assert main(["generate", str(out / "checkpoints" / "final"), "--prompt", "To be", "--max-new-tokens", "5"]) == 0
     captured = capsys.readouterr()

@@ -19,7 +19,8 @@ from reasonlab.errors import UserError
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"  # also at configs/ in a source checkout
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-ARCHS = ("baseline", "recursive")
+ARCHS = ("baseline", "hrm", "trm", "looped")
+ARCH_ALIASES = {"recursive": "hrm"}  # old name -> arm: old configs and checkpoints keep loading
 
 
 @dataclass
@@ -43,15 +44,43 @@ class ModelConfig:
 
 @dataclass
 class RecursionConfig:
-    """The recursive arm (model.arch: recursive): HRM-style H/L cycles over the shared block stack."""
+    """What every recursive arm shares: segments of deep supervision and per-token halting."""
+
+    max_segments: int = 2  # most segments a token is refined for (deep supervision steps)
+    halt_exploration_prob: float = 0.1  # chance a token is made to run 2..max_segments segments in training
+    use_act: bool = True  # learned per-token halting; false = every token runs max_segments segments
+    halt_loss_weight: float = 0.5
+    carry_across_steps: bool = False  # one segment per optimizer step, the state carried to the same rows
+
+
+@dataclass
+class HRMConfig:
+    """model.arch hrm: HRM-style high/low-level cycles (model/hrm.py)."""
 
     H_cycles: int = 2  # high-level cycles per segment
     L_cycles: int = 2  # low-level updates per high-level cycle
-    max_segments: int = 2  # most segments a token is refined for
-    halt_exploration_prob: float = 0.1  # chance a token is made to run 2..max_segments segments in training
-    use_act: bool = True  # learned per-token halting; false = every token runs max_segments segments
     grad_cycles: int = 1  # trailing H cycles per segment that carry gradient
-    halt_loss_weight: float = 0.5
+
+
+@dataclass
+class TRMConfig:
+    """model.arch trm: TRM's one network over a latent z and an answer y (model/trm.py)."""
+
+    latent_steps: int = 2  # n: latent updates z <- f(x + y + z) per recursion
+    recursions: int = 2  # T: recursions per segment; the first T-1 run without gradient
+
+
+@dataclass
+class LoopedConfig:
+    """model.arch looped: one block stack applied `depth` times (model/looped.py)."""
+
+    depth: int = 4  # passes per segment (the trained depth when mean_depth is 0)
+    act: bool = False  # per-token adaptive computation time over passes (Graves; Universal Transformers)
+    act_threshold: float = 0.99  # a token halts once its summed halting probability reaches this
+    ponder_cost: float = 0.01  # weight of the ponder cost (passes + remainder) in the loss
+    mean_depth: float = 0.0  # > 0: recurrent-depth training, each step's depth drawn with this mean
+    depth_sigma: float = 0.5  # spread of the log-normal Poisson depth draw
+    backprop_depth: int = 0  # gradient through only the last k passes of a segment; 0 = all
 
 
 @dataclass
@@ -110,12 +139,16 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int = 20  # val batches per evaluation, always the same slice of the val split
     save_every: int = 0  # periodic checkpoints every N steps; 0 = only best and final
+    ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights to evaluate and save; 0 = off
 
 
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     recursion: RecursionConfig = field(default_factory=RecursionConfig)
+    hrm: HRMConfig = field(default_factory=HRMConfig)
+    trm: TRMConfig = field(default_factory=TRMConfig)
+    looped: LoopedConfig = field(default_factory=LoopedConfig)
     data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -128,10 +161,16 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {
-    "model": ModelConfig, "recursion": RecursionConfig, "data": DataConfig, "task": TaskConfig, "train": TrainConfig,
+    "model": ModelConfig, "recursion": RecursionConfig, "hrm": HRMConfig, "trm": TRMConfig, "looped": LoopedConfig,
+    "data": DataConfig, "task": TaskConfig, "train": TrainConfig,
 }
 TASK_FORMATS = ("seq", "grid")
-RENAMED_KEYS = {"recursion.halt_max_steps": "recursion.max_segments"}  # old name -> new: old configs keep loading
+RENAMED_KEYS = {  # old name -> new: old configs keep loading
+    "recursion.halt_max_steps": "recursion.max_segments",
+    "recursion.H_cycles": "hrm.H_cycles",
+    "recursion.L_cycles": "hrm.L_cycles",
+    "recursion.grad_cycles": "hrm.grad_cycles",
+}
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
@@ -167,7 +206,10 @@ def _apply(cfg: Config, key: str, value: Any) -> None:
     hints = get_type_hints(type(sub))
     if name not in hints:
         raise UserError(f"unknown config key {key!r}")
-    setattr(sub, name, _coerce(key, value, hints[name]))
+    value = _coerce(key, value, hints[name])
+    if key == "model.arch":
+        value = ARCH_ALIASES.get(value, value)
+    setattr(sub, name, value)
 
 
 def _flatten(data: Any, origin: str) -> dict[str, Any]:
@@ -298,13 +340,24 @@ def validate(cfg: Config) -> None:
     _check(m.balance_loss_weight >= 0.0, "model.balance_loss_weight", "must be >= 0", m.balance_loss_weight)
 
     r = cfg.recursion
-    for key in ("H_cycles", "L_cycles", "max_segments", "grad_cycles"):
-        _check(getattr(r, key) >= 1, f"recursion.{key}", "must be >= 1", getattr(r, key))
-    _check(r.grad_cycles <= r.H_cycles, "recursion.grad_cycles", f"must be <= recursion.H_cycles ({r.H_cycles})",
-           r.grad_cycles)
+    _check(r.max_segments >= 1, "recursion.max_segments", "must be >= 1", r.max_segments)
     _check(0.0 <= r.halt_exploration_prob <= 1.0, "recursion.halt_exploration_prob", "must be in [0, 1]",
            r.halt_exploration_prob)
     _check(r.halt_loss_weight >= 0.0, "recursion.halt_loss_weight", "must be >= 0", r.halt_loss_weight)
+    h = cfg.hrm
+    for key in ("H_cycles", "L_cycles", "grad_cycles"):
+        _check(getattr(h, key) >= 1, f"hrm.{key}", "must be >= 1", getattr(h, key))
+    _check(h.grad_cycles <= h.H_cycles, "hrm.grad_cycles", f"must be <= hrm.H_cycles ({h.H_cycles})", h.grad_cycles)
+    for key in ("latent_steps", "recursions"):
+        _check(getattr(cfg.trm, key) >= 1, f"trm.{key}", "must be >= 1", getattr(cfg.trm, key))
+    lp = cfg.looped
+    _check(lp.depth >= 1, "looped.depth", "must be >= 1", lp.depth)
+    _check(0.0 < lp.act_threshold <= 1.0, "looped.act_threshold", "must be in (0, 1]", lp.act_threshold)
+    _check(lp.ponder_cost >= 0.0, "looped.ponder_cost", "must be >= 0", lp.ponder_cost)
+    _check(lp.mean_depth == 0.0 or lp.mean_depth >= 1.0, "looped.mean_depth",
+           "must be >= 1 (or 0 for a fixed depth)", lp.mean_depth)
+    _check(lp.depth_sigma >= 0.0, "looped.depth_sigma", "must be >= 0", lp.depth_sigma)
+    _check(lp.backprop_depth >= 0, "looped.backprop_depth", "must be >= 0 (0 = every pass)", lp.backprop_depth)
 
     _check(bool(d.source.strip()), "data.source", "must not be empty", d.source)
     _check(bool(d.tokenizer.strip()), "data.tokenizer", "must not be empty", d.tokenizer)
@@ -333,4 +386,5 @@ def validate(cfg: Config) -> None:
     _check(t.grad_clip >= 0.0, "train.grad_clip", "must be >= 0 (0 disables clipping)", t.grad_clip)
     _check(t.precision in PRECISIONS, "train.precision", f"must be one of {', '.join(PRECISIONS)}", t.precision)
     _check(t.device in DEVICES, "train.device", f"must be one of {', '.join(DEVICES)}", t.device)
+    _check(0.0 <= t.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1) (0 = off)", t.ema_decay)
     _check(t.compile or not t.cuda_graphs, "train.cuda_graphs", "needs train.compile: true", t.cuda_graphs)

@@ -19,7 +19,7 @@ from reasonlab.errors import UserError
 from reasonlab.experiments.ablation import run_ablation
 from reasonlab.experiments.compare import arm_step_flops, pair_arms, run_comparison
 from reasonlab.experiments.suites import load_suite
-from reasonlab.model.flops import config_step_flops
+from reasonlab.model import config_step_flops
 from reasonlab.training.data import prepare_data
 
 # The baseline knobs that moved the original's ranking most (learning rate and warmup), and the

@@ -1,19 +1,13 @@
-"""Model components: attention + RoPE, MoE, the transformer LM, the recursive wrapper, FLOP accounting."""
+"""Model components: attention + RoPE, MoE, the transformer LM, the recursive arms, FLOP accounting."""
 
-from torch import nn
-
-from reasonlab.config import Config
-from reasonlab.model.flops import flops_per_token, param_counts
+from reasonlab.model.arms import RECURSIVE_ARMS, build_model, config_step_flops, control_config, param_counts
+from reasonlab.model.flops import flops_per_token
+from reasonlab.model.hrm import HRM
+from reasonlab.model.looped import Looped
 from reasonlab.model.outputs import ModelOutput, StepLoss
-from reasonlab.model.recursive import RecursiveLM
+from reasonlab.model.recursion import RecursiveLM
 from reasonlab.model.transformer import MoETransformerLM
+from reasonlab.model.trm import TRM
 
-__all__ = ["ModelOutput", "MoETransformerLM", "RecursiveLM", "StepLoss", "build_model", "flops_per_token",
-           "param_counts"]
-
-
-def build_model(cfg: Config) -> nn.Module:
-    """The model `cfg.model.arch` names; both answer run(), forward() and compute_loss()."""
-    if cfg.model.arch == "recursive":
-        return RecursiveLM(cfg.model, cfg.recursion)
-    return MoETransformerLM(cfg.model)
+__all__ = ["HRM", "RECURSIVE_ARMS", "TRM", "Looped", "ModelOutput", "MoETransformerLM", "RecursiveLM", "StepLoss",
+           "build_model", "config_step_flops", "control_config", "flops_per_token", "param_counts"]

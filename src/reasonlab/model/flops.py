@@ -9,19 +9,16 @@ is 2x); a pass run under no_grad costs 1x. The tied LM head costs 2 * d * V forw
 
 from __future__ import annotations
 
-from reasonlab.config import Config, ModelConfig, RecursionConfig
+from reasonlab.config import ModelConfig
 
 
-def param_counts(cfg: Config) -> dict[str, int]:
-    """total: every parameter; active: those one token touches (top_k of n_experts experts)."""
-    m = cfg.model
+def base_param_counts(m: ModelConfig) -> dict[str, int]:
+    """The shared block stack and tied embedding: total, active (top_k of n_experts experts), embedding."""
     d, f, E = m.d_model, m.d_ff, m.n_experts
     expert = 2 * d * f + f + d
     per_layer = 4 * d * d + 2 * d + d * E + E * expert
     embedding = m.vocab_size * d
     total = embedding + m.n_layers * per_layer + d
-    if m.arch == "recursive":
-        total += 2 * d * d + 2 * d + 2 * d + (d + 1)  # P_HL, P_LH, two input norms, two init states, halt head
     active = total - m.n_layers * (E - m.top_k) * expert
     return {"total": total, "active": active, "embedding": embedding}
 
@@ -46,35 +43,21 @@ def flops_per_token(m: ModelConfig) -> int:
     return 3 * (stack_forward_flops(m) + head_forward_flops(m))
 
 
-def step_flops(m: ModelConfig, tokens: int, r: RecursionConfig | None = None, segments: int | None = None) -> int:
-    """Training FLOPs of one step over `tokens` target positions: the one formula every model
-    reports and every compute budget is planned with.
+def step_flops(m: ModelConfig, tokens: int) -> int:
+    """Training FLOPs of one baseline step over `tokens` target positions."""
+    return tokens * flops_per_token(m)
 
-    The baseline runs one pass with gradient. The recursive arm runs `segments` segments for the
-    whole batch (`r.max_segments` when None: a step in which no token exits early; ACT can only
-    spend less, never more).
+
+def recursion_step_flops(m: ModelConfig, tokens: int, grad_passes: float, free_passes: float, segments: int,
+                         pass_params: int, halting: bool) -> int:
+    """Training FLOPs of one recursive step: the one formula every recursive arm reports and every
+    compute budget of one is planned with.
+
+    `grad_passes` stack passes ran with gradient (3x their forward) and `free_passes` without
+    (1x); each pass also multiplies through `pass_params` weights of the arm's own (an input
+    projection, a halting unit). Each of the `segments` segments runs the LM head (and, with
+    `halting`, the halting head) with gradient.
     """
-    if m.arch == "baseline":
-        return tokens * flops_per_token(m)
-    if r is None:
-        raise ValueError(f"FLOPs of model.arch {m.arch!r} need its recursion config")
-    n = r.max_segments if segments is None else segments
-    return tokens * n * segment_flops_per_token(m, r)
-
-
-def config_step_flops(cfg: Config) -> int:
-    """`step_flops` of one training batch of `cfg` (batch_size x seq_len tokens, every segment run)."""
-    return step_flops(cfg.model, cfg.train.batch_size * cfg.model.seq_len, cfg.recursion)
-
-
-def segment_flops_per_token(m: ModelConfig, r: RecursionConfig) -> int:
-    """Training FLOPs per token of one recursion segment.
-
-    A segment is H_cycles cycles of (L_cycles low-level passes + 1 high-level pass), each pass
-    the block stack plus a d x d projection (P_HL or P_LH); the first H_cycles - grad_cycles
-    cycles run without gradient. Then the LM head (and the halting head, with ACT) on z_H.
-    """
-    per_cycle = (r.L_cycles + 1) * stack_forward_flops(m, m.d_model * m.d_model)
-    stack = 3 * r.grad_cycles * per_cycle + (r.H_cycles - r.grad_cycles) * per_cycle
-    heads = 3 * head_forward_flops(m) + (3 * 2 * m.d_model if r.use_act else 0)
-    return stack + heads
+    per_pass = stack_forward_flops(m, pass_params)
+    heads = 3 * head_forward_flops(m) + (3 * 2 * m.d_model if halting else 0)
+    return round(tokens * ((3 * grad_passes + free_passes) * per_pass + segments * heads))

@@ -1,0 +1,262 @@
+"""The recursion core every recursive arm shares: segments of deep supervision and one exit rule.
+
+An arm (`hrm`, `trm`, `looped`; model/arms.py lists them) is a subclass that says how its state
+starts (`initial_state`), how one segment refines it (`segment`) and what the LM head reads
+(`readout`). Everything else is here, once: the segment loop, per-token halting, inference,
+the deep-supervision loss and the FLOPs that really ran.
+
+Up to `max_segments` segments refine the same sequence, each starting from the previous one's
+detached state and each trained on next-token cross-entropy (deep supervision). The state
+belongs to one sequence: nothing is carried across rows, batches or calls.
+
+Halting (use_act) is per token and causal: a halting head reads the readout at position t,
+which has seen tokens <= t only, and is trained with binary cross-entropy against "this
+segment's prediction at t is correct" (as TRM does per puzzle). A token exits at the first
+segment whose halting logit is > 0 (or at its last segment); its prediction is that segment's
+logits, in training, evaluation and generation alike: `recur` runs the segments and applies
+this rule for both. After a token exits, later segments still update its state (other tokens
+attend to it) but its losses no longer count. In training, with probability
+halt_exploration_prob a token must run a random 2..max_segments segments before it may exit.
+With use_act false, every token runs max_segments segments and predicts from the last.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reasonlab.config import Config
+from reasonlab.model.flops import base_param_counts, recursion_step_flops
+from reasonlab.model.loss import IGNORE_INDEX, masked_mean, token_losses
+from reasonlab.model.outputs import ModelOutput, StepLoss
+from reasonlab.model.transformer import MoETransformerLM
+
+State = tuple[torch.Tensor, ...]  # an arm's per-position states, each [B, T, d]
+
+
+@dataclass
+class Segment:
+    """One segment's work: the new state, its passes' summed MoE balance loss, how many stack
+    passes ran with and without gradient, and an arm's own per-token cost ([B, T], e.g. the
+    ponder cost of looped ACT), weighted in the loss by the arm's `penalty_weight`."""
+
+    state: State
+    balance_loss: torch.Tensor
+    grad_passes: int
+    free_passes: int
+    penalty_BT: torch.Tensor | None = None
+
+
+@dataclass
+class Recursion:
+    """What the segment loop leaves for its reader: per segment run, the readout [B, T, d], the
+    halting logits [B, T] (None without ACT) and the arm's per-token cost (or None); each token's
+    exit segment (1-based, [B, T]); the MoE balance loss averaged over every pass; the passes run."""
+
+    states: list[torch.Tensor]
+    halt_logits: list[torch.Tensor | None]
+    penalties: list[torch.Tensor | None]
+    exit_segment: torch.Tensor
+    balance_loss: torch.Tensor
+    grad_passes: int
+    free_passes: int
+    final: State
+
+
+class RecursiveLM(nn.Module):
+    """The shared part of every recursive arm: the baseline's block stack (`core`), a halting head,
+    the segment loop, inference and the deep-supervision loss."""
+
+    penalty_weight = 0.0  # weight of Segment.penalty_BT in the loss
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.config, self.cfg, self.rec = cfg, cfg.model, cfg.recursion
+        self.core = MoETransformerLM(cfg.model)
+        self.halt_head = nn.Linear(cfg.model.d_model, 1)
+        nn.init.zeros_(self.halt_head.weight)
+        nn.init.constant_(self.halt_head.bias, -5.0)  # start by never halting, as HRM does
+
+    # What an arm defines ------------------------------------------------------------------------
+
+    def initial_state(self, x_BTD: torch.Tensor) -> State:
+        raise NotImplementedError
+
+    def segment(self, z: State, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                depth: int | None) -> Segment:
+        """One segment from state z; `depth` forces the arm's inner recursion count (test time)."""
+        raise NotImplementedError
+
+    def readout(self, z: State) -> torch.Tensor:
+        """The normalised state [B, T, d] the LM head and the halting head read."""
+        raise NotImplementedError
+
+    @property
+    def trained_depth(self) -> int:
+        """The arm's inner recursion count as trained: what `depth` overrides at test time."""
+        raise NotImplementedError
+
+    @classmethod
+    def passes(cls, cfg: Config) -> tuple[float, float]:
+        """Stack passes per segment in a training step, (with gradient, without); expected values
+        where the depth is drawn at random."""
+        raise NotImplementedError
+
+    @classmethod
+    def pass_params(cls, cfg: Config) -> int:
+        """Matmul weights of the arm's own that each pass multiplies through (see flops.py)."""
+        return 0
+
+    @classmethod
+    def own_params(cls, cfg: Config) -> int:
+        """Parameters beyond the shared stack and embedding (the halting head included)."""
+        return cfg.model.d_model + 1
+
+    def train_depth(self) -> int | None:
+        """The depth of this training step; None = the arm's configured depth."""
+        return None
+
+    # The shared part -----------------------------------------------------------------------------
+
+    @classmethod
+    def param_counts(cls, cfg: Config) -> dict[str, int]:
+        counts = base_param_counts(cfg.model)
+        own = cls.own_params(cfg)
+        return {**counts, "total": counts["total"] + own, "active": counts["active"] + own}
+
+    @classmethod
+    def step_flops(cls, cfg: Config, tokens: int) -> int:
+        """FLOPs of a training step in which no token exits early (ACT can only spend less)."""
+        grad, free = cls.passes(cfg)
+        n = cfg.recursion.max_segments
+        return recursion_step_flops(cfg.model, tokens, n * grad, n * free, n, cls.pass_params(cfg),
+                                    cfg.recursion.use_act)
+
+    @classmethod
+    def passes_per_token(cls, cfg: Config) -> float:
+        """Stack passes one token goes through over every segment: the depth of the FLOP control."""
+        return cfg.recursion.max_segments * sum(cls.passes(cfg))
+
+    def configure_memory(self, activation_checkpointing: bool, loss_chunk_tokens: int) -> None:
+        self.core.configure_memory(activation_checkpointing, loss_chunk_tokens)
+
+    def _init_state_vector(self) -> nn.Parameter:
+        """An initial state vector [d], at the scale of the embedded tokens."""
+        return nn.Parameter(torch.randn(self.cfg.d_model) * 0.02 * math.sqrt(self.cfg.d_model))
+
+    def recur(self, embedded: tuple[torch.Tensor, torch.Tensor, torch.Tensor], n: int, use_act: bool,
+              live: torch.Tensor, min_segments: torch.Tensor | None = None, depth: int | None = None) -> Recursion:
+        """The segment loop and exit rule that training and inference share.
+
+        Runs up to `n` segments over the embedded tokens (`core.embed_tokens`), each starting from
+        the previous one's detached state. A token in `live` exits at the first segment whose
+        halting logit is > 0 once it has run `min_segments` (with `use_act`), else at the last
+        segment; the loop stops early once no live token is left.
+        """
+        x_BTD, cos, sin = embedded
+        z = self.initial_state(x_BTD)
+        exit_segment_BT = torch.full(live.shape, n, device=x_BTD.device)
+        aux = x_BTD.new_zeros((), dtype=torch.float32)
+        states, halt_logits, penalties = [], [], []
+        grad_passes = free_passes = 0
+        for s in range(n):
+            seg = self.segment(z, x_BTD, cos, sin, depth)
+            aux = aux + seg.balance_loss
+            grad_passes, free_passes = grad_passes + seg.grad_passes, free_passes + seg.free_passes
+            h_BTD = self.readout(seg.state)
+            q_BT = self.halt_head(h_BTD).squeeze(-1).float() if use_act else None
+            if s == n - 1:
+                exits_BT = live
+            elif q_BT is None:
+                exits_BT = torch.zeros_like(live)
+            else:
+                exits_BT = live & (q_BT.detach() > 0)
+                if min_segments is not None:
+                    exits_BT = exits_BT & (min_segments <= s + 1)
+            exit_segment_BT = torch.where(exits_BT, s + 1, exit_segment_BT)
+            live = live & ~exits_BT
+            states.append(h_BTD)
+            halt_logits.append(q_BT)
+            penalties.append(seg.penalty_BT)
+            z = tuple(t.detach() for t in seg.state)
+            if use_act and s < n - 1 and not live.any():  # a host sync: only where it can save a segment
+                break
+        balance = aux / max(1, grad_passes + free_passes)
+        return Recursion(states, halt_logits, penalties, exit_segment_BT, balance, grad_passes, free_passes, z)
+
+    def run(self, input_ids: torch.Tensor, segments: int | None = None, depth: int | None = None) -> ModelOutput:
+        """Inference: each token's logits from the segment it exits at.
+
+        `segments` overrides halting: every token runs exactly that many segments and predicts
+        from the last. `depth` forces the arm's inner recursion count. Either may exceed what
+        training ever ran (test-time compute).
+        """
+        n = self.rec.max_segments if segments is None else segments
+        live = torch.ones(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+        r = self.recur(self.core.embed_tokens(input_ids), n, self.rec.use_act and segments is None, live,
+                       depth=depth)
+        h_BTD = r.states[-1]
+        for s in range(len(r.states) - 2, -1, -1):  # the head runs once, on each token's exit state
+            h_BTD = torch.where((r.exit_segment == s + 1).unsqueeze(-1), r.states[s], h_BTD)
+        return ModelOutput(self.core.head(h_BTD), r.balance_loss, r.exit_segment)
+
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor | StepLoss:
+        """Logits [B, T, vocab]; with targets, the training step's losses (what DDP wraps)."""
+        if targets is not None:
+            return self.compute_loss(input_ids, targets)
+        return self.run(input_ids).logits
+
+    def _exploration(self, targets: torch.Tensor) -> torch.Tensor | None:
+        """Each token's least number of segments in this training step (None: no constraint)."""
+        rec = self.rec
+        if not (rec.use_act and self.training and rec.halt_exploration_prob > 0 and rec.max_segments > 1):
+            return None
+        explore = torch.rand(targets.shape, device=targets.device) < rec.halt_exploration_prob
+        ones = torch.ones(targets.shape, dtype=torch.long, device=targets.device)
+        return torch.where(explore, torch.randint_like(ones, 2, rec.max_segments + 1), ones)
+
+    def compute_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> StepLoss:
+        """Deep supervision over segments, per-token halting trained by BCE against correctness.
+
+        Every segment a token is live for adds its cross-entropy (and, with ACT, its halting BCE,
+        and the arm's own cost); the reported `lm_loss` is each token's loss at its exit segment.
+        """
+        rec = self.rec
+        embedded = self.core.embed_tokens(input_ids)  # before the exploration draw: its dropout takes the RNG first
+        valid = targets != IGNORE_INDEX
+        min_segments = self._exploration(targets)
+        depth = self.train_depth() if self.training else None
+        r = self.recur(embedded, rec.max_segments, rec.use_act, valid, min_segments, depth)
+        exit_loss = torch.zeros(targets.shape, device=targets.device)
+        lm_sum = halt_sum = penalty_sum = counted = torch.zeros((), device=targets.device)
+        for s, (h_BTD, q_BT, cost_BT) in enumerate(zip(r.states, r.halt_logits, r.penalties)):
+            live = valid & (r.exit_segment > s)
+            token_loss, prediction = token_losses(h_BTD, self.core.embed.weight, targets, self.core.loss_chunk_tokens,
+                                                  predict=q_BT is not None)
+            weight = live.float()
+            lm_sum = lm_sum + (token_loss * weight).sum()
+            counted = counted + weight.sum()
+            if q_BT is not None:
+                correct = (prediction == targets).float()
+                bce = F.binary_cross_entropy_with_logits(q_BT, correct, reduction="none")
+                halt_sum = halt_sum + (bce * weight).sum()
+            if cost_BT is not None:
+                penalty_sum = penalty_sum + (cost_BT * weight).sum()
+            exit_loss = torch.where(live & (r.exit_segment == s + 1), token_loss.detach(), exit_loss)
+        halt_loss = halt_sum / counted.clamp(min=1)
+        lm_loss = lm_sum / counted.clamp(min=1)
+        loss = lm_loss + self.cfg.balance_loss_weight * r.balance_loss + rec.halt_loss_weight * halt_loss
+        metrics = {"balance_loss": r.balance_loss, "segments": masked_mean(r.exit_segment.float(), valid)}
+        if rec.use_act:
+            metrics["halt_loss"] = halt_loss
+        if r.penalties[0] is not None:
+            penalty = penalty_sum / counted.clamp(min=1)
+            loss = loss + self.penalty_weight * penalty
+            metrics["ponder"] = penalty
+        flops = recursion_step_flops(self.cfg, targets.numel(), r.grad_passes, r.free_passes, len(r.states),
+                                     self.pass_params(self.config), rec.use_act)
+        return StepLoss(loss=loss, lm_loss=masked_mean(exit_loss, valid), flops=flops, metrics=metrics)

@@ -1,0 +1,82 @@
+"""model.arch trm: TRM's recipe (Jolicoeur-Martineau 2025, "Less is More: Recursive Reasoning
+with Tiny Networks") over the shared block stack.
+
+One network f (the block stack) and two states per position: a latent z and an answer y, both
+starting from fixed random vectors. One recursion makes `latent_steps` latent updates and then one
+answer update,
+
+    z <- f(norm_z(x + y + z))      (latent_steps times)
+    y <- f(norm_y(y + z))
+
+and one segment is `recursions` (T) recursions: the first T-1 under no_grad, the last with full
+backpropagation through all of its passes (no one-step gradient approximation, unlike HRM). The
+LM head and the halting head read norm(y). Deep supervision over up to max_segments segments,
+with the state carried (detached) from one to the next, and halting by BCE on "answer correct",
+are the recursion core's (model/recursion.py).
+
+Differences from the reference, on purpose: the block stack is the baseline's pre-norm MoE stack
+(so the arms differ only in recursion), and an input RMSNorm keeps each pass's input at the
+scale of the embeddings where TRM's post-norm blocks do; halting is per token (causal LM) rather
+than per puzzle. As in TRM, the initial states are fixed random vectors.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from reasonlab.config import Config
+from reasonlab.model.recursion import RecursiveLM, Segment, State
+
+
+class TRM(RecursiveLM):
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        self.trm = cfg.trm
+        d = cfg.model.d_model
+        self.norm_z = nn.RMSNorm(d)
+        self.norm_y = nn.RMSNorm(d)
+        # Fixed, as in TRM: the first recursion runs without gradient, so learned ones would never learn.
+        self.register_buffer("z_init", self._init_state_vector().detach())
+        self.register_buffer("y_init", self._init_state_vector().detach())
+
+    @classmethod
+    def passes(cls, cfg: Config) -> tuple[float, float]:
+        per_recursion = cfg.trm.latent_steps + 1
+        return per_recursion, (cfg.trm.recursions - 1) * per_recursion
+
+    @classmethod
+    def own_params(cls, cfg: Config) -> int:
+        return super().own_params(cfg) + 2 * cfg.model.d_model  # two input norms
+
+    @property
+    def trained_depth(self) -> int:
+        return self.trm.recursions
+
+    def initial_state(self, x_BTD: torch.Tensor) -> State:
+        return self.z_init.to(x_BTD.dtype).expand_as(x_BTD), self.y_init.to(x_BTD.dtype).expand_as(x_BTD)
+
+    def readout(self, z: State) -> torch.Tensor:
+        return self.core.norm(z[1])
+
+    def _recursion(self, z: State, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[State, torch.Tensor]:
+        latent, answer = z
+        aux = x.new_zeros((), dtype=torch.float32)
+        for _ in range(self.trm.latent_steps):
+            latent, pass_aux = self.core.stack(self.norm_z(x + answer + latent), cos, sin)
+            aux = aux + pass_aux
+        answer, pass_aux = self.core.stack(self.norm_y(answer + latent), cos, sin)
+        return (latent, answer), aux + pass_aux
+
+    def segment(self, z: State, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                depth: int | None) -> Segment:
+        """`depth` recursions (trm.recursions by default); only the last carries gradient."""
+        recursions = self.trm.recursions if depth is None else depth
+        aux = x_BTD.new_zeros((), dtype=torch.float32)
+        with torch.no_grad():
+            for _ in range(recursions - 1):
+                z, recursion_aux = self._recursion(z, x_BTD, cos, sin)
+                aux = aux + recursion_aux
+        z, recursion_aux = self._recursion(z, x_BTD, cos, sin)
+        per_recursion = self.trm.latent_steps + 1
+        return Segment(z, aux + recursion_aux, per_recursion, (recursions - 1) * per_recursion)

@@ -1,0 +1,249 @@
+"""Every recursive arm (hrm, trm, looped) against the contract of the recursion core: causal at every
+depth, bidirectional in the grid format, no state across rows or batches, one exit rule for
+training and inference, FLOPs by hand count, controls that match what they claim."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reasonlab.config import resolve_config, with_overrides
+from reasonlab.errors import UserError
+from reasonlab.model import build_model, control_config, param_counts
+from reasonlab.model.arms import config_step_flops
+from reasonlab.model.looped import draw_depth, expected_passes
+from reasonlab.model.loss import IGNORE_INDEX
+from test_recursive import live_halting
+
+TINY = {"model.vocab_size": 300, "model.seq_len": 32, "model.d_model": 32, "model.n_layers": 2, "model.n_heads": 4,
+        "model.d_ff": 64, "model.dropout": 0.1, "task.name": "addition", "train.batch_size": 2}
+ARMS = {
+    "hrm": {"model.arch": "hrm", "hrm.H_cycles": 2, "hrm.L_cycles": 1},
+    "trm": {"model.arch": "trm", "trm.latent_steps": 2, "trm.recursions": 2},
+    "looped": {"model.arch": "looped", "looped.depth": 3},
+    "looped-act": {"model.arch": "looped", "looped.depth": 4, "looped.act": True, "looped.act_threshold": 0.9},
+    "looped-random": {"model.arch": "looped", "looped.mean_depth": 3.0, "looped.backprop_depth": 2},
+}
+
+
+def config(arm: str, **extra):
+    return resolve_config(None, {**TINY, **ARMS[arm], **extra})
+
+
+def make(arm: str, n: int = 2, act: bool = True, **extra):
+    torch.manual_seed(0)
+    cfg = config(arm, **{"recursion.max_segments": n, "recursion.use_act": act, **extra})
+    model = build_model(cfg)
+    if model.rec.use_act:
+        live_halting(model)
+    if getattr(model, "act_head", None) is not None:  # ACT that halts tokens at different passes
+        torch.nn.init.normal_(model.act_head.weight, std=1.0)
+        torch.nn.init.constant_(model.act_head.bias, -0.5)
+    return model
+
+
+def tokens(B=2, T=32, seed=1):
+    return torch.randint(0, 300, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("arm", list(ARMS))
+@pytest.mark.parametrize("n, act", [(1, False), (3, True)])
+@pytest.mark.parametrize("depth", [None, 1, 5])
+def test_causality_at_every_depth(arm, n, act, depth):
+    model = make(arm, n, act).train()
+    x = tokens()
+    for t in (0, 13, 30):
+        y = x.clone()
+        y[:, t + 1:] = torch.randint(0, 300, (2, 31 - t))
+        torch.manual_seed(2)
+        a = model.run(x, depth=depth)
+        torch.manual_seed(2)
+        b = model.run(y, depth=depth)
+        torch.testing.assert_close(a.logits[:, : t + 1], b.logits[:, : t + 1], rtol=0, atol=1e-5)
+        assert torch.equal(a.segments[:, : t + 1], b.segments[:, : t + 1])
+
+
+@pytest.mark.parametrize("arm", list(ARMS))
+def test_the_grid_format_is_bidirectional(arm):
+    """With model.causal false, the first position's output depends on the last token."""
+    model = make(arm, 2, False, **{"model.causal": False}).eval()
+    x = tokens()
+    y = x.clone()
+    y[:, -1] = (y[:, -1] + 1) % 300
+    assert not torch.allclose(model.run(x).logits[:, 0], model.run(y).logits[:, 0])
+
+
+@pytest.mark.parametrize("arm", list(ARMS))
+def test_training_and_inference_choose_the_same_exit_and_logits_per_token(arm):
+    model = make(arm, 3, True).eval()
+    x, y = tokens(B=1), tokens(B=1, seed=5)
+    out = model.run(x)
+    assert len(out.segments.unique()) > 1  # tokens exit at different segments
+    per_token = F.cross_entropy(out.logits[0], y[0], reduction="none")
+    whole = model.compute_loss(x, y)
+    torch.testing.assert_close(whole.lm_loss, per_token.mean(), rtol=0, atol=1e-5)
+    for t in (0, 7, 19, 31):  # only token t is scored: its exit and loss alone
+        target = torch.full_like(y, IGNORE_INDEX)
+        target[0, t] = y[0, t]
+        one = model.compute_loss(x, target)
+        assert one.metrics["segments"].item() == out.segments[0, t].item()
+        torch.testing.assert_close(one.lm_loss, per_token[t], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("arm", list(ARMS))
+def test_rows_and_batches_do_not_share_state(arm):
+    model = make(arm, 3, True).eval()
+    x = tokens(B=5)
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    out, out_perm = model.run(x), model.run(x[perm])
+    torch.testing.assert_close(out_perm.logits, out.logits[perm], rtol=1e-5, atol=1e-5)
+    model.train()
+    results = []
+    for before in (tokens(seed=2), tokens(seed=3)):
+        model.compute_loss(before, before.roll(1, 1))
+        if hasattr(model, "depth_draws"):
+            model.depth_draws.zero_()  # the step count a drawn depth follows, not state of the batch
+        torch.manual_seed(7)
+        results.append(model.compute_loss(x, x.roll(1, 1)).loss.item())
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("arm", list(ARMS))
+def test_every_parameter_learns_and_counts_match_the_module(arm):
+    model = make(arm, 2, True, **{"model.dropout": 0.0}).train()
+    model.compute_loss(tokens(), tokens(seed=4)).loss.backward()
+    assert param_counts(model.config)["total"] == sum(p.numel() for p in model.parameters())
+    silent = {name for name, p in model.named_parameters()
+              if (p.grad is None or not p.grad.abs().sum() > 0) and "experts" not in name}  # an idle expert may
+    assert silent <= ({"s_init"} if arm == "looped-random" else set()), silent  # truncated backprop may stop short
+
+
+# Hand counts for TINY (d 32, 2 layers, d_ff 64, 4 experts top-2, V 300, T 32), from test_recursive.py:
+# one stack pass forward 2 * 24,832 + 4*2*32*32 = 57,856 (3x with gradient = 173,568); head with
+# gradient 57,600; halting head with gradient 192. Looped ACT adds its d-weight unit to each pass
+# (2 * 32 = 64 forward).
+PASS, GRAD_PASS, HEAD, HALT = 57_856, 173_568, 57_600, 192
+
+
+def test_trm_flops_hand_count():
+    """A segment: T=2 recursions of (n=2 latent + 1 answer) passes, the first without gradient."""
+    per_segment = 3 * GRAD_PASS + 3 * PASS + HEAD + HALT
+    cfg = config("trm", **{"recursion.max_segments": 2})
+    assert config_step_flops(cfg) == 2 * 32 * 2 * per_segment
+    model = make("trm", 2, True)
+    torch.nn.init.constant_(model.halt_head.bias, -50.0)  # no token exits early
+    assert model.train().compute_loss(tokens(), tokens(seed=4)).flops == 2 * 32 * 2 * per_segment
+
+
+def test_looped_flops_hand_count():
+    cfg = config("looped", **{"recursion.max_segments": 1, "recursion.use_act": False})
+    assert config_step_flops(cfg) == 2 * 32 * (3 * GRAD_PASS + HEAD)
+    truncated = with_overrides(cfg, {"looped.backprop_depth": 1})
+    assert config_step_flops(truncated) == 2 * 32 * (GRAD_PASS + 2 * PASS + HEAD)
+    act = with_overrides(cfg, {"looped.act": True, "looped.depth": 4})
+    assert config_step_flops(act) == 2 * 32 * (4 * (GRAD_PASS + 3 * 64) + HEAD)
+
+
+def test_looped_act_stops_when_every_token_halts_and_counts_what_ran():
+    model = make("looped-act", 1, False)
+    torch.nn.init.zeros_(model.act_head.weight)
+    torch.nn.init.constant_(model.act_head.bias, 10.0)  # p ~ 1: every token halts after the first pass
+    out = model.train().compute_loss(tokens(), tokens(seed=4))
+    assert out.flops == 2 * 32 * (GRAD_PASS + 3 * 64 + HEAD)
+    assert out.metrics["ponder"].item() == pytest.approx(2.0)  # one pass plus a remainder of 1
+
+
+def test_looped_act_against_a_per_token_reference():
+    """Graves' ACT written out token by token: halting pass, p-weighted output, frozen state, ponder N + R.
+
+    Single-token rows, so each token's passes depend on itself alone and the reference needs no batch.
+    """
+    model = make("looped-act", 1, False).eval()
+    x = tokens(B=48, T=1)
+    x_BTD, cos, sin = model.core.embed_tokens(x)
+    with torch.no_grad():
+        seg = model.segment(model.initial_state(x_BTD), x_BTD, cos, sin, None)
+        halting = []
+        for b in range(x.shape[0]):
+            s, summed, out = model.s_init[None, None], 0.0, 0.0
+            for n in range(1, 5):
+                s = model.core.stack(model.norm_in(s + x_BTD[b: b + 1]), cos, sin)[0]
+                p = torch.sigmoid(model.act_head(s)).item()
+                if summed + p >= 0.9 or n == 4:
+                    out, remainder = out + (1 - summed) * s, 1 - summed
+                    break
+                out, summed = out + p * s, summed + p
+            halting.append(n)
+            torch.testing.assert_close(seg.state[1][b: b + 1], out, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(seg.state[0][b: b + 1], s, rtol=1e-5, atol=1e-5)
+            assert seg.penalty_BT[b, 0].item() == pytest.approx(n + remainder, abs=1e-5)
+    assert len(set(halting)) > 1  # tokens halt at different passes
+
+
+def test_random_depth_is_drawn_per_step_with_the_configured_mean():
+    cfg = config("looped-random")
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.tensor([draw_depth(cfg.looped, generator) for _ in range(4000)], dtype=torch.float)
+    assert draws.min() >= 1 and len(draws.unique()) > 3
+    assert draws.mean().item() == pytest.approx(3.0, rel=0.05)
+    grad, free = expected_passes(cfg.looped)
+    assert grad + free == pytest.approx(3.0)
+    assert grad == pytest.approx(draws.clamp(max=2).mean().item(), rel=0.05)  # E[min(k, D)], by sampling
+
+
+def test_random_depth_trains_at_the_drawn_depth_and_counts_it():
+    model = make("looped-random", 1, False).train()
+    seed = model.config.train.seed * 1_000_003
+    depths = []
+    for step in range(6):
+        depth = draw_depth(model.looped, torch.Generator().manual_seed(seed + step))
+        out = model.compute_loss(tokens(), tokens(seed=4))
+        grad = min(2, depth)
+        assert out.flops == 2 * 32 * (grad * GRAD_PASS + (depth - grad) * PASS + HEAD)
+        depths.append(depth)
+    assert len(set(depths)) > 1 and model.depth_draws.item() == 6  # the count travels with the weights
+    model.eval().run(tokens())
+    assert model.depth_draws.item() == 6  # inference draws nothing
+
+
+@pytest.mark.parametrize("arm", ["hrm", "trm", "looped"])
+def test_test_time_depth_runs_beyond_training(arm):
+    model = make(arm, 1, False).eval()
+    x = tokens()
+    default, trained = model.run(x), model.run(x, depth=model.trained_depth)
+    torch.testing.assert_close(default.logits, trained.logits, rtol=0, atol=0)
+    deeper = model.run(x, depth=4 * model.trained_depth)
+    assert deeper.logits.isfinite().all() and not torch.allclose(deeper.logits, default.logits)
+
+
+@pytest.mark.parametrize("arm", ["hrm", "trm", "looped", "looped-random"])
+def test_controls_match_parameters_or_flops(arm):
+    cfg = config(arm, **{"recursion.use_act": False})
+    same_params = control_config(cfg, "params")
+    assert same_params.model.arch == "baseline" and same_params.model.n_layers == cfg.model.n_layers
+    own = param_counts(cfg)["total"] - param_counts(same_params)["total"]
+    assert 0 < own < 0.05 * param_counts(cfg)["total"]
+    same_flops = control_config(cfg, "flops")
+    passes = {"hrm": 2 * 2 * 2, "trm": 2 * 6, "looped": 2 * 3, "looped-random": 2 * 3}[arm]
+    assert same_flops.model.n_layers == passes * cfg.model.n_layers
+
+
+def test_a_control_of_a_baseline_or_an_unknown_kind_is_refused():
+    with pytest.raises(UserError, match="needs a recursive config"):
+        control_config(resolve_config(None, TINY), "params")
+    with pytest.raises(UserError, match="unknown control 'depth'"):
+        control_config(config("trm"), "depth")
+
+
+@pytest.mark.parametrize("key, value", [("looped.depth", 0), ("looped.mean_depth", 0.5), ("train.ema_decay", 1.0),
+                                        ("trm.recursions", 0), ("hrm.H_cycles", 0), ("model.arch", "ut")])
+def test_an_arm_config_that_cannot_run_names_its_key(key, value):
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        resolve_config(None, {key: value})
+
+
+def test_old_configs_keep_loading():
+    cfg = resolve_config(None, {"model.arch": "recursive", "recursion.H_cycles": 3, "recursion.grad_cycles": 2})
+    assert cfg.model.arch == "hrm" and cfg.hrm.H_cycles == 3 and cfg.hrm.grad_cycles == 2
+    assert math.isclose(sum(expected_passes(config("looped").looped)), 3)
