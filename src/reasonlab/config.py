@@ -344,6 +344,8 @@ def validate(cfg: Config) -> None:
     _check(0.0 <= r.halt_exploration_prob <= 1.0, "recursion.halt_exploration_prob", "must be in [0, 1]",
            r.halt_exploration_prob)
     _check(r.halt_loss_weight >= 0.0, "recursion.halt_loss_weight", "must be >= 0", r.halt_loss_weight)
+    _check(m.arch != "baseline" or not r.carry_across_steps, "recursion.carry_across_steps",
+           "needs a recursive model.arch", r.carry_across_steps)
     h = cfg.hrm
     for key in ("H_cycles", "L_cycles", "grad_cycles"):
         _check(getattr(h, key) >= 1, f"hrm.{key}", "must be >= 1", getattr(h, key))

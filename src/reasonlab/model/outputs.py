@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -20,9 +21,11 @@ class ModelOutput:
 @dataclass
 class StepLoss:
     """loss: the objective to backpropagate; lm_loss: the reported next-token cross-entropy;
-    metrics: auxiliary scalars logged on their own; flops: what the step really computed."""
+    metrics: auxiliary scalars logged on their own; flops: what the step really computed; carry:
+    what the next step continues from (recursion.carry_across_steps), else None."""
 
     loss: torch.Tensor
     lm_loss: torch.Tensor
     flops: int
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    carry: Any = None

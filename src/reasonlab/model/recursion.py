@@ -67,6 +67,46 @@ class Recursion:
     final: State
 
 
+@dataclass
+class Carry:
+    """Rows refined across optimizer steps (recursion.carry_across_steps), one segment a step: their
+    tokens and targets [B, T], state, which tokens are still supervised [B, T], the segments each
+    row has run [B], and each token's least number of segments (exploration; None without)."""
+
+    input_ids: torch.Tensor
+    targets: torch.Tensor
+    state: State
+    live: torch.Tensor
+    segments: torch.Tensor
+    min_segments: torch.Tensor | None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor by name, for a checkpoint."""
+        out = {"input_ids": self.input_ids, "targets": self.targets, "live": self.live, "segments": self.segments,
+               **{f"state.{i}": t for i, t in enumerate(self.state)}}
+        return out if self.min_segments is None else {**out, "min_segments": self.min_segments}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], device: torch.device) -> Carry:
+        t = {k: v.to(device) for k, v in tensors.items()}
+        state = tuple(t[f"state.{i}"] for i in range(sum(k.startswith("state.") for k in t)))
+        return cls(t["input_ids"], t["targets"], state, t["live"], t["segments"], t.get("min_segments"))
+
+
+def exits(live: torch.Tensor, q_BT: torch.Tensor | None, number: int | torch.Tensor, last: bool | torch.Tensor,
+          min_segments: torch.Tensor | None) -> torch.Tensor:
+    """The exit rule: a live token exits at its last segment, or (with halting logits) at the first
+    segment whose logit is > 0 once it has run `min_segments`. `number` is the segment's 1-based
+    number and `last` whether it is the last, each for all rows or per row ([B, 1])."""
+    out = live & torch.as_tensor(last, device=live.device)
+    if q_BT is not None:
+        halts = q_BT.detach() > 0
+        if min_segments is not None:
+            halts = halts & (min_segments <= number)
+        out = out | (live & halts)
+    return out
+
+
 class RecursiveLM(nn.Module):
     """The shared part of every recursive arm: the baseline's block stack (`core`), a halting head,
     the segment loop, inference and the deep-supervision loss."""
@@ -130,9 +170,10 @@ class RecursiveLM(nn.Module):
 
     @classmethod
     def step_flops(cls, cfg: Config, tokens: int) -> int:
-        """FLOPs of a training step in which no token exits early (ACT can only spend less)."""
+        """FLOPs of a training step in which no token exits early (ACT can only spend less): every
+        segment, or one where the state is carried across steps."""
         grad, free = cls.passes(cfg)
-        n = cfg.recursion.max_segments
+        n = 1 if cfg.recursion.carry_across_steps else cfg.recursion.max_segments
         return recursion_step_flops(cfg.model, tokens, n * grad, n * free, n, cls.pass_params(cfg),
                                     cfg.recursion.use_act)
 
@@ -169,14 +210,7 @@ class RecursiveLM(nn.Module):
             grad_passes, free_passes = grad_passes + seg.grad_passes, free_passes + seg.free_passes
             h_BTD = self.readout(seg.state)
             q_BT = self.halt_head(h_BTD).squeeze(-1).float() if use_act else None
-            if s == n - 1:
-                exits_BT = live
-            elif q_BT is None:
-                exits_BT = torch.zeros_like(live)
-            else:
-                exits_BT = live & (q_BT.detach() > 0)
-                if min_segments is not None:
-                    exits_BT = exits_BT & (min_segments <= s + 1)
+            exits_BT = exits(live, q_BT, s + 1, s == n - 1, min_segments)
             exit_segment_BT = torch.where(exits_BT, s + 1, exit_segment_BT)
             live = live & ~exits_BT
             states.append(h_BTD)
@@ -204,11 +238,14 @@ class RecursiveLM(nn.Module):
             h_BTD = torch.where((r.exit_segment == s + 1).unsqueeze(-1), r.states[s], h_BTD)
         return ModelOutput(self.core.head(h_BTD), r.balance_loss, r.exit_segment)
 
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor | StepLoss:
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
+                carry: Carry | None = None) -> torch.Tensor | StepLoss:
         """Logits [B, T, vocab]; with targets, the training step's losses (what DDP wraps)."""
-        if targets is not None:
-            return self.compute_loss(input_ids, targets)
-        return self.run(input_ids).logits
+        if targets is None:
+            return self.run(input_ids).logits
+        if self.rec.carry_across_steps and self.training:
+            return self.carried_loss(input_ids, targets, carry)
+        return self.compute_loss(input_ids, targets)
 
     def _exploration(self, targets: torch.Tensor) -> torch.Tensor | None:
         """Each token's least number of segments in this training step (None: no constraint)."""
@@ -218,6 +255,36 @@ class RecursiveLM(nn.Module):
         explore = torch.rand(targets.shape, device=targets.device) < rec.halt_exploration_prob
         ones = torch.ones(targets.shape, dtype=torch.long, device=targets.device)
         return torch.where(explore, torch.randint_like(ones, 2, rec.max_segments + 1), ones)
+
+    def _segment_loss(self, h_BTD: torch.Tensor, q_BT: torch.Tensor | None, cost_BT: torch.Tensor | None,
+                      targets: torch.Tensor, live: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One segment's losses summed over its live tokens (cross-entropy "lm", and where there are
+        halting logits or an arm's cost, the halting BCE against "prediction correct" and "ponder"),
+        and each token's cross-entropy."""
+        token_loss, prediction = token_losses(h_BTD, self.core.embed.weight, targets, self.core.loss_chunk_tokens,
+                                              predict=q_BT is not None)
+        weight = live.float()
+        sums = {"lm": (token_loss * weight).sum(), "count": weight.sum()}
+        if q_BT is not None:
+            bce = F.binary_cross_entropy_with_logits(q_BT, (prediction == targets).float(), reduction="none")
+            sums["halt"] = (bce * weight).sum()
+        if cost_BT is not None:
+            sums["ponder"] = (cost_BT * weight).sum()
+        return sums, token_loss
+
+    def _step_loss(self, sums: dict[str, torch.Tensor], lm_loss: torch.Tensor, balance: torch.Tensor,
+                   metrics: dict[str, torch.Tensor], flops: int, carry: Carry | None = None) -> StepLoss:
+        """The objective from the summed losses: cross-entropy, the weighted halting BCE and arm cost
+        (each a mean over supervised tokens) and the weighted balance loss."""
+        means = {k: v / sums["count"].clamp(min=1) for k, v in sums.items() if k != "count"}
+        loss = (means["lm"] + self.cfg.balance_loss_weight * balance
+                + self.rec.halt_loss_weight * means.get("halt", 0.0) + self.penalty_weight * means.get("ponder", 0.0))
+        metrics = {"balance_loss": balance, **metrics}
+        if "halt" in means:
+            metrics["halt_loss"] = means["halt"]
+        if "ponder" in means:
+            metrics["ponder"] = means["ponder"]
+        return StepLoss(loss=loss, lm_loss=lm_loss, flops=flops, metrics=metrics, carry=carry)
 
     def compute_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> StepLoss:
         """Deep supervision over segments, per-token halting trained by BCE against correctness.
@@ -232,31 +299,51 @@ class RecursiveLM(nn.Module):
         depth = self.train_depth() if self.training else None
         r = self.recur(embedded, rec.max_segments, rec.use_act, valid, min_segments, depth)
         exit_loss = torch.zeros(targets.shape, device=targets.device)
-        lm_sum = halt_sum = penalty_sum = counted = torch.zeros((), device=targets.device)
+        sums: dict[str, torch.Tensor] = {}
         for s, (h_BTD, q_BT, cost_BT) in enumerate(zip(r.states, r.halt_logits, r.penalties)):
             live = valid & (r.exit_segment > s)
-            token_loss, prediction = token_losses(h_BTD, self.core.embed.weight, targets, self.core.loss_chunk_tokens,
-                                                  predict=q_BT is not None)
-            weight = live.float()
-            lm_sum = lm_sum + (token_loss * weight).sum()
-            counted = counted + weight.sum()
-            if q_BT is not None:
-                correct = (prediction == targets).float()
-                bce = F.binary_cross_entropy_with_logits(q_BT, correct, reduction="none")
-                halt_sum = halt_sum + (bce * weight).sum()
-            if cost_BT is not None:
-                penalty_sum = penalty_sum + (cost_BT * weight).sum()
+            segment_sums, token_loss = self._segment_loss(h_BTD, q_BT, cost_BT, targets, live)
+            sums = {k: sums.get(k, 0) + v for k, v in segment_sums.items()}
             exit_loss = torch.where(live & (r.exit_segment == s + 1), token_loss.detach(), exit_loss)
-        halt_loss = halt_sum / counted.clamp(min=1)
-        lm_loss = lm_sum / counted.clamp(min=1)
-        loss = lm_loss + self.cfg.balance_loss_weight * r.balance_loss + rec.halt_loss_weight * halt_loss
-        metrics = {"balance_loss": r.balance_loss, "segments": masked_mean(r.exit_segment.float(), valid)}
-        if rec.use_act:
-            metrics["halt_loss"] = halt_loss
-        if r.penalties[0] is not None:
-            penalty = penalty_sum / counted.clamp(min=1)
-            loss = loss + self.penalty_weight * penalty
-            metrics["ponder"] = penalty
         flops = recursion_step_flops(self.cfg, targets.numel(), r.grad_passes, r.free_passes, len(r.states),
                                      self.pass_params(self.config), rec.use_act)
-        return StepLoss(loss=loss, lm_loss=masked_mean(exit_loss, valid), flops=flops, metrics=metrics)
+        return self._step_loss(sums, masked_mean(exit_loss, valid), r.balance_loss,
+                               {"segments": masked_mean(r.exit_segment.float(), valid)}, flops)
+
+    def carried_loss(self, input_ids: torch.Tensor, targets: torch.Tensor, carry: Carry | None) -> StepLoss:
+        """One segment of deep supervision as one optimizer step, the state carried to the next step.
+
+        Rows continue from `carry`; a row none of whose tokens is still supervised (each exited by
+        the exit rule, at the latest after max_segments segments), and every row of the first step,
+        starts afresh from the same row of this batch: the persistent carry of HRM and TRM. The
+        reported `lm_loss` is the cross-entropy of the tokens supervised in this step.
+        """
+        rec = self.rec
+        fresh_B = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device) if carry is None \
+            else ~carry.live.any(dim=1)
+        if carry is not None:
+            input_ids = torch.where(fresh_B[:, None], input_ids, carry.input_ids)
+            targets = torch.where(fresh_B[:, None], targets, carry.targets)
+        x_BTD, cos, sin = self.core.embed_tokens(input_ids)
+        min_segments = self._exploration(targets)
+        state = self.initial_state(x_BTD)
+        live = targets != IGNORE_INDEX
+        number_B = torch.ones_like(fresh_B, dtype=torch.long)
+        if carry is not None:
+            state = tuple(torch.where(fresh_B[:, None, None], start, kept) for start, kept in zip(state, carry.state))
+            live = torch.where(fresh_B[:, None], live, carry.live)
+            number_B = torch.where(fresh_B, 1, carry.segments + 1)
+            if min_segments is not None:
+                min_segments = torch.where(fresh_B[:, None], min_segments, carry.min_segments)
+        seg = self.segment(state, x_BTD, cos, sin, self.train_depth())
+        h_BTD = self.readout(seg.state)
+        q_BT = self.halt_head(h_BTD).squeeze(-1).float() if rec.use_act else None
+        out_BT = exits(live, q_BT, number_B[:, None], (number_B >= rec.max_segments)[:, None], min_segments)
+        sums, token_loss = self._segment_loss(h_BTD, q_BT, seg.penalty_BT, targets, live)
+        passes = seg.grad_passes + seg.free_passes
+        flops = recursion_step_flops(self.cfg, targets.numel(), seg.grad_passes, seg.free_passes, 1,
+                                     self.pass_params(self.config), rec.use_act)
+        after = Carry(input_ids, targets, tuple(t.detach() for t in seg.state), live & ~out_BT, number_B, min_segments)
+        metrics = {"segments": masked_mean(number_B[:, None].expand_as(live).float(), out_BT)}
+        return self._step_loss(sums, masked_mean(token_loss.detach(), live),
+                               seg.balance_loss / max(1, passes), metrics, flops, after)

@@ -4,6 +4,8 @@
                            trained weights; what `load_weights` (and so `reasonlab.load`) reads
     raw_model.safetensors  only with EMA: the trained weights (fp32 master copy), for resuming
     optimizer.safetensors  AdamW moments and the RNG states
+    carry.safetensors      only with recursion.carry_across_steps: the rows and state the next step
+                           continues (the main process's; under torchrun the others start theirs afresh)
     state.json             step, schedule length, sampler state, best val loss, counters, param groups
     config.yaml            the resolved config
     tokenizer.json, tokenizer_meta.json
@@ -31,6 +33,7 @@ from reasonlab.io import atomic_replace_dir, resolve_dir
 
 WEIGHTS = "model.safetensors"
 RAW_WEIGHTS = "raw_model.safetensors"
+CARRY = "carry.safetensors"
 
 
 @dataclass
@@ -73,9 +76,10 @@ def save_checkpoint(
     config: Config,
     tokenizer: Tokenizer,
     averaged: dict[str, torch.Tensor] | None = None,
+    carry: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """`averaged`: the EMA weights as a state dict of `model`; saved as the inference weights, and
-    the model's own as raw_model.safetensors."""
+    the model's own as raw_model.safetensors. `carry`: the carried rows and state, by name."""
     opt_tensors, param_groups = _optimizer_tensors(optimizer)
     weights = _cpu(model.state_dict())
 
@@ -86,6 +90,8 @@ def save_checkpoint(
             save_file(_cpu(averaged), str(tmp / WEIGHTS))
             save_file(weights, str(tmp / RAW_WEIGHTS))
         save_file({**opt_tensors, **_rng_tensors()}, str(tmp / "optimizer.safetensors"))
+        if carry is not None:
+            save_file(_cpu(carry), str(tmp / CARRY))
         (tmp / "state.json").write_text(json.dumps({**state.__dict__, "param_groups": param_groups}, indent=2))
         (tmp / "config.yaml").write_text(config.to_yaml())
         tokenizer.save(tmp)
@@ -135,6 +141,12 @@ def read_averaged_weights(directory: str | Path) -> dict[str, torch.Tensor] | No
     """The EMA weights of a checkpoint saved with them (a state dict of the model), else None."""
     directory = resolve_dir(directory)
     return _load(directory, WEIGHTS) if (directory / RAW_WEIGHTS).is_file() else None
+
+
+def read_carry(directory: str | Path) -> dict[str, torch.Tensor] | None:
+    """The carried rows and state of a checkpoint saved with them, else None."""
+    directory = resolve_dir(directory)
+    return _load(directory, CARRY) if (directory / CARRY).is_file() else None
 
 
 def read_state(directory: str | Path) -> TrainingState:

@@ -32,6 +32,7 @@ from reasonlab.distributed import World, all_reduce
 from reasonlab.errors import UserError
 from reasonlab.model import build_model
 from reasonlab.model.outputs import StepLoss
+from reasonlab.model.recursion import Carry
 from reasonlab.runtime import runtime, synchronize
 from reasonlab.training.data import Sampler, TrainingData
 from reasonlab.training.optim import build_optimizer, lr_at
@@ -145,6 +146,8 @@ class Engine:
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
         self.ema = WeightAverage(self.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         self.sampler: Sampler = data.sampler(cfg, self.world.rank, self.world.size)
+        self.carries = cfg.model.arch != "baseline" and cfg.recursion.carry_across_steps
+        self.carry: Carry | None = None  # the rows and state the next step continues (carry_across_steps)
         self.train_model = self._wrap(self.model)
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -172,8 +175,9 @@ class Engine:
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are consumed
         with self.autocast():
-            out = self.train_model(x, y)
+            out = self.train_model(x, y, carry=self.carry) if self.carries else self.train_model(x, y)
         out.loss.backward()
+        self.carry = out.carry
         return out
 
     def _update(self, step: int) -> None:
@@ -210,11 +214,16 @@ class Engine:
         cost; charged to the first step it would skew tokens/s and equal-time comparisons
         against whichever arm compiles longer. Returns the seconds it took."""
         tic = time.perf_counter()
-        sampler_state = self.sampler.state_dict()
+        sampler_state, carry = self.sampler.state_dict(), self.carry
+        buffers = [(b, b.clone()) for b in self.model.buffers()]  # counters such as looped's depth draws
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             self._forward_backward()
         self.optimizer.zero_grad(set_to_none=True)
         self.sampler.load_state_dict(sampler_state)
+        self.carry = carry
+        with torch.no_grad():
+            for buffer, before in buffers:
+                buffer.copy_(before)
         return time.perf_counter() - tic
 
     def release_process_group(self) -> None:

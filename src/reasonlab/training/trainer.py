@@ -30,6 +30,7 @@ from reasonlab.errors import UserError
 from reasonlab.io import atomic_write_json, atomic_write_text, resolve_dir
 from reasonlab.model import param_counts
 from reasonlab.model.outputs import StepLoss
+from reasonlab.model.recursion import Carry
 from reasonlab.report.plots import plot_run_curves
 from reasonlab.runtime import resolve_device
 from reasonlab.training.checkpoint import (
@@ -37,6 +38,7 @@ from reasonlab.training.checkpoint import (
     latest_checkpoint,
     load_training_state,
     read_averaged_weights,
+    read_carry,
     read_config,
     save_checkpoint,
 )
@@ -78,6 +80,8 @@ class Trainer:
             else:
                 self.engine.ema.load_state_dict(averaged)
         self.engine.sampler.load_state_dict(self.state.sampler)
+        carry = read_carry(checkpoint)
+        self.engine.carry = None if carry is None else Carry.from_tensors(carry, self.engine.device)
         self.engine.reseed(self.state.step)
 
     def run(self, on_eval: EvalCallback | None = None) -> dict:
@@ -184,7 +188,8 @@ class Trainer:
         self.state.sampler = self.engine.sampler.state_dict()
         e = self.engine
         save_checkpoint(self.run_dir / "checkpoints" / name, e.model, e.optimizer, self.state, self.cfg,
-                        self.data.tokenizer, averaged=e.ema.state_dict() if e.ema is not None else None)
+                        self.data.tokenizer, averaged=e.ema.state_dict() if e.ema is not None else None,
+                        carry=e.carry.tensors() if e.carry is not None else None)
 
     def _write_summary(self) -> dict:
         st, val = self.state, self.final_val
