@@ -10,6 +10,7 @@ import argparse
 from torch.profiler import ProfilerActivity, profile
 
 from reasonlab.config import parse_override, resolve_config
+from reasonlab.runtime import keep_freed_memory
 from reasonlab.training.data import prepare_data
 from reasonlab.training.engine import Engine
 
@@ -21,6 +22,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
+    keep_freed_memory()  # as the reasonlab command does
     cfg = resolve_config(args.config, dict(parse_override(s) for s in args.set))
     data = prepare_data(cfg)
     engine = Engine(data.adjust_config(cfg), data)
