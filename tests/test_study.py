@@ -203,7 +203,7 @@ def test_demo_runs_the_whole_study(tmp_path, monkeypatch, capsys):
                  "comparison/FINAL_RESULTS.md", "comparison/comparison.png", "comparison/comparison_compute.png"):
         assert (out / path).is_file(), path
     result = json.loads((out / "comparison" / "comparison.json").read_text())
-    assert result["arms"]["b"]["config"]["model"]["arch"] == "recursive" and result["n_seeds"] == 2
+    assert result["arms"]["b"]["config"]["model"]["arch"] == "hrm" and result["n_seeds"] == 2
     assert result["arms"]["b"]["max_steps"] == 12
     assert main(["demo", "--out", str(out), "--base", "cpu-tiny"]) == 0  # a rerun resumes: nothing trains again
     err = capsys.readouterr().err

@@ -15,13 +15,17 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from reasonlab import api
-from reasonlab.config import parse_override, resolve_config
+from reasonlab.config import ARCH_ALIASES, ARCHS, parse_override, resolve_config
 from reasonlab.data.corpus import val_stream
 from reasonlab.errors import UserError
 from reasonlab.runtime import autocast_factory, keep_freed_memory, resolve_precision
 from reasonlab.training.engine import TrainingDiverged
 from reasonlab.training.evaluate import evaluate
 
+TASK_ARMS = ("task-small", "task-small-recursive")  # tasks' --a and --b when neither they nor --arms are given
+MODELS = [*ARCHS, *ARCH_ALIASES]  # --model: every arm, and the old names that still load
+ARM_HELP = ("YAML config, preset name, DIR:best of an ablation, or control:params:SPEC / control:flops:SPEC "
+            "(the baseline control of a recursive SPEC)")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line and exit 2, like every other bad input
@@ -128,20 +132,47 @@ def _ablate(args: argparse.Namespace) -> None:
 
 
 def _verdict_line(result: dict, report: Path, match: str) -> str:
-    """Where the report is and who won at the matched budget."""
+    """Where the report is and who won at the matched budget (against the reference, each arm, where
+    more than two arms were judged)."""
+    if "pairs" in result:
+        arms = result["arms"]
+        reference = arms[result["reference"]]["name"]
+        verdicts = []
+        for key, pair in result["pairs"].items():
+            winner = pair["winner"]
+            verdicts.append(f"{arms[key]['name']}: " + ("no significant difference" if winner is None
+                                                        else "wins" if winner == "b" else f"{reference} wins"))
+        return f"{report}: at equal {match}, against {reference}, " + "; ".join(verdicts)
     winner = result["winner"]
     verdict = f"{result['arms'][winner]['name']} wins" if winner else "no significant difference"
     return f"{report}: at equal {match}, {verdict}"
 
 
-def _compare(args: argparse.Namespace) -> None:
-    from reasonlab.experiments.compare import run_comparison
+def _arm_specs(args: argparse.Namespace, defaults: tuple[str | None, str | None] = (None, None)) -> list[str]:
+    """--arms A,B,C,... (two or more, the first the reference), or --a and --b."""
+    if args.arms is not None:
+        if args.a is not None or args.b is not None:
+            raise UserError("--arms replaces --a and --b; give one or the other")
+        specs = [spec.strip() for spec in args.arms.split(",")]
+        if len(specs) < 2 or not all(specs):
+            raise UserError(f"--arms takes two or more arms separated by commas, the first the reference; "
+                            f"got {args.arms!r}")
+        return specs
+    a, b = (given if given is not None else default for given, default in zip((args.a, args.b), defaults))
+    if a is None or b is None:
+        raise UserError(f"{args.command}: --a and --b are required (or --arms)")
+    return [a, b]
 
+
+def _compare(args: argparse.Namespace) -> None:
+    from reasonlab.experiments.compare import compare_arms
+
+    specs = _arm_specs(args)
     _at_least(1, args, "steps", "seeds")
     _at_least(0, args, "seed_offset")
-    result = run_comparison(args.a, args.b, args.steps, args.seeds, args.match, args.out,
-                            progress=lambda line: print(line, file=sys.stderr, flush=True),
-                            seed_offset=args.seed_offset, paired=args.paired)
+    result = compare_arms(specs, args.steps, args.seeds, args.match, args.out,
+                          progress=lambda line: print(line, file=sys.stderr, flush=True),
+                          seed_offset=args.seed_offset, paired=args.paired)
     print(_verdict_line(result, Path(args.out) / "FINAL_RESULTS.md", args.match))
 
 
@@ -155,6 +186,7 @@ def _tasks(args: argparse.Namespace) -> None:
 
     if not args.task or not args.out:
         raise UserError("tasks: --task and --out are required (or --list)")
+    specs = _arm_specs(args, TASK_ARMS)
     _at_least(1, args, "steps", "seeds")
     _at_least(0, args, "seed_offset")
     overrides = _overrides(args)
@@ -163,7 +195,7 @@ def _tasks(args: argparse.Namespace) -> None:
     if args.format is not None:
         overrides["task.format"] = args.format
         overrides.setdefault("model.causal", args.format == "seq")
-    result = run_task_study(args.task, args.a, args.b, args.steps, args.seeds, args.match, args.out, overrides,
+    result = run_task_study(args.task, specs, args.steps, args.seeds, args.match, args.out, overrides,
                             progress=lambda line: print(line, file=sys.stderr, flush=True),
                             seed_offset=args.seed_offset, paired=args.paired)
     for arm, data in result["arms"].items():
@@ -227,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model, or resume/extend a run")
     p.add_argument("--config", help="YAML preset, e.g. configs/cpu-small.yaml")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)")
-    p.add_argument("--model", choices=["baseline", "recursive"], help="the arm to train (sets model.arch)")
+    p.add_argument("--model", choices=MODELS, help="the arm to train (sets model.arch)")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory (default runs/<arch>-<time>)")
     p.add_argument("--max-steps", type=int)
@@ -269,41 +301,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=_ablate)
 
-    p = sub.add_parser("compare", help="two arms head to head over seeds, at equal steps, FLOPs and time")
-    p.add_argument("--a", required=True, help="YAML config, preset name, or DIR:best of an ablation")
-    p.add_argument("--b", required=True, help="YAML config, preset name, or DIR:best of an ablation")
-    p.add_argument("--steps", type=int, default=1000, help="steps of the costlier (or slower) arm")
+    p = sub.add_parser("compare", help="two or more arms over seeds, at equal steps, FLOPs and time")
+    p.add_argument("--a", help=f"arm A: {ARM_HELP}")
+    p.add_argument("--b", help="arm B, like --a")
+    p.add_argument("--arms", metavar="A,B,C,...",
+                   help="instead of --a/--b: two or more arms (each like --a), every one judged against the first")
+    p.add_argument("--steps", type=int, default=1000, help="steps of the costliest (or slowest) arm")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed-offset", type=int, default=0, metavar="N",
-                   help="shift every seed by N: repeat a comparison on fresh seeds (A: N.., B: after A's)")
+                   help="shift every seed by N: repeat a comparison on fresh seeds (A: N.., B: after A's, ...)")
     p.add_argument("--paired", action="store_true",
-                   help="B runs A's seeds; interval of the per-seed differences (for arms of the same shape)")
+                   help="every arm runs A's seeds; interval of the per-seed differences (arms of the same shape)")
     p.add_argument("--match", choices=["steps", "flops", "time"], default="flops", help="what the budgets equalise")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_compare)
 
-    p = sub.add_parser("tasks", help="both arms on a generated reasoning task, judged on exact match")
+    p = sub.add_parser("tasks", help="two or more arms on a generated reasoning task, judged on exact match")
     p.add_argument("--list", action="store_true", help="show the tasks and their knobs")
     p.add_argument("--task", help="addition | parity | prefix-sum | sudoku | maze")
     p.add_argument("--size", type=int, help="grid side of sudoku (4, 6, 9) or maze")
     p.add_argument("--format", choices=["seq", "grid"],
                    help="seq: answer decoded token by token (causal); grid: all cells at once (bidirectional)")
-    p.add_argument("--a", default="task-small", help="YAML config or preset of arm A")
-    p.add_argument("--b", default="task-small-recursive", help="YAML config or preset of arm B")
-    p.add_argument("--steps", type=int, default=2000, help="steps of the costlier arm")
+    p.add_argument("--a", help=f"arm A (default {TASK_ARMS[0]}): {ARM_HELP}")
+    p.add_argument("--b", help=f"arm B (default {TASK_ARMS[1]}), like --a")
+    p.add_argument("--arms", metavar="A,B,C,...",
+                   help="instead of --a/--b: two or more arms (each like --a), every one judged against the first")
+    p.add_argument("--steps", type=int, default=2000, help="steps of the costliest arm")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed-offset", type=int, default=0, metavar="N",
-                   help="shift every seed by N: repeat a comparison on fresh seeds (A: N.., B: after A's)")
+                   help="shift every seed by N: repeat a comparison on fresh seeds (A: N.., B: after A's, ...)")
     p.add_argument("--paired", action="store_true",
-                   help="B runs A's seeds; interval of the per-seed differences (for arms of the same shape)")
+                   help="every arm runs A's seeds; interval of the per-seed differences (arms of the same shape)")
     p.add_argument("--match", choices=["steps", "flops", "time"], default="flops", help="what the budgets equalise")
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override both arms (repeatable)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every arm (repeatable)")
     p.add_argument("--out")
     p.set_defaults(func=_tasks)
 
     p = sub.add_parser("bench", help="matmul peak, then training tokens/s and MFU against it")
     p.add_argument("--config", default="cpu-bench")
-    p.add_argument("--model", choices=["baseline", "recursive"])
+    p.add_argument("--model", choices=MODELS, help="sets model.arch")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
     p.add_argument("--steps", type=int, default=10, help="timed steps, after 3 untimed warm-up steps")
     p.add_argument("--json", action="store_true")

@@ -1,20 +1,28 @@
-"""`reasonlab compare`: two arms, several seeds each, judged at equal steps, FLOPs and wall time.
+"""`reasonlab compare`: two or more arms, several seeds each, judged at equal steps, FLOPs and wall time.
 
-`--match` sets the budgets both arms train to, each with its own full LR schedule:
-- steps: both arms run `steps` steps;
-- flops: both spend what the costlier arm spends in `steps` steps (the cheaper arm runs more);
-- time: both get the time the slower arm needs for `steps` steps, in step times measured by one
-  interleaved calibration (both arms alternating in one process), never by the runs' wall clocks.
+`--match` sets the budgets every arm trains to, each with its own full LR schedule:
+- steps: every arm runs `steps` steps;
+- flops: every arm spends what the costliest arm spends in `steps` steps (cheaper arms run more);
+- time: every arm gets the time the slowest arm needs for `steps` steps, in step times measured
+  by one interleaved calibration (the arms alternating in one process), never by the runs' wall clocks.
 The verdict at the matched budget is the comparison's one decision. The other two budgets are
 read off the validation curves where every run reached them, usually mid-schedule for one arm
 (which favours it: its learning rate has not decayed yet), so they are descriptive and the
 report says at which step of how many each arm was read.
 
-Arms are judged on val loss, or on exact match for reasoning tasks. Seeds: A runs k seeds from
-`seed_offset` on and B the next k, independent samples as Welch's interval assumes; with
-`paired`, B runs A's seeds and the interval is of the per-seed differences. A `DIR:best` arm's
-seeds start past every seed its ablation ran, so the best is not judged on the seeds it was
-selected on.
+Arms are judged on val loss, or on exact match for reasoning tasks. Two arms are a head to head
+(A against B). With more, the first is the reference and every other arm is judged against it as
+in a head to head, every arm read at the same point of each axis, the p-values Holm-corrected
+across the comparisons on each axis (`judge_many`).
+
+Seeds: A runs k seeds from `seed_offset` on, B the next k, C the next, and so on: independent
+samples, as Welch's interval assumes; with `paired` every arm runs A's seeds and the interval is
+of the per-seed differences. A `DIR:best` arm's seeds start past every seed its ablation ran, so
+the best is not judged on the seeds it was selected on.
+
+An arm is a YAML config, a preset name, `DIR:best`, or `control:params:SPEC` /
+`control:flops:SPEC`: the baseline control of the recursive arm SPEC with its parameters, or its
+FLOPs per token (`reasonlab.model.control_config`).
 """
 
 from __future__ import annotations
@@ -24,13 +32,15 @@ import json
 import math
 import shutil
 import statistics
+import string
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from reasonlab.config import Config, resolve_config, with_overrides
+from reasonlab.config import Config, config_from_dict, resolve_config, with_overrides
 from reasonlab.errors import UserError
 from reasonlab.experiments.ablation import RESULTS as ABLATION_RESULTS
 from reasonlab.experiments.ablation import best_config
@@ -45,7 +55,7 @@ from reasonlab.experiments.stats import (
     welch_diff,
 )
 from reasonlab.io import atomic_write_json
-from reasonlab.model.flops import config_step_flops
+from reasonlab.model import config_step_flops, control_config, param_counts
 from reasonlab.report.comparison import write_comparison_report
 from reasonlab.training import trainer
 from reasonlab.training.data import prepare_data
@@ -83,6 +93,8 @@ METRIC_ROWS = (  # the metric table: label, aggregate key, lower is better; exac
 SPEED_ROWS = (("steps_per_s", False), ("tokens_per_s", False), ("train_time_s", True))  # key, lower is better
 BUDGETS = (("flops", "a fixed compute budget"), ("time", "a fixed wall-clock budget"),
            ("steps", "a fixed number of steps"))
+ARM_KEYS = string.ascii_lowercase  # the arms' keys in order: a, b, c, ...
+REFERENCE = "a"  # with more than two arms, every other arm is judged against this one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,20 +125,56 @@ def check_budget(steps: int, seeds: int, match: str, seed_offset: int = 0) -> No
 
 
 def arm_config(spec: str, overrides: dict[str, Any] | None = None) -> tuple[str, Config]:
-    """`DIR:best` (the best config of an ablation) or a YAML config / bundled preset name,
-    with dotted-key overrides applied on top."""
+    """`DIR:best` (the best config of an ablation), a YAML config / bundled preset name, or
+    `control:KIND:SPEC` (the baseline control of the recursive arm SPEC, `control_spec`), with
+    dotted-key overrides applied on top (to SPEC, for a control)."""
+    if spec.startswith("control:"):
+        return control_arm(spec, overrides)
     if spec.endswith(":best"):
         name, cfg = best_config(spec[: -len(":best")])
         return name, with_overrides(cfg, overrides or {})
     return Path(spec).stem, resolve_config(spec, overrides)
 
 
+def control_spec(spec: str) -> tuple[str, str]:
+    """`control:KIND:SPEC` -> (KIND, SPEC); KIND is params (same parameters, no recursion) or flops
+    (as many layers as the recursion makes passes: same FLOPs per token), checked by control_config."""
+    kind, _, inner = spec.removeprefix("control:").partition(":")
+    if not kind or not inner:
+        raise UserError(f"arm {spec!r}: a control is control:KIND:SPEC, KIND params or flops, "
+                        "SPEC a recursive arm's YAML config, preset name or DIR:best")
+    return kind, inner
+
+
+def control_arm(spec: str, overrides: dict[str, Any] | None = None) -> tuple[str, Config]:
+    """The matched baseline control of a recursive arm, named `control:KIND:NAME`."""
+    kind, inner = control_spec(spec)
+    name, cfg = arm_config(inner, overrides)
+    try:
+        return f"control:{kind}:{name}", control_config(cfg, kind)
+    except UserError as exc:
+        raise UserError(f"arm {spec!r}: {exc}") from None
+
+
+def base_spec(spec: str) -> str:
+    """The spec a control is built from (the spec itself for any other arm)."""
+    return control_spec(spec)[1] if spec.startswith("control:") else spec
+
+
+def make_arms(specs: list[str], overrides: dict[str, Any] | None = None) -> dict[str, Arm]:
+    """The arms as given, keyed a, b, c, ... in order, before any budget; arms of one name are
+    told apart by their key, as in "cpu-tiny (A)"."""
+    if not 2 <= len(specs) <= len(ARM_KEYS):
+        raise UserError(f"a comparison takes 2 to {len(ARM_KEYS)} arms, got {len(specs)}")
+    named = {key: (spec, *arm_config(spec, overrides)) for key, spec in zip(ARM_KEYS, specs)}
+    repeated = Counter(name for _, name, _ in named.values())
+    return {key: Arm(f"{name} ({key.upper()})" if repeated[name] > 1 else name, spec, cfg)
+            for key, (spec, name, cfg) in named.items()}
+
+
 def pair_arms(a: str, b: str, overrides: dict[str, Any] | None = None) -> dict[str, Arm]:
-    """Both arms as given, before any budget; arms of one name are told apart as (A) and (B)."""
-    (name_a, cfg_a), (name_b, cfg_b) = arm_config(a, overrides), arm_config(b, overrides)
-    if name_a == name_b:
-        name_a, name_b = f"{name_a} (A)", f"{name_b} (B)"
-    return {"a": Arm(name_a, a, cfg_a), "b": Arm(name_b, b, cfg_b)}
+    """Two arms, A and B (`make_arms`)."""
+    return make_arms([a, b], overrides)
 
 
 def selection_seeds(spec: str) -> list[int]:
@@ -136,24 +184,25 @@ def selection_seeds(spec: str) -> list[int]:
 
 
 def seed_lists(arms: dict[str, Arm], seeds: int, seed_offset: int, paired: bool) -> dict[str, list[int]]:
-    """A runs `seeds` seeds from `seed_offset` on; B the next `seeds` (independent runs) or A's own
-    (paired). Both start past every seed an ablation arm was selected on: rerunning those would
-    favour the arm that won on them."""
-    used = [seed for arm in arms.values() if arm.source.endswith(":best") for seed in selection_seeds(arm.source)]
+    """A runs `seeds` seeds from `seed_offset` on; B the next `seeds`, C the next, and so on
+    (independent runs), or every arm A's own (paired). All start past every seed an ablation arm
+    (or the arm a control is built from) was selected on: rerunning those would favour the arm
+    that won on them."""
+    sources = [base_spec(arm.source) for arm in arms.values()]
+    used = [seed for source in sources if source.endswith(":best") for seed in selection_seeds(source)]
     start = seed_offset + (max(used) + 1 if used else 0)
-    a = list(range(start, start + seeds))
-    return {"a": a, "b": list(a) if paired else list(range(start + seeds, start + 2 * seeds))}
+    return {key: list(range(start + (0 if paired else i * seeds), start + (1 if paired else i + 1) * seeds))
+            for i, key in enumerate(arms)}
 
 
 def calibrate_step_times(configs: dict[str, Config], rounds: int = 4, steps: int = 3,
                          warmup: int = 2) -> dict[str, Any]:
     """Seconds per training step of each arm, from one interleaved calibration in this process.
 
-    Both arms' engines are built once, warmed up, then timed in `rounds` alternating rounds of
-    `steps` steps, so machine load and drift touch both alike. Returns each round's mean step
-    time per arm (`rounds`) and the step time each arm is planned and judged with (`step_s`):
-    arms of one config, and arms whose per-round time ratio does not differ from 1 beyond the
-    rounds' spread, share the pooled median, so identical arms get identical budgets.
+    Every arm's engine is built once, warmed up, then timed in `rounds` alternating rounds of
+    `steps` steps, so machine load and drift touch all alike. Returns each round's mean step
+    time per arm (`rounds`) and the step time each arm is planned and judged with (`step_s`,
+    `pooled_step_times`).
     """
     engines = {}
     for arm, cfg in configs.items():
@@ -164,11 +213,35 @@ def calibrate_step_times(configs: dict[str, Config], rounds: int = 4, steps: int
     for _ in range(rounds):
         for arm, engine in engines.items():
             per_round[arm].append(statistics.fmean(engine.timed_steps(steps, 0)[0]))
-    a, b = per_round["a"], per_round["b"]
-    if configs["a"] == configs["b"] or not time_ratio(a, b)["differ"]:
-        pooled = statistics.median(a + b)
-        return {"rounds": per_round, "step_s": {"a": pooled, "b": pooled}}
-    return {"rounds": per_round, "step_s": {"a": statistics.median(a), "b": statistics.median(b)}}
+    return {"rounds": per_round, "step_s": pooled_step_times(configs, per_round)}
+
+
+def pooled_step_times(configs: dict[str, Config], per_round: dict[str, list[float]]) -> dict[str, float]:
+    """The step time of each arm: the median of its rounds, pooled over arms of one config, and
+    over the first (reference) arm and every arm whose per-round time ratio to it does not differ
+    from 1 beyond the rounds' spread; so identical arms get identical budgets."""
+    groups: list[list[str]] = []  # arms of one config, in order: the reference's group first
+    for arm, cfg in configs.items():
+        group = next((g for g in groups if configs[g[0]] == cfg), None)
+        if group is None:
+            groups.append([arm])
+        else:
+            group.append(arm)
+
+    def rounds_of(group: list[str]) -> list[float]:
+        return [statistics.fmean(times) for times in zip(*(per_round[arm] for arm in group))]
+
+    shared, separate = list(groups[0]), []
+    for group in groups[1:]:
+        if time_ratio(rounds_of(groups[0]), rounds_of(group))["differ"]:
+            separate.append(group)
+        else:
+            shared += group
+    step_s = {}
+    for group in (shared, *separate):
+        median = statistics.median([t for arm in group for t in per_round[arm]])
+        step_s.update(dict.fromkeys(group, median))
+    return {arm: step_s[arm] for arm in configs}
 
 
 def time_ratio(a: list[float], b: list[float]) -> dict[str, Any]:
@@ -206,7 +279,7 @@ def arm_step_flops(arm: Arm) -> int:
 
 
 def _matched_steps(configs: dict[str, Config], steps: int, match: str, step_s: dict[str, float]) -> dict[str, int]:
-    """Steps per arm such that each spends what the costlier arm spends in `steps` steps."""
+    """Steps per arm such that each spends what the costliest arm spends in `steps` steps."""
     if match == "steps":
         return {arm: steps for arm in configs}
     if match == "flops":
@@ -246,9 +319,9 @@ def _seed_range(seeds: list[int]) -> str:
 
 
 def train_arms(arms: dict[str, Arm], out: Path, progress: Progress) -> Runs:
-    """Every seed of both arms; the arms alternate, so drift in machine speed touches both alike."""
+    """Every seed of every arm; the arms alternate, so drift in machine speed touches all alike."""
     runs: Runs = {key: {} for key in arms}
-    for i in range(len(arms["a"].seeds)):
+    for i in range(len(arms[REFERENCE].seeds)):
         for key, arm in arms.items():
             seed = arm.seeds[i]
             runs[key][str(seed)] = _run(_with(arm.cfg, seed=seed), out / "runs" / f"{key}-s{seed}", progress)
@@ -393,8 +466,9 @@ def margin(values: dict[str, list[float]], diff: float, metric: dict[str, Any]) 
 
 
 def verdicts(arms: dict[str, dict[str, Any]], match: str, metric: dict[str, Any] = METRICS["loss"],
-             paired: bool = False) -> dict[str, Any]:
-    """The judged metric of both arms at the largest budget every run reached, on each axis.
+             paired: bool = False, among: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The judged metric of arms A and B at the largest budget every run reached, on each axis:
+    every run of A and B, or of every arm in `among` (all arms of a comparison of more than two).
 
     Only the matched budget decides (`winner`); the others are descriptive (`ahead`). The point
     must lie inside every run's evaluated range (no extrapolation before a first or after a last
@@ -402,31 +476,42 @@ def verdicts(arms: dict[str, dict[str, Any]], match: str, metric: dict[str, Any]
     """
     out = {}
     for dim, axis in AXES.items():
-        v = _verdict(arms, axis, metric, paired)
+        v = _verdict(arms, axis, metric, paired, shared_point(among or arms, axis))
         out[dim] = {**v, "matched": dim == match, "role": "decision" if dim == match else "descriptive",
                     "winner": v["ahead"] if dim == match else None}
     return out
 
 
-def _verdict(arms: dict[str, dict[str, Any]], axis: str, metric: dict[str, Any], paired: bool) -> dict[str, Any]:
-    """Both arms at the largest `axis` value every run reached, whether they differ beyond the noise,
-    and at which step of how many each arm was read there."""
-    histories = {arm: [r["val_history"] for r in data["per_seed"].values()] for arm, data in arms.items()}
-    runs = [h for arm_runs in histories.values() for h in arm_runs]
+def shared_point(arms: dict[str, dict[str, Any]], axis: str) -> float | None:
+    """The largest `axis` value every run of every arm reached; None where it lies before some
+    run's first evaluation (the runs' evaluated ranges do not overlap)."""
+    runs = [run["val_history"] for data in arms.values() for run in data["per_seed"].values()]
     point = min(h[-1][axis] for h in runs)
-    if max(h[0][axis] for h in runs) > point:
+    return None if max(h[0][axis] for h in runs) > point else point
+
+
+def _verdict(arms: dict[str, dict[str, Any]], axis: str, metric: dict[str, Any], paired: bool,
+             point: float | None) -> dict[str, Any]:
+    """Both arms at `point` on `axis`, whether they differ beyond the noise, and at which step of
+    how many each arm was read there."""
+    if point is None:
         return {"axis": axis, "point": None, "available": False, "ahead": None,
                 "reason": f"the arms' evaluated ranges of {axis} do not overlap"}
+    histories = {arm: [r["val_history"] for r in data["per_seed"].values()] for arm, data in arms.items()}
     values = {arm: [value_at(h, axis, point, metric["key"]) for h in arm_runs] for arm, arm_runs in histories.items()}
     diff = difference(values["a"], values["b"], paired)
-    b_ahead = (diff["diff"] < 0) == metric["lower_is_better"]
     bounds = metric.get("bounds")
     read_at = {arm: {"step": statistics.fmean(value_at(h, axis, point, "step") for h in arm_runs),
                      "of": arms[arm]["max_steps"]} for arm, arm_runs in histories.items()}
     return {"axis": axis, "point": point, "available": True,
             "a": mean_ci(values["a"], bounds=bounds), "b": mean_ci(values["b"], bounds=bounds),
-            "diff_b_minus_a": diff, "ahead": ("b" if b_ahead else "a") if diff["significant"] else None,
+            "diff_b_minus_a": diff, "ahead": _ahead_by_diff(diff, metric) if diff["significant"] else None,
             "margin": margin(values, diff["diff"], metric), "read_at": read_at}
+
+
+def _ahead_by_diff(diff: dict[str, Any], metric: dict[str, Any]) -> str:
+    """The arm ("a" or "b") a difference B minus A favours."""
+    return "b" if (diff["diff"] < 0) == metric["lower_is_better"] else "a"
 
 
 def recommendations(result: dict[str, Any]) -> list[str]:
@@ -451,8 +536,9 @@ def recommendations(result: dict[str, Any]) -> list[str]:
     return notes
 
 
-def _decision_note(result: dict[str, Any], dim: str, label: str) -> str:
-    """What to train under the matched budget, or why the decision says nothing."""
+def _decision_note(result: dict[str, Any], dim: str, label: str, names: tuple[str, str] = ("A", "B")) -> str:
+    """What to train under the matched budget, or why the decision says nothing; `names` are what
+    the text calls arms A and B of `result`."""
     v, metric = result["verdicts"][dim], result["metric"]
     if not v["available"]:
         return f"Under {label} no verdict: {v['reason']}."
@@ -463,21 +549,87 @@ def _decision_note(result: dict[str, Any], dim: str, label: str) -> str:
              else f"a {metric['label']} {v['margin']:.2f} points higher")
     ci = v["diff_b_minus_a"]
     return (f"Under {label}, train {result['arms'][v['winner']]['name']}: it reaches {ahead} "
-            f"({ci['ci_low']:.4f} to {ci['ci_high']:.4f} is the {result['ci_level']}% CI of B minus A).")
+            f"({ci['ci_low']:.4f} to {ci['ci_high']:.4f} is the {result['ci_level']}% CI of {names[1]} minus "
+            f"{names[0]}).")
+
+
+def _setting(arms: dict[str, dict[str, Any]], steps: int, match: str, metric: str, paired: bool) -> dict[str, Any]:
+    """What a comparison.json says first: the budget, the seeds, how it judges."""
+    return {"match": match, "steps": steps, "n_seeds": len(arms[REFERENCE]["seeds"]),
+            "ci_level": round(CI_LEVEL * 100), "paired": paired, "metric": METRICS[metric]}
+
+
+def _head_to_head(pair: dict[str, dict[str, Any]], match: str, metric: str, paired: bool,
+                  among: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Arm B against arm A: the metric table, speeds and verdicts (read where every run of `among` reached)."""
+    v = verdicts(pair, match, METRICS[metric], paired, among)
+    return {"metric_table": metric_table(pair, paired), "speed": speed_table(pair), "verdicts": v,
+            "winner": v[match]["winner"]}
 
 
 def judge(arms: dict[str, dict[str, Any]], steps: int, match: str, metric: str, paired: bool = False) -> dict[str, Any]:
     """comparison.json: the arms side by side, the decision at the matched budget, the descriptive
-    readings at the other two, the advice."""
-    result: dict[str, Any] = {
-        "match": match, "steps": steps, "n_seeds": len(arms["a"]["seeds"]), "ci_level": round(CI_LEVEL * 100),
-        "paired": paired, "metric": METRICS[metric], "arms": arms,
-        "metric_table": metric_table(arms, paired), "speed": speed_table(arms),
-    }
-    result["verdicts"] = verdicts(arms, match, METRICS[metric], paired)
-    result["winner"] = result["verdicts"][match]["winner"]
+    readings at the other two, the advice. More than two arms: `judge_many`."""
+    if len(arms) > 2:
+        return judge_many(arms, steps, match, metric, paired)
+    result = {**_setting(arms, steps, match, metric, paired), "arms": arms,
+              **_head_to_head(arms, match, metric, paired)}
     result["recommendations"] = recommendations(result)
     return result
+
+
+def judge_many(arms: dict[str, dict[str, Any]], steps: int, match: str, metric: str,
+               paired: bool = False) -> dict[str, Any]:
+    """comparison.json of more than two arms: every other arm against the reference (the first)
+    as in a head to head, under `pairs` (there A is the reference and B the arm), every arm read
+    at the same point of each axis, each verdict's p Holm-corrected across the comparisons on its
+    axis (`holm_across`); each arm's parameters and training FLOPs per token beside its results."""
+    pairs = {key: _head_to_head({"a": arms[REFERENCE], "b": data}, match, metric, paired, among=arms)
+             for key, data in arms.items() if key != REFERENCE}
+    holm_across(pairs, match, METRICS[metric])
+    result = {**_setting(arms, steps, match, metric, paired), "reference": REFERENCE,
+              "arms": {key: {**data, **arm_size(data["config"])} for key, data in arms.items()}, "pairs": pairs}
+    result["recommendations"] = many_recommendations(result)
+    return result
+
+
+def arm_size(stored: dict[str, Any]) -> dict[str, Any]:
+    """An arm's parameters (total, active, embedding) and training FLOPs per token of one step."""
+    cfg = config_from_dict(stored)
+    tokens = cfg.train.batch_size * cfg.model.seq_len
+    return {"params": param_counts(cfg), "flops_per_token": config_step_flops(cfg) / tokens}
+
+
+def holm_across(pairs: dict[str, dict[str, Any]], match: str, metric: dict[str, Any]) -> None:
+    """On each axis, the verdicts' p-values Holm-corrected across the pairs (`p_holm`): an arm is
+    ahead of the reference, or behind it, only where its corrected p < 1 - level. With several
+    arms tested one by one some arm would read better far more often than the level says."""
+    for dim in AXES:
+        judged = {key: pair["verdicts"][dim] for key, pair in pairs.items() if pair["verdicts"][dim]["available"]}
+        tested = [key for key, v in judged.items() if v["diff_b_minus_a"]["p"] is not None]
+        adjusted = dict(zip(tested, holm([judged[key]["diff_b_minus_a"]["p"] for key in tested]), strict=True))
+        for key, v in judged.items():
+            significant = adjusted.get(key, 1.0) < 1 - CI_LEVEL
+            v["p_holm"] = adjusted.get(key)
+            v["ahead"] = _ahead_by_diff(v["diff_b_minus_a"], metric) if significant else None
+            v["winner"] = v["ahead"] if v["matched"] else None
+    for pair in pairs.values():
+        pair["winner"] = pair["verdicts"][match]["winner"]
+
+
+def many_recommendations(result: dict[str, Any]) -> list[str]:
+    """Advice from each arm's decision against the reference (Holm-corrected), nothing canned."""
+    notes = []
+    if result["n_seeds"] < 2:
+        notes.append("One seed per arm measures no noise: rerun with --seeds 3 before acting on any difference.")
+    match, reference = result["match"], result["arms"][result["reference"]]
+    for key, pair in result["pairs"].items():
+        view = {**result, "arms": {"a": reference, "b": result["arms"][key]}, "verdicts": pair["verdicts"]}
+        note = _decision_note(view, match, dict(BUDGETS)[match], names=("the reference", key.upper()))
+        notes.append(f"{key.upper()} ({result['arms'][key]['name']}) against the reference: {note}")
+    notes.append(f"Each verdict's p is Holm-corrected across the {len(result['pairs'])} comparisons with the "
+                 "reference; the other two budgets are descriptive, as in a head to head.")
+    return notes
 
 
 def write_results(result: dict[str, Any], out: Path) -> None:
@@ -489,15 +641,22 @@ def write_results(result: dict[str, Any], out: Path) -> None:
 def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str | Path,
                    progress: Progress = print, overrides: dict[str, Any] | None = None,
                    metric: str = "loss", seed_offset: int = 0, paired: bool = False) -> dict[str, Any]:
-    """Train both arms over seeds and write comparison.json, comparison.png, comparison_compute.png and
-    FINAL_RESULTS.md.
+    """A against B: `compare_arms` of two arms."""
+    return compare_arms([a, b], steps, seeds, match, out, progress, overrides, metric, seed_offset, paired)
 
-    `overrides` (dotted keys) apply to both arms; `metric` is what the verdicts judge; `seed_offset`
-    shifts every seed (a repeat with fresh seeds); `paired` runs B on A's seeds.
+
+def compare_arms(specs: list[str], steps: int, seeds: int, match: str, out: str | Path,
+                 progress: Progress = print, overrides: dict[str, Any] | None = None,
+                 metric: str = "loss", seed_offset: int = 0, paired: bool = False) -> dict[str, Any]:
+    """Train every arm over seeds and write comparison.json, comparison.png, comparison_compute.png and
+    FINAL_RESULTS.md; with more than two arms, the first is the reference (`judge_many`).
+
+    `overrides` (dotted keys) apply to every arm; `metric` is what the verdicts judge; `seed_offset`
+    shifts every seed (a repeat with fresh seeds); `paired` runs every arm on A's seeds.
     """
     check_budget(steps, seeds, match, seed_offset)
     out = Path(out)
-    arms = plan_arms(pair_arms(a, b, overrides), steps, seeds, match, out, progress, seed_offset, paired)
+    arms = plan_arms(make_arms(specs, overrides), steps, seeds, match, out, progress, seed_offset, paired)
     runs = train_arms(arms, out, progress)
     result = judge(aggregate_arms(arms, runs, metric), steps, match, metric, paired)
     write_results(result, out)

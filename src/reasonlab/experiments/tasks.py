@@ -1,10 +1,11 @@
-"""`reasonlab tasks`: both arms on a generated reasoning task, judged on exact match at equal compute.
+"""`reasonlab tasks`: two or more arms on a generated reasoning task, judged on exact match at equal compute.
 
-The head to head is `compare`'s (matched budgets, independent seeds, Welch verdicts), judged on
-val exact match. Afterwards each run's final model is scored on the val split (the train levels)
-and on the harder test split, level by level; recursive models are also scored with a fixed
-number of segments from 1 to twice what they trained with, to see whether more thinking at
-test time helps.
+The comparison is `compare`'s (matched budgets, independent seeds, Welch verdicts; with more than
+two arms every arm against the first, Holm-corrected), judged on val exact match. Afterwards each
+run's final model is scored on the val split (the train levels) and on the harder test split,
+level by level; recursive models are also scored with a fixed number of segments from 1 to twice
+what they trained with, and at a forced inner depth from 1 to four times the depth they trained
+at, to see whether more thinking at test time helps.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from reasonlab.experiments.compare import (
     aggregate_arms,
     check_budget,
     judge,
-    pair_arms,
+    make_arms,
     plan_arms,
     train_arms,
     write_results,
@@ -35,7 +36,9 @@ from reasonlab.tasks.evaluate import SplitResult
 RESULTS = "tasks.json"
 METRIC = "exact_match"  # what the head to head judges
 SHARE = (0.0, 1.0)  # exact match and accuracy are shares: their intervals are clipped to it
-JUDGED = ("match", "n_seeds", "ci_level", "paired", "metric", "verdicts", "winner")  # repeated from comparison.json
+JUDGED = ("match", "n_seeds", "ci_level", "paired", "metric", "verdicts", "winner",  # repeated from comparison.json
+          "reference", "pairs")  # (the last two, and no verdicts or winner, where more than two arms were judged)
+SIZE = ("params", "flops_per_token")  # repeated from comparison.json's arms where more than two arms were judged
 
 
 def _grouped(data: TaskData, scored: dict[str, SplitResult], attribute: str) -> dict[str, dict[str, float]]:
@@ -65,12 +68,12 @@ def _examples(data: TaskData, scored: dict[str, SplitResult]) -> dict[str, dict[
 
 def _score_run(data: TaskData, run_dir: Path, batch_size: int) -> dict[str, Any]:
     """One run's final model on val and test: overall, by level (and by difficulty where the task has its
-    own), one solved and one failed example, and for a recursive model the segments curve."""
+    own), one solved and one failed example, and for a recursive model the segments and depth curves."""
     loaded = api.load(run_dir / "checkpoints" / "final")
     autocast = autocast_factory(resolve_precision(loaded.config.train.precision, loaded.device), loaded.device)
 
-    def score(split: str, segments: int | None = None) -> SplitResult:
-        return data.score(loaded.model, split, batch_size, loaded.device, autocast, segments)
+    def score(split: str, segments: int | None = None, depth: int | None = None) -> SplitResult:
+        return data.score(loaded.model, split, batch_size, loaded.device, autocast, segments, depth)
 
     scored = {split: score(split) for split in ("val", "test")}
     out: dict[str, Any] = {split: {k: v for k, v in r.metrics.items() if k != "tokens"} for split, r in scored.items()}
@@ -79,10 +82,13 @@ def _score_run(data: TaskData, run_dir: Path, batch_size: int) -> dict[str, Any]
     if len({e.difficulty for e in examples}) > 1 and any(e.difficulty != e.level for e in examples):
         out["by_difficulty"] = _grouped(data, scored, "difficulty")
     out["examples"] = _examples(data, scored)
-    if loaded.config.model.arch == "recursive":
+    if loaded.config.model.arch != "baseline":
         segments = range(1, 2 * loaded.config.recursion.max_segments + 1)
         out["segments_curve"] = {str(k): {split: score(split, k).metrics["exact_match"] for split in ("val", "test")}
                                  for k in segments}
+        out["trained_depth"] = loaded.model.trained_depth
+        out["depth_curve"] = {str(k): {split: score(split, depth=k).metrics["exact_match"] for split in ("val", "test")}
+                              for k in range(1, 4 * loaded.model.trained_depth + 1)}
     return out
 
 
@@ -94,20 +100,21 @@ def _aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         if grouping in per_seed[0]:
             agg[grouping] = {key: over_seeds(per_seed, grouping, key, "exact_match", bounds=SHARE)
                              for key in per_seed[0][grouping]}
-    if "segments_curve" in per_seed[0]:
-        agg["segments_curve"] = {k: {split: over_seeds(per_seed, "segments_curve", k, split, bounds=SHARE)
-                                     for split in ("val", "test")}
-                                 for k in per_seed[0]["segments_curve"]}
+    for curve in ("segments_curve", "depth_curve"):
+        if curve in per_seed[0]:
+            agg[curve] = {k: {split: over_seeds(per_seed, curve, k, split, bounds=SHARE) for split in ("val", "test")}
+                          for k in per_seed[0][curve]}
     return agg
 
 
 def _task_data(arms: dict[str, Arm]) -> TaskData:
-    """The generated splits both arms train on; the arms must agree on every task setting."""
-    task_a, task_b = arms["a"].cfg.task, arms["b"].cfg.task
-    if task_a != task_b:
-        differ = ", ".join(f"task.{k}" for k, v in vars(task_a).items() if getattr(task_b, k) != v)
-        raise UserError(f"the arms must train on the same task; their configs differ in {differ}")
-    return TaskData(task_a)
+    """The generated splits every arm trains on; the arms must agree on every task setting."""
+    first, *others = (arm.cfg.task for arm in arms.values())
+    for other in others:
+        if other != first:
+            differ = ", ".join(f"task.{k}" for k, v in vars(first).items() if getattr(other, k) != v)
+            raise UserError(f"the arms must train on the same task; their configs differ in {differ}")
+    return TaskData(first)
 
 
 def _instances(data: TaskData) -> dict[str, int]:
@@ -134,20 +141,22 @@ def _score_arm(data: TaskData, key: str, arm: Arm, runs: dict[str, dict[str, Any
     per_seed = {seed: _score_run(data, Path(run["run_dir"]), batch_size) for seed, run in runs.items()}
     progress(f"arm {key.upper()} {arm.name}: test exact match "
              + ", ".join(f"{s['test']['exact_match']:.2%}" for s in per_seed.values()))
-    recursive = arm.cfg.model.arch == "recursive"
+    recursive = arm.cfg.model.arch != "baseline"
+    first = next(iter(per_seed.values()))
     return {"name": arm.name, "arch": arm.cfg.model.arch, "max_steps": arm.steps, "seeds": arm.seeds,
             "flops": over_seeds([run["summary"] for run in runs.values()], "flops"), "per_seed": per_seed,
             "aggregate": _aggregate(list(per_seed.values())),
             "trained_segments": arm.cfg.recursion.max_segments if recursive else None,
-            "examples": next(iter(per_seed.values()))["examples"]}
+            "trained_depth": first.get("trained_depth"), "examples": first["examples"]}
 
 
-def run_task_study(task: str, a: str, b: str, steps: int, seeds: int, match: str, out: str | Path,
+def run_task_study(task: str, specs: list[str], steps: int, seeds: int, match: str, out: str | Path,
                    overrides: dict[str, Any] | None = None, progress: Progress = print, seed_offset: int = 0,
                    paired: bool = False) -> dict[str, Any]:
-    """Train both arms on `task` and write tasks.json + TASK_RESULTS.md beside the comparison's files."""
+    """Train the arms (`specs`, the first the reference) on `task` and write tasks.json + TASK_RESULTS.md
+    beside the comparison's files."""
     check_budget(steps, seeds, match, seed_offset)
-    arms = pair_arms(a, b, {**(overrides or {}), "task.name": task})
+    arms = make_arms(specs, {**(overrides or {}), "task.name": task})
     data = _task_data(arms)
     progress(_describe(task, data))
     out = Path(out)
@@ -156,8 +165,11 @@ def run_task_study(task: str, a: str, b: str, steps: int, seeds: int, match: str
     comparison = judge(aggregate_arms(arms, runs, METRIC), steps, match, METRIC, paired)
     write_results(comparison, out)
     batch_size = arms["a"].cfg.train.batch_size
-    scored = {key: _score_arm(data, key, arm, runs[key], batch_size, progress) for key, arm in arms.items()}
-    result = {"task": _task_section(task, data), **{k: comparison[k] for k in JUDGED}, "arms": scored}
+    scored = {key: {**_score_arm(data, key, arm, runs[key], batch_size, progress),
+                    **{k: comparison["arms"][key][k] for k in SIZE if k in comparison["arms"][key]}}
+              for key, arm in arms.items()}
+    result = {"task": _task_section(task, data), **{k: comparison[k] for k in JUDGED if k in comparison},
+              "arms": scored}
     atomic_write_json(out / RESULTS, result)
     write_task_report(result, out)
     return result

@@ -1,4 +1,8 @@
-"""comparison.png, comparison_compute.png and FINAL_RESULTS.md, built from comparison.json alone."""
+"""comparison.png, comparison_compute.png and FINAL_RESULTS.md, built from comparison.json alone.
+
+Two arms: a head to head, A against B. More (comparison.json has `pairs`): one table of every arm
+against the reference (`many_arm_table`).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from reasonlab.io import atomic_write_text
 from reasonlab.report.markdown import fci, fint, fnum, fpct, fsci, table
 from reasonlab.report.plots import save_figure
 
-COLORS = {"a": "tab:blue", "b": "tab:orange"}
+PALETTE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
+           "tab:olive", "tab:cyan")
 MATCH_LABELS = {"steps": "steps", "flops": "FLOPs", "time": "wall time"}
 METRIC_FORMATS = {"accuracy": fpct, "exact match": fpct, "perplexity": lambda x: fnum(x, 2)}  # the rest: fnum
 SPEED_ROWS = (("steps_per_s", "speed (steps/s)", lambda x: fnum(x, 2)), ("tokens_per_s", "speed (tokens/s)", fint),
@@ -23,15 +28,27 @@ _DECISION_NOTE = ("The matched budget is the decision; the other two are descrip
                  "reached, often mid-schedule for one of them (its learning rate not yet decayed), which favours it. "
                  "Equal time is measured in calibrated step times (both arms timed alternately in one process), "
                  "not in the runs' wall clocks.")
+_MANY_NOTE = ("The matched budget is the decision; the other two are descriptive: there an arm is read mid-schedule "
+              "more often than not (its learning rate not yet decayed), which favours it. Equal time is measured in "
+              "calibrated step times (the arms timed alternately in one process), not in the runs' wall clocks.")
+
+
+def color(arm: str) -> str:
+    """An arm's colour in every plot: A blue, B orange, C green, ..."""
+    return PALETTE[(ord(arm) - ord("a")) % len(PALETTE)]
+
+
+def arm_label(arm: str, name: str) -> str:
+    return f"{arm.upper()}: {name}"
 
 
 def _curves(ax: Any, result: dict[str, Any], field: str, x: str, y: str) -> None:
     for arm, data in result["arms"].items():
         for run in data["per_seed"].values():
-            ax.plot([e[x] for e in run[field]], [e[y] for e in run[field]], color=COLORS[arm], alpha=0.25, lw=0.8)
+            ax.plot([e[x] for e in run[field]], [e[y] for e in run[field]], color=color(arm), alpha=0.25, lw=0.8)
         mean = data[field]
-        ax.plot([e[x] for e in mean], [e[y] for e in mean], color=COLORS[arm], lw=2,
-                label=f"{arm.upper()}: {data['name']}", marker="o" if field == "val_history" else None, ms=3)
+        ax.plot([e[x] for e in mean], [e[y] for e in mean], color=color(arm), lw=2,
+                label=arm_label(arm, data["name"]), marker="o" if field == "val_history" else None, ms=3)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
@@ -51,7 +68,8 @@ def plot_comparison(result: dict[str, Any], out: Path) -> None:
         ax.set_xlabel("step")
     if judged_loss:
         axes[1, 1].set_yscale("log")
-    fig.suptitle(f"A vs B, {result['n_seeds']} seeds per arm (thin: seeds, thick: mean)")
+    fig.suptitle(f"{' vs '.join(arm.upper() for arm in result['arms'])}, {result['n_seeds']} seeds per arm "
+                 "(thin: seeds, thick: mean)")
     save_figure(fig, out / "comparison.png")
 
     fig = Figure(figsize=(12, 4.5))
@@ -66,17 +84,39 @@ def plot_comparison(result: dict[str, Any], out: Path) -> None:
 
 
 def _arm_config_lines(stored: dict[str, Any]) -> list[str]:
-    cfg = config_from_dict(stored)  # maps the keys of comparisons written before a rename
-    m, t, r = vars(cfg.model), vars(cfg.train), vars(cfg.recursion)
+    cfg = config_from_dict(stored)  # maps the keys and arch names of comparisons written before a rename
+    m, t = vars(cfg.model), vars(cfg.train)
+    ema = f", EMA of the weights {t['ema_decay']}" if t.get("ema_decay") else ""
     lines = [f"- Architecture: {m['arch']}, d_model {m['d_model']}, {m['n_layers']} layers, {m['n_heads']} heads, "
              f"{m['n_experts']} experts top-{m['top_k']}, d_ff {m['d_ff']}, context {m['seq_len']}",
              f"- Learning rate {t['lr']}, warmup {t['warmup_steps']} steps, dropout {m['dropout']}, "
-             f"batch {t['batch_size']}, grad clip {t['grad_clip']}"]
-    if m["arch"] == "recursive":
-        act = f"ACT on, exploration {r['halt_exploration_prob']}" if r["use_act"] else "ACT off"
-        lines.append(f"- Recursion: H_cycles {r['H_cycles']}, L_cycles {r['L_cycles']}, up to {r['max_segments']} "
-                     f"segments, {act}, gradient through the last {r['grad_cycles']} H cycle(s)")
+             f"batch {t['batch_size']}, grad clip {t['grad_clip']}{ema}"]
+    if m["arch"] != "baseline":
+        lines.append(_recursion_line(cfg))
     return lines
+
+
+def _recursion_line(cfg: Any) -> str:
+    """A recursive arm's own config section and the segments every recursive arm shares."""
+    r, arch = cfg.recursion, cfg.model.arch
+    act = f"ACT on, exploration {r.halt_exploration_prob}" if r.use_act else "ACT off"
+    carry = ", one segment per optimizer step with the state carried" if r.carry_across_steps else ""
+    segments = f"up to {r.max_segments} segments, {act}{carry}"
+    if arch == "hrm":
+        h = cfg.hrm
+        return (f"- Recursion: H_cycles {h.H_cycles}, L_cycles {h.L_cycles}, {segments}, "
+                f"gradient through the last {h.grad_cycles} H cycle(s)")
+    if arch == "trm":
+        t = cfg.trm
+        return (f"- Recursion (TRM): {t.recursions} recursions of {t.latent_steps} latent steps per segment, "
+                f"the first {t.recursions - 1} without gradient, {segments}")
+    lp = cfg.looped
+    depth = (f"depth drawn around {lp.mean_depth} (sigma {lp.depth_sigma}) in training, {lp.depth} passes"
+             if lp.mean_depth else f"{lp.depth} passes")
+    backprop = f", gradient through the last {lp.backprop_depth} passes" if lp.backprop_depth else ""
+    halting = (f", per-token ACT over passes (threshold {lp.act_threshold}, ponder cost {lp.ponder_cost})"
+               if lp.act else "")
+    return f"- Recursion (looped): {depth} per segment{backprop}{halting}, {segments}"
 
 
 def margin_text(result: dict[str, Any], v: dict[str, Any]) -> str:
@@ -181,10 +221,12 @@ def seeds_line(result: dict[str, Any]) -> str:
     seeds = {arm: data.get("seeds") for arm, data in result["arms"].items()}
     if None in seeds.values():
         return "Seeds: not recorded."
-    text = f"Seeds: A ran {_seed_list(seeds['a'])}, B ran {_seed_list(seeds['b'])}"
+    text = "Seeds: " + ", ".join(f"{arm.upper()} ran {_seed_list(s)}" for arm, s in seeds.items())
     if result.get("paired"):
-        return (text + "; paired: each seed's B minus A difference is one sample, which assumes a seed moves both "
-                "arms alike (same initialisation, data order and noise draws where their shapes agree).")
+        pair = "B minus A difference" if len(seeds) == 2 else "difference of an arm from A"
+        return (text + f"; paired: each seed's {pair} is one sample, which assumes a seed moves "
+                f"{'both arms' if len(seeds) == 2 else 'every arm'} alike (same initialisation, data order and noise "
+                "draws where their shapes agree).")
     return text + "; independent runs."
 
 
@@ -244,6 +286,8 @@ def _arm_lines(arm: dict[str, Any]) -> list[str]:
 
 
 def comparison_markdown(result: dict[str, Any]) -> str:
+    if "pairs" in result:
+        return many_arm_markdown(result)
     arms, metric = result["arms"], result["metric"]
     lines = [f"# Final Results: {arms['a']['name']} vs {arms['b']['name']}", "", "## Executive summary", "",
              *_summary_lines(result), *_arm_lines(arms["a"]), *_arm_lines(arms["b"]),
@@ -255,6 +299,85 @@ def comparison_markdown(result: dict[str, Any]) -> str:
              verdict_table(result), "",
              "## Recommendations", "", *[f"- {note}" for note in result["recommendations"]], "",
              "Plots: `comparison.png` (against step), `comparison_compute.png` (against FLOPs and wall time)."]
+    return "\n".join(lines) + "\n"
+
+
+def _budget_header(v: dict[str, Any], label: str, fmt: Any) -> str:
+    return f"{label} ({v['role']})" + (f" at {fmt(v['point'])}" if v["available"] else "")
+
+
+def _budget_cell(v: dict[str, Any], side: str) -> str:
+    """One arm's judged metric at a budget; a non-reference arm ahead of or behind the reference is marked."""
+    if not v["available"]:
+        return "n/a"
+    mark = "" if side == "a" or v["ahead"] is None else " (ahead)" if v["ahead"] == "b" else " (behind)"
+    return fci(v[side]) + mark
+
+
+def many_verdict_text(result: dict[str, Any], arm: str) -> str:
+    """An arm's decision against the reference at the matched budget, with its interval and corrected p."""
+    v = result["pairs"][arm]["verdicts"][result["match"]]
+    if not v["available"]:
+        return f"not available: {v['reason']}"
+    ci = v["diff_b_minus_a"]
+    if v["p_holm"] is None:
+        return f"within noise ({arm.upper()} - {result['reference'].upper()} {fnum(ci['diff'])}, noise not measured)"
+    p = fnum(v["p_holm"], 3) if v["p_holm"] >= 1e-3 else f"{v['p_holm']:.1e}"
+    test = f"{arm.upper()} - {result['reference'].upper()} {_interval(ci)}, Holm p {p}"
+    if v["winner"] is None:
+        return f"within noise ({test})"
+    return f"{'wins' if v['winner'] == 'b' else 'loses'} by {margin_text(result, v)} ({test})"
+
+
+def many_arm_table(result: dict[str, Any]) -> str:
+    """One row per arm: its size, its steps, the judged metric at each budget, its verdict against the reference."""
+    reference, pairs, label = result["reference"], result["pairs"], result["metric"]["label"]
+    shared = next(iter(pairs.values()))["verdicts"]  # every arm is read at one point per budget
+    header = ["arm", "params (active)", "train FLOPs/token", "steps",
+              *(_budget_header(shared[dim], f"{label} at {name}", fmt) for dim, name, fmt in VERDICT_ROWS),
+              f"verdict vs {reference.upper()} at equal {MATCH_LABELS[result['match']]}"]
+    rows = []
+    for arm, data in result["arms"].items():
+        own = shared if arm == reference else pairs[arm]["verdicts"]
+        side = "a" if arm == reference else "b"
+        rows.append([arm_label(arm, data["name"]),
+                     f"{fint(data['params']['total'])} ({fint(data['params']['active'])})",
+                     fsci(data["flops_per_token"]), fint(data["max_steps"]),
+                     *(_budget_cell(own[dim], side) for dim, _, _ in VERDICT_ROWS),
+                     "reference" if arm == reference else many_verdict_text(result, arm)])
+    return table(header, rows)
+
+
+def many_arm_note(result: dict[str, Any]) -> str:
+    n = len(result["pairs"])
+    return (f"{result['metric']['label'].capitalize()} of each arm at the same budget on each axis, the largest every "
+            "run of every arm reached (interpolated along its eval curve where that falls mid-run). Params: total "
+            "(active per token); training FLOPs per token of one step. Each arm minus the reference with "
+            f"{interval_name(result)}; its p Holm-corrected across the {n} comparisons with the reference on each "
+            f"axis: an arm wins, loses, is ahead or behind only where the corrected p is below "
+            f"{(100 - result['ci_level']) / 100:g}. {_MANY_NOTE}")
+
+
+def _many_summary_lines(result: dict[str, Any]) -> list[str]:
+    arms, label = result["arms"], MATCH_LABELS[result["match"]]
+    reference = result["reference"]
+    steps = ", ".join(f"{arm.upper()} ran {data['max_steps']} steps" for arm, data in arms.items())
+    verdicts = [f"- **{arm_label(arm, arms[arm]['name'])}**: {many_verdict_text(result, arm)}"
+                for arm in result["pairs"]]
+    return [f"Every arm against the reference, {arm_label(reference, arms[reference]['name'])}, at equal {label} "
+            "(the decision):", "", *verdicts,
+            "", f"Budgets matched on {label}: {steps}, {result['n_seeds']} seeds per arm. Means over seeds; "
+            f"{result['ci_level']}% t-intervals in brackets. {seeds_line(result)}", ""]
+
+
+def many_arm_markdown(result: dict[str, Any]) -> str:
+    arms = result["arms"]
+    lines = [f"# Final Results: {' vs '.join(data['name'] for data in arms.values())}", "", "## Executive summary", "",
+             *_many_summary_lines(result), "## Arms", "", many_arm_table(result), "", many_arm_note(result), "",
+             *(line for data in arms.values() for line in _arm_lines(data)),
+             "## Recommendations", "", *[f"- {note}" for note in result["recommendations"]], "",
+             "Plots: `comparison.png` (against step), `comparison_compute.png` (against FLOPs and wall time). "
+             "Each arm's head to head with the reference (final metrics, speeds): `pairs` in `comparison.json`."]
     return "\n".join(lines) + "\n"
 
 

@@ -9,10 +9,14 @@ from matplotlib.figure import Figure
 
 from reasonlab.io import atomic_write_text
 from reasonlab.report.comparison import (
-    COLORS,
     MATCH_LABELS,
+    arm_label,
+    color,
     decision_note,
     interval_name,
+    many_arm_note,
+    many_arm_table,
+    many_verdict_text,
     seeds_line,
     verdict_table,
 )
@@ -21,7 +25,7 @@ from reasonlab.report.plots import save_figure
 
 
 def _levels(result: dict[str, Any]) -> list[str]:
-    return sorted(result["arms"]["a"]["aggregate"]["by_level"], key=int)
+    return sorted(next(iter(result["arms"].values()))["aggregate"]["by_level"], key=int)
 
 
 def _split_of(result: dict[str, Any], level: str) -> str:
@@ -44,8 +48,8 @@ def plot_by_level(result: dict[str, Any], out: Path) -> None:
         means = [100 * s["mean"] for s in stats]
         low = [100 * (s["mean"] - s["ci_low"]) if s["ci_low"] is not None else 0 for s in stats]
         high = [100 * (s["ci_high"] - s["mean"]) if s["ci_high"] is not None else 0 for s in stats]
-        ax.errorbar([int(x) for x in levels], means, yerr=[low, high], color=COLORS[arm], marker="o", capsize=3,
-                    label=f"{arm.upper()}: {data['name']}")
+        ax.errorbar([int(x) for x in levels], means, yerr=[low, high], color=color(arm), marker="o", capsize=3,
+                    label=arm_label(arm, data["name"]))
     lo, hi = result["task"]["levels"]["test"]
     ax.axvspan(lo - 0.5, hi + 0.5, color="grey", alpha=0.12, label="harder than training")
     ax.set_xlabel(result["task"]["level_name"])
@@ -58,31 +62,42 @@ def plot_by_level(result: dict[str, Any], out: Path) -> None:
     save_figure(fig, out / "accuracy_by_level.png")
 
 
+CURVES = (("segments_curve", "segments run at test time"), ("depth_curve", "inner depth forced at test time"))
+
+
 def plot_segments(result: dict[str, Any], out: Path) -> bool:
-    """Exact match against segments run at test time, for the recursive arms; False if there are none."""
-    recursive = {arm: data for arm, data in result["arms"].items() if "segments_curve" in data["aggregate"]}
-    if not recursive:
+    """Exact match against segments run at test time and, beside it, against the inner depth forced
+    at test time, for the recursive arms; False if there are none."""
+    curves = [(curve, label) for curve, label in CURVES
+              if any(curve in data["aggregate"] for data in result["arms"].values())]
+    if not curves:
         return False
-    fig = Figure(figsize=(8, 4.5))
-    ax = fig.subplots()
-    for arm, data in recursive.items():
-        curve = data["aggregate"]["segments_curve"]
-        ks = sorted(curve, key=int)
-        for split, style in (("val", "-"), ("test", "--")):
-            ax.plot([int(k) for k in ks], [100 * curve[k][split]["mean"] for k in ks], style, marker="o",
-                    color=COLORS[arm], label=f"{arm.upper()}: {data['name']} ({split})")
-    ax.set_xlabel("segments run at test time")
-    ax.set_ylabel("exact match (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("more thinking at test time than in training")
+    fig = Figure(figsize=(8 * len(curves), 4.5))
+    for ax, (curve, label) in zip(fig.subplots(1, len(curves), squeeze=False)[0], curves):
+        for arm, data in result["arms"].items():
+            points = data["aggregate"].get(curve)
+            if not points:
+                continue
+            ks = sorted(points, key=int)
+            for split, style in (("val", "-"), ("test", "--")):
+                ax.plot([int(k) for k in ks], [100 * points[k][split]["mean"] for k in ks], style, marker="o",
+                        color=color(arm), label=f"{arm_label(arm, data['name'])} ({split})")
+        ax.set_xlabel(label)
+        ax.set_ylabel("exact match (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("more thinking at test time than in training")
     save_figure(fig, out / "test_time_segments.png")
     return True
 
 
 def _aggregates(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Both arms' means over seeds, A then B: one table column each."""
-    return [result["arms"][arm]["aggregate"] for arm in ("a", "b")]
+    """Every arm's means over seeds, A, B, ...: one table column each."""
+    return [data["aggregate"] for data in result["arms"].values()]
+
+
+def _arm_headers(result: dict[str, Any]) -> list[str]:
+    return [arm_label(arm, data["name"]) for arm, data in result["arms"].items()]
 
 
 def _level_rows(result: dict[str, Any]) -> list[list[str]]:
@@ -103,26 +118,42 @@ def _score_rows(result: dict[str, Any]) -> list[list[str]]:
 
 def _difficulty_lines(result: dict[str, Any]) -> list[str]:
     """Exact match by the task's own difficulty, where it differs from the level."""
-    a, b = result["arms"]["a"], result["arms"]["b"]
-    if "by_difficulty" not in a["aggregate"]:
-        return []
     aggs, name = _aggregates(result), result["task"]["difficulty_name"]
+    if "by_difficulty" not in aggs[0]:
+        return []
     rows = [[key, *(_pct_ci(agg["by_difficulty"][key]) for agg in aggs)]
-            for key in sorted(a["aggregate"]["by_difficulty"], key=int)]
+            for key in sorted(aggs[0]["by_difficulty"], key=int)]
     return ["## Exact match by difficulty", "",
             f"The task's own measure of how hard an instance is ({name}), over val and test together.", "",
-            table([name, f"A: {a['name']}", f"B: {b['name']}"], rows), ""]
+            table([name, *_arm_headers(result)], rows), ""]
 
 
-def _segment_lines(result: dict[str, Any]) -> list[str]:
+def _curve_lines(result: dict[str, Any], curve: str, column: str, trained: str) -> list[str]:
+    """One table per recursive arm: exact match on val and test at each test-time setting of `curve`."""
     lines: list[str] = []
     for arm, data in result["arms"].items():
-        curve = data["aggregate"].get("segments_curve")
-        if not curve:
+        points = data["aggregate"].get(curve)
+        if not points:
             continue
-        rows = [[k, _pct_ci(curve[k]["val"]), _pct_ci(curve[k]["test"])] for k in sorted(curve, key=int)]
-        lines += [f"**{arm.upper()}: {data['name']}** (trained with up to {data['trained_segments']} segments)", "",
-                  table(["segments", "val exact match", "test exact match"], rows), ""]
+        rows = [[k, _pct_ci(points[k]["val"]), _pct_ci(points[k]["test"])] for k in sorted(points, key=int)]
+        lines += [f"**{arm_label(arm, data['name'])}** ({trained.format(**data)})", "",
+                  table([column, "val exact match", "test exact match"], rows), ""]
+    return lines
+
+
+def _test_time_lines(result: dict[str, Any]) -> list[str]:
+    """The segments and depth curves of the recursive arms, where there are any."""
+    lines: list[str] = []
+    segments = _curve_lines(result, "segments_curve", "segments", "trained with up to {trained_segments} segments")
+    if segments:
+        lines += ["## Test-time segments", "",
+                  "Each recursive model run with a fixed number of segments for every token, halting off.", "",
+                  *segments]
+    depth = _curve_lines(result, "depth_curve", "depth", "trained at depth {trained_depth}")
+    if depth:
+        lines += ["## Test-time depth", "",
+                  "Each recursive model run with its inner recursion forced to a fixed depth, segments as trained.",
+                  "", *depth]
     return lines
 
 
@@ -141,6 +172,11 @@ def _example_lines(result: dict[str, Any]) -> list[str]:
 
 def _summary(result: dict[str, Any]) -> str:
     label = MATCH_LABELS[result["match"]]
+    if "pairs" in result:
+        return "\n".join([f"At equal {label}, on val exact match, against the reference "
+                          f"{arm_label(result['reference'], result['arms'][result['reference']]['name'])}:", "",
+                          *(f"- **{arm_label(arm, result['arms'][arm]['name'])}**: {many_verdict_text(result, arm)}"
+                            for arm in result["pairs"])])
     winner = result["verdicts"][result["match"]]["winner"]
     if winner:
         return f"**At equal {label}, {result['arms'][winner]['name']} wins on val exact match.**"
@@ -149,41 +185,43 @@ def _summary(result: dict[str, Any]) -> str:
 
 def _setup_lines(result: dict[str, Any]) -> list[str]:
     """The task's format, splits and levels, and the budget each arm ran."""
-    task, a, b = result["task"], result["arms"]["a"], result["arms"]["b"]
+    task = result["task"]
     train_lo, train_hi = task["levels"]["train"]
     test_lo, test_hi = task["levels"]["test"]
     n = task["instances"]
     return [f"- Format: {task['format']}; trained on {task['level_name']} {train_lo}-{train_hi}, "
             f"tested also on {test_lo}-{test_hi}",
             f"- Instances: {n['train']} train, {n['val']} val, {n['test']} test (no instance in two splits)",
-            f"- Budget matched on {MATCH_LABELS[result['match']]}: A ran {a['max_steps']} steps "
-            f"({fsci(a['flops']['mean'])} FLOPs), B ran {b['max_steps']} steps ({fsci(b['flops']['mean'])} FLOPs), "
-            f"{result['n_seeds']} seeds per arm", f"- {seeds_line(result)}"]
+            f"- Budget matched on {MATCH_LABELS[result['match']]}: "
+            + ", ".join(f"{arm.upper()} ran {data['max_steps']} steps ({fsci(data['flops']['mean'])} FLOPs)"
+                        for arm, data in result["arms"].items())
+            + f", {result['n_seeds']} seeds per arm", f"- {seeds_line(result)}"]
+
+
+def _verdict_lines(result: dict[str, Any]) -> list[str]:
+    """The head to head's verdict table, or with more than two arms the one table of every arm."""
+    if "pairs" in result:
+        return [many_arm_note(result), "", many_arm_table(result), ""]
+    return ["Val exact match (train levels) of each arm at the same budget, interpolated along its eval curve; "
+            f"difference B minus A with {interval_name(result)}.{decision_note(result)}", "",
+            verdict_table(result), ""]
 
 
 def task_markdown(result: dict[str, Any]) -> str:
-    task, a, b = result["task"], result["arms"]["a"], result["arms"]["b"]
+    task = result["task"]
     lines = [
         f"# Reasoning task: {task['name']}", "", task["description"], "", *_setup_lines(result),
-        "", _summary(result), "", "## Verdicts", "",
-        "Val exact match (train levels) of each arm at the same budget, interpolated along its eval curve; "
-        f"difference B minus A with {interval_name(result)}.{decision_note(result)}", "",
-        verdict_table(result), "",
+        "", _summary(result), "", "## Verdicts", "", *_verdict_lines(result),
         "## Final scores", "",
-        table(["split", f"A: {a['name']}", f"B: {b['name']}"], _score_rows(result)), "",
+        table(["split", *_arm_headers(result)], _score_rows(result)), "",
         f"## Exact match by {task['level_name']}", "",
-        table([task["level_name"], "range", f"A: {a['name']}", f"B: {b['name']}"], _level_rows(result)), "",
-        *_difficulty_lines(result),
+        table([task["level_name"], "range", *_arm_headers(result)], _level_rows(result)), "",
+        *_difficulty_lines(result), *_test_time_lines(result),
     ]
-    segment_lines = _segment_lines(result)
-    if segment_lines:
-        lines += ["## Test-time segments", "",
-                  "Each recursive model run with a fixed number of segments for every token, halting off.", "",
-                  *segment_lines]
     lines += ["## Examples", "", *_example_lines(result),
-              "Plots: `accuracy_by_level.png`, `test_time_segments.png` (recursive arms), `comparison.png` and "
-              "`comparison_compute.png` (exact match against steps, FLOPs and time). "
-              "The full head to head: `FINAL_RESULTS.md`."]
+              "Plots: `accuracy_by_level.png`, `test_time_segments.png` (recursive arms: segments and depth), "
+              "`comparison.png` and `comparison_compute.png` (exact match against steps, FLOPs and time). "
+              f"The full {'comparison' if 'pairs' in result else 'head to head'}: `FINAL_RESULTS.md`."]
     return "\n".join(lines) + "\n"
 
 

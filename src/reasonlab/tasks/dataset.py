@@ -159,9 +159,11 @@ class TaskData:
         return self.score(model, "val", cfg.train.batch_size, device, autocast).metrics
 
     def score(self, model: nn.Module, split: str, batch_size: int, device: torch.device,
-              autocast: Callable[[], AbstractContextManager], segments: int | None = None) -> SplitResult:
+              autocast: Callable[[], AbstractContextManager], segments: int | None = None,
+              depth: int | None = None) -> SplitResult:
+        """`segments` and `depth` force a recursive model's test-time compute (`evaluate_split`)."""
         return evaluate_split(model, self.task, self.splits[split], self.tokenizer, self.cfg.format, batch_size,
-                              device, autocast, segments)
+                              device, autocast, segments, depth)
 
 
 class TaskBatches(RowSampler):

@@ -72,14 +72,17 @@ def evaluate_split(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
     segments: int | None = None,
+    depth: int | None = None,
 ) -> SplitResult:
-    """`segments` makes a recursive model run exactly that many segments (test-time compute)."""
+    """`segments` makes a recursive model run exactly that many segments, `depth` forces its inner
+    recursion to that depth (test-time compute); None leaves either as the model trained."""
     was_training = model.training
     model.eval()
+    forced = {k: v for k, v in (("segments", segments), ("depth", depth)) if v is not None}
 
     def run(x: torch.Tensor) -> ModelOutput:
         with autocast():
-            return model.run(x) if segments is None else model.run(x, segments=segments)
+            return model.run(x, **forced)
 
     loss_sum, count, segment_sum = 0.0, 0, 0.0
     answer_ids: list[list[int]] = []
