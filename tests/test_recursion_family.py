@@ -247,3 +247,13 @@ def test_old_configs_keep_loading():
     cfg = resolve_config(None, {"model.arch": "recursive", "recursion.H_cycles": 3, "recursion.grad_cycles": 2})
     assert cfg.model.arch == "hrm" and cfg.hrm.H_cycles == 3 and cfg.hrm.grad_cycles == 2
     assert math.isclose(sum(expected_passes(config("looped").looped)), 3)
+
+
+def test_the_recursion_suite_builds_every_arm():
+    from reasonlab.experiments.suites import load_suite
+
+    suite = load_suite("recursion")
+    archs = {name: cfg.model.arch for name, cfg in suite.configs.items()}
+    assert set(archs.values()) == {"baseline", "hrm", "trm", "looped"}
+    for name, cfg in suite.configs.items():
+        assert config_step_flops(cfg) > 0, name
