@@ -55,7 +55,8 @@ class Segment:
 class Recursion:
     """What the segment loop leaves for its reader: per segment run, the readout [B, T, d], the
     halting logits [B, T] (None without ACT) and the arm's per-token cost (or None); each token's
-    exit segment (1-based, [B, T]); the MoE balance loss averaged over every pass; the passes run."""
+    exit segment (1-based, [B, T]); the MoE balance loss averaged over every pass; the passes run,
+    with and without gradient."""
 
     states: list[torch.Tensor]
     halt_logits: list[torch.Tensor | None]
@@ -64,7 +65,6 @@ class Recursion:
     balance_loss: torch.Tensor
     grad_passes: int
     free_passes: int
-    final: State
 
 
 @dataclass
@@ -220,7 +220,7 @@ class RecursiveLM(nn.Module):
             if use_act and s < n - 1 and not live.any():  # a host sync: only where it can save a segment
                 break
         balance = aux / max(1, grad_passes + free_passes)
-        return Recursion(states, halt_logits, penalties, exit_segment_BT, balance, grad_passes, free_passes, z)
+        return Recursion(states, halt_logits, penalties, exit_segment_BT, balance, grad_passes, free_passes)
 
     def run(self, input_ids: torch.Tensor, segments: int | None = None, depth: int | None = None) -> ModelOutput:
         """Inference: each token's logits from the segment it exits at.
