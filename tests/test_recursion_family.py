@@ -168,7 +168,7 @@ def test_looped_act_against_a_per_token_reference():
         for b in range(x.shape[0]):
             s, summed, out = model.s_init[None, None], 0.0, 0.0
             for n in range(1, 5):
-                s = model.core.stack(model.norm_in(s + x_BTD[b: b + 1]), cos, sin)[0]
+                s = model.core.stack(s + x_BTD[b: b + 1], cos, sin)[0]
                 p = torch.sigmoid(model.act_head(s)).item()
                 if summed + p >= 0.9 or n == 4:
                     out, remainder = out + (1 - summed) * s, 1 - summed

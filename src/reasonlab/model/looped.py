@@ -3,7 +3,13 @@
 One state s per position, starting from a learned vector; the block stack f is applied
 `depth` times with the token embedding x re-injected at every pass,
 
-    s <- f(norm(s + x)).
+    s <- f(s + x),
+
+so s is one residual stream through `depth` x n_layers pre-norm blocks with tied weights (the
+looped transformer with input injection). An RMSNorm on each pass's input, as hrm and trm have,
+held the model near the unigram loss at the CPU demo scale (val loss 6.52 against 6.24 for this
+form after 150 steps at depth 4, lr 2e-3), so the stream stays unnormalised between passes, as in
+a deep pre-norm stack.
 
 Two options, each from the literature:
 
@@ -80,7 +86,6 @@ class Looped(RecursiveLM):
         self.looped = lp = cfg.looped
         self.penalty_weight = lp.ponder_cost
         d = cfg.model.d_model
-        self.norm_in = nn.RMSNorm(d)
         self.s_init = self._init_state_vector()
         # how many depths training has drawn: the draws follow (train.seed, count), so every DDP process
         # trains at the same depth and a resumed run (the count is in the checkpoint) continues the sequence
@@ -102,7 +107,7 @@ class Looped(RecursiveLM):
     @classmethod
     def own_params(cls, cfg: Config) -> int:
         d = cfg.model.d_model
-        return super().own_params(cfg) + 2 * d + ((d + 1) if cfg.looped.act else 0)  # norm, init state, ACT unit
+        return super().own_params(cfg) + d + ((d + 1) if cfg.looped.act else 0)  # init state, ACT unit
 
     @property
     def trained_depth(self) -> int:
@@ -139,7 +144,7 @@ class Looped(RecursiveLM):
         ran = 0
         for i in range(depth):
             with torch.set_grad_enabled(torch.is_grad_enabled() and i >= free):
-                s_next, pass_aux = self.core.stack(self.norm_in(s + x_BTD), cos, sin)
+                s_next, pass_aux = self.core.stack(s + x_BTD, cos, sin)
                 aux, ran = aux + pass_aux, ran + 1
                 if not act:
                     s = s_next
