@@ -85,13 +85,13 @@ def _runs(losses, last_step):
 
 
 def _judged(arms):
-    pairs = {key: {"verdicts": verdicts({"a": arms["a"], "b": data}, "steps", METRICS["loss"], among=arms)}
+    pairs = {key: {"verdicts": verdicts({"a": arms["a"], "b": data}, "steps", METRICS["loss"])}
              for key, data in arms.items() if key != "a"}
     holm_across(pairs, "steps", METRICS["loss"])
     return pairs
 
 
-def test_verdicts_are_holm_corrected_across_the_arms_and_read_at_one_point():
+def test_verdicts_are_holm_corrected_across_the_arms_and_each_pair_read_where_both_reached():
     reference, b, c, d = [1.0, 1.1, 1.2], [1.3, 1.4, 1.5], [1.25, 1.45, 1.5], [1.05, 1.2, 1.25]
     p = {key: welch_diff(reference, losses)["p"] for key, losses in (("b", b), ("c", c), ("d", d))}
     assert p["b"] < p["c"] < 0.05 < p["d"]  # B and C would each win a head to head
@@ -103,8 +103,9 @@ def test_verdicts_are_holm_corrected_across_the_arms_and_read_at_one_point():
     for key, pair in pairs.items():
         v = pair["verdicts"]["steps"]
         assert v["p_holm"] == pytest.approx(expected[key])
-        assert v["point"] == 20  # D stops at 20: every arm is read there, not only D
-        assert v["read_at"]["a"] == {"step": 20, "of": 30}
+        stop = 20 if key == "d" else 30  # D stops early: only its own pair is read there
+        assert v["point"] == stop
+        assert v["read_at"]["a"] == {"step": stop, "of": 30}
         assert v["winner"] is None and pair["winner"] is None  # corrected p > 0.05 for all three
     assert pairs["b"]["verdicts"]["flops"]["role"] == "descriptive"
 
@@ -146,6 +147,15 @@ def test_two_arms_keep_the_head_to_head_and_more_add_pairs_and_one_table():
     text = comparison_markdown(many)
     assert len(re.findall(r"^\| arm \|", text, re.MULTILINE)) == 1 and text.count("\n|---") == 1
     assert "| A: x |" in text and "| B: y |" in text and "| C: z |" in text
+
+
+def test_an_arm_that_stops_early_is_read_at_its_own_point_in_the_table():
+    a, b = _aggregated("x", [1.0, 1.1, 1.2]), _aggregated("y", [1.3, 1.4, 1.5])
+    c = _aggregated("z", [1.0, 1.2, 1.2], steps=20)
+    text = comparison_markdown(compare.judge({"a": a, "b": b, "c": c}, 30, "steps", "loss"))
+    row = {line.split(" |")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert "val loss at equal steps (decision) |" in text  # two points: the header names none
+    assert "at 30 |" in row["| B: y"] and "at 20 |" in row["| C: z"] and "at 30 |" in row["| A: x"]
 
 
 def test_a_control_arm_is_built_from_its_recursive_spec_and_named_for_it():

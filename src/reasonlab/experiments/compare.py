@@ -466,9 +466,8 @@ def margin(values: dict[str, list[float]], diff: float, metric: dict[str, Any]) 
 
 
 def verdicts(arms: dict[str, dict[str, Any]], match: str, metric: dict[str, Any] = METRICS["loss"],
-             paired: bool = False, among: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The judged metric of arms A and B at the largest budget every run reached, on each axis:
-    every run of A and B, or of every arm in `among` (all arms of a comparison of more than two).
+             paired: bool = False) -> dict[str, Any]:
+    """The judged metric of arms A and B at the largest budget every run of both reached, on each axis.
 
     Only the matched budget decides (`winner`); the others are descriptive (`ahead`). The point
     must lie inside every run's evaluated range (no extrapolation before a first or after a last
@@ -476,7 +475,7 @@ def verdicts(arms: dict[str, dict[str, Any]], match: str, metric: dict[str, Any]
     """
     out = {}
     for dim, axis in AXES.items():
-        v = _verdict(arms, axis, metric, paired, shared_point(among or arms, axis))
+        v = _verdict(arms, axis, metric, paired, shared_point(arms, axis))
         out[dim] = {**v, "matched": dim == match, "role": "decision" if dim == match else "descriptive",
                     "winner": v["ahead"] if dim == match else None}
     return out
@@ -559,10 +558,9 @@ def _setting(arms: dict[str, dict[str, Any]], steps: int, match: str, metric: st
             "ci_level": round(CI_LEVEL * 100), "paired": paired, "metric": METRICS[metric]}
 
 
-def _head_to_head(pair: dict[str, dict[str, Any]], match: str, metric: str, paired: bool,
-                  among: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Arm B against arm A: the metric table, speeds and verdicts (read where every run of `among` reached)."""
-    v = verdicts(pair, match, METRICS[metric], paired, among)
+def _head_to_head(pair: dict[str, dict[str, Any]], match: str, metric: str, paired: bool) -> dict[str, Any]:
+    """Arm B against arm A: the metric table, speeds and verdicts."""
+    v = verdicts(pair, match, METRICS[metric], paired)
     return {"metric_table": metric_table(pair, paired), "speed": speed_table(pair), "verdicts": v,
             "winner": v[match]["winner"]}
 
@@ -581,10 +579,14 @@ def judge(arms: dict[str, dict[str, Any]], steps: int, match: str, metric: str, 
 def judge_many(arms: dict[str, dict[str, Any]], steps: int, match: str, metric: str,
                paired: bool = False) -> dict[str, Any]:
     """comparison.json of more than two arms: every other arm against the reference (the first)
-    as in a head to head, under `pairs` (there A is the reference and B the arm), every arm read
-    at the same point of each axis, each verdict's p Holm-corrected across the comparisons on its
-    axis (`holm_across`); each arm's parameters and training FLOPs per token beside its results."""
-    pairs = {key: _head_to_head({"a": arms[REFERENCE], "b": data}, match, metric, paired, among=arms)
+    as in a head to head, under `pairs` (there A is the reference and B the arm), each verdict's p
+    Holm-corrected across the comparisons on its axis (`holm_across`); each arm's parameters and
+    training FLOPs per token beside its results.
+
+    Each pair is read at the largest budget both of its arms reached, not at one point for all:
+    an arm that spends less than planned (ACT halting early) would otherwise pull every other
+    arm back to mid-schedule."""
+    pairs = {key: _head_to_head({"a": arms[REFERENCE], "b": data}, match, metric, paired)
              for key, data in arms.items() if key != REFERENCE}
     holm_across(pairs, match, METRICS[metric])
     result = {**_setting(arms, steps, match, metric, paired), "reference": REFERENCE,

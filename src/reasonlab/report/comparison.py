@@ -6,6 +6,7 @@ against the reference (`many_arm_table`).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -302,16 +303,19 @@ def comparison_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _budget_header(v: dict[str, Any], label: str, fmt: Any) -> str:
-    return f"{label} ({v['role']})" + (f" at {fmt(v['point'])}" if v["available"] else "")
+def _budget_header(readings: list[dict[str, Any]], label: str, fmt: Any) -> str:
+    """A budget's column: its point when every pair is read at one, else each cell names its own."""
+    points = {v["point"] for v in readings if v["available"]}
+    return f"{label} ({readings[0]['role']})" + (f" at {fmt(points.pop())}" if len(points) == 1 else "")
 
 
-def _budget_cell(v: dict[str, Any], side: str) -> str:
-    """One arm's judged metric at a budget; a non-reference arm ahead of or behind the reference is marked."""
+def _budget_cell(v: dict[str, Any], side: str, fmt: Any, own_point: bool) -> str:
+    """One arm's judged metric at a budget; a non-reference arm ahead of or behind the reference is
+    marked; `own_point` where the pairs are read at different points."""
     if not v["available"]:
         return "n/a"
     mark = "" if side == "a" or v["ahead"] is None else " (ahead)" if v["ahead"] == "b" else " (behind)"
-    return fci(v[side]) + mark
+    return fci(v[side]) + mark + (f" at {fmt(v['point'])}" if own_point else "")
 
 
 def many_verdict_text(result: dict[str, Any], arm: str) -> str:
@@ -330,28 +334,32 @@ def many_verdict_text(result: dict[str, Any], arm: str) -> str:
 
 
 def many_arm_table(result: dict[str, Any]) -> str:
-    """One row per arm: its size, its steps, the judged metric at each budget, its verdict against the reference."""
+    """One row per arm: its size, its steps, the judged metric at each budget, its verdict against the
+    reference. Each pair is read at its own point; the reference's row shows it at the furthest one."""
     reference, pairs, label = result["reference"], result["pairs"], result["metric"]["label"]
-    shared = next(iter(pairs.values()))["verdicts"]  # every arm is read at one point per budget
+    readings = {dim: [pair["verdicts"][dim] for pair in pairs.values()] for dim, _, _ in VERDICT_ROWS}
+    own_point = {dim: len({v["point"] for v in vs if v["available"]}) > 1 for dim, vs in readings.items()}
+    furthest = {dim: max(vs, key=lambda v: v["point"] if v["available"] else -math.inf) for dim, vs in readings.items()}
     header = ["arm", "params (active)", "train FLOPs/token", "steps",
-              *(_budget_header(shared[dim], f"{label} at {name}", fmt) for dim, name, fmt in VERDICT_ROWS),
+              *(_budget_header(readings[dim], f"{label} at {name}", fmt) for dim, name, fmt in VERDICT_ROWS),
               f"verdict vs {reference.upper()} at equal {MATCH_LABELS[result['match']]}"]
     rows = []
     for arm, data in result["arms"].items():
-        own = shared if arm == reference else pairs[arm]["verdicts"]
+        own = furthest if arm == reference else pairs[arm]["verdicts"]
         side = "a" if arm == reference else "b"
         rows.append([arm_label(arm, data["name"]),
                      f"{fint(data['params']['total'])} ({fint(data['params']['active'])})",
                      fsci(data["flops_per_token"]), fint(data["max_steps"]),
-                     *(_budget_cell(own[dim], side) for dim, _, _ in VERDICT_ROWS),
+                     *(_budget_cell(own[dim], side, fmt, own_point[dim]) for dim, _, fmt in VERDICT_ROWS),
                      "reference" if arm == reference else many_verdict_text(result, arm)])
     return table(header, rows)
 
 
 def many_arm_note(result: dict[str, Any]) -> str:
     n = len(result["pairs"])
-    return (f"{result['metric']['label'].capitalize()} of each arm at the same budget on each axis, the largest every "
-            "run of every arm reached (interpolated along its eval curve where that falls mid-run). Params: total "
+    return (f"{result['metric']['label'].capitalize()} of each arm on each axis at the largest budget every run of it "
+            "and of the reference reached (interpolated along its eval curve where that falls mid-run); the "
+            "reference's row is read at the furthest of these points. Params: total "
             "(active per token); training FLOPs per token of one step. Each arm minus the reference with "
             f"{interval_name(result)}; its p Holm-corrected across the {n} comparisons with the reference on each "
             f"axis: an arm wins, loses, is ahead or behind only where the corrected p is below "
