@@ -6,7 +6,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from reasonlab.training.checkpoint import read_carry
 from reasonlab.training.runlog import read_metrics
 
 pytestmark = pytest.mark.slow  # each test trains twice in fresh processes, under torchrun: 10-20 s
@@ -51,3 +53,23 @@ def test_ddp_run_resumes_from_its_checkpoint(tmp_path):
     _run(["--resume", str(out), "--max-steps", "14"], 2)
     steps = [e["step"] for e in read_metrics(out / "metrics.jsonl") if e["kind"] == "train"]
     assert steps == list(range(1, 15))
+
+
+def test_ddp_resume_with_carry_equals_uninterrupted(tmp_path):
+    carried = [*SETTINGS, "--model", "trm", "--set", "recursion.carry_across_steps=true",
+               "--set", "recursion.max_segments=3"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    _run([*carried, "--out", str(full)], 2)
+    _run([*carried, "--out", str(killed)], 2)
+    for ckpt in (killed / "checkpoints").iterdir():
+        if ckpt.name != "step_6":
+            shutil.rmtree(ckpt)
+    step_6 = killed / "checkpoints" / "step_6"
+    own = [read_carry(step_6, rank, 2) for rank in (0, 1)]
+    assert own[0].keys() == own[1].keys() and not torch.equal(own[0]["input_ids"], own[1]["input_ids"])
+    assert read_carry(step_6, 0, 1) is None  # saved by two processes: one process starts its rows afresh
+    _run(["--resume", str(killed)], 2)
+    a, b = read_metrics(full / "metrics.jsonl"), read_metrics(killed / "metrics.jsonl")
+    assert [(e["kind"], e["step"]) for e in a] == [(e["kind"], e["step"]) for e in b]
+    for ea, eb in zip(a, b):
+        assert eb["loss"] == pytest.approx(ea["loss"], abs=1e-6), (ea, eb)

@@ -207,6 +207,8 @@ def test_bad_arms_exit_2_with_one_line(tmp_path, capsys):
              "needs a recursive config")
         _bad([*command, "--arms", f"cpu-tiny,control:nope:{RECURSIVE}", "--out", str(out)], capsys,
              "unknown control")
+        _bad([*command, "--arms", f"cpu-tiny,{RECURSIVE}", "--set", "model.n_layerz=3", "--out", str(out)], capsys,
+             "model.n_layerz")
     _bad(["compare", "--a", "cpu-tiny", "--out", str(out)], capsys, "--a and --b are required (or --arms)")
     assert not out.exists()
 

@@ -171,7 +171,7 @@ def _compare(args: argparse.Namespace) -> None:
     _at_least(1, args, "steps", "seeds")
     _at_least(0, args, "seed_offset")
     result = compare_arms(specs, args.steps, args.seeds, args.match, args.out,
-                          progress=lambda line: print(line, file=sys.stderr, flush=True),
+                          progress=lambda line: print(line, file=sys.stderr, flush=True), overrides=_overrides(args),
                           seed_offset=args.seed_offset, paired=args.paired)
     print(_verdict_line(result, Path(args.out) / "FINAL_RESULTS.md", args.match))
 
@@ -313,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paired", action="store_true",
                    help="every arm runs A's seeds; interval of the per-seed differences (arms of the same shape)")
     p.add_argument("--match", choices=["steps", "flops", "time"], default="flops", help="what the budgets equalise")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every arm (repeatable)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_compare)
 

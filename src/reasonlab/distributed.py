@@ -57,6 +57,20 @@ def all_reduce(tensor: torch.Tensor, world: World, mean: bool = True) -> torch.T
     return out / world.size if mean else out
 
 
+def gather(tensors: dict[str, torch.Tensor], world: World) -> list[dict[str, torch.Tensor]]:
+    """Every process's tensors (same names and shapes on each), in rank order, on every process."""
+    if not world.active:
+        return [tensors]
+    out: list[dict[str, torch.Tensor]] = [{} for _ in range(world.size)]
+    for name, tensor in tensors.items():
+        sent = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor.contiguous()  # gloo has no bool
+        parts = [torch.empty_like(sent) for _ in range(world.size)]
+        dist.all_gather(parts, sent)
+        for rank, part in enumerate(parts):
+            out[rank][name] = part.to(tensor.dtype)
+    return out
+
+
 def shutdown(world: World) -> None:
     if world.active and dist.is_initialized():
         dist.destroy_process_group()

@@ -174,7 +174,12 @@ class RecursiveLM(nn.Module):
         segment, or one where the state is carried across steps."""
         grad, free = cls.passes(cfg)
         n = 1 if cfg.recursion.carry_across_steps else cfg.recursion.max_segments
-        return recursion_step_flops(cfg.model, tokens, n * grad, n * free, n, cls.pass_params(cfg),
+        return cls.flops_of(cfg, tokens, n * grad, n * free, n)
+
+    @classmethod
+    def flops_of(cls, cfg: Config, tokens: int, grad_passes: float, free_passes: float, segments: int) -> float:
+        """Training FLOPs of `tokens` tokens through these passes and segments (model/flops.py)."""
+        return recursion_step_flops(cfg.model, tokens, grad_passes, free_passes, segments, cls.pass_params(cfg),
                                     cfg.recursion.use_act)
 
     @classmethod
@@ -305,8 +310,7 @@ class RecursiveLM(nn.Module):
             segment_sums, token_loss = self._segment_loss(h_BTD, q_BT, cost_BT, targets, live)
             sums = {k: sums.get(k, 0) + v for k, v in segment_sums.items()}
             exit_loss = torch.where(live & (r.exit_segment == s + 1), token_loss.detach(), exit_loss)
-        flops = recursion_step_flops(self.cfg, targets.numel(), r.grad_passes, r.free_passes, len(r.states),
-                                     self.pass_params(self.config), rec.use_act)
+        flops = self.flops_of(self.config, targets.numel(), r.grad_passes, r.free_passes, len(r.states))
         return self._step_loss(sums, masked_mean(exit_loss, valid), r.balance_loss,
                                {"segments": masked_mean(r.exit_segment.float(), valid)}, flops)
 
@@ -341,8 +345,7 @@ class RecursiveLM(nn.Module):
         out_BT = exits(live, q_BT, number_B[:, None], (number_B >= rec.max_segments)[:, None], min_segments)
         sums, token_loss = self._segment_loss(h_BTD, q_BT, seg.penalty_BT, targets, live)
         passes = seg.grad_passes + seg.free_passes
-        flops = recursion_step_flops(self.cfg, targets.numel(), seg.grad_passes, seg.free_passes, 1,
-                                     self.pass_params(self.config), rec.use_act)
+        flops = self.flops_of(self.config, targets.numel(), seg.grad_passes, seg.free_passes, 1)
         after = Carry(input_ids, targets, tuple(t.detach() for t in seg.state), live & ~out_BT, number_B, min_segments)
         metrics = {"segments": masked_mean(number_B[:, None].expand_as(live).float(), out_BT)}
         return self._step_loss(sums, masked_mean(token_loss.detach(), live),

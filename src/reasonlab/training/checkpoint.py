@@ -5,7 +5,7 @@
     raw_model.safetensors  only with EMA: the trained weights (fp32 master copy), for resuming
     optimizer.safetensors  AdamW moments and the RNG states
     carry.safetensors      only with recursion.carry_across_steps: the rows and state the next step
-                           continues (the main process's; under torchrun the others start theirs afresh)
+                           continues, every process's (under torchrun, each one's names prefixed rank<r>/)
     state.json             step, schedule length, sampler state, best val loss, counters, param groups
     config.yaml            the resolved config
     tokenizer.json, tokenizer_meta.json
@@ -76,10 +76,11 @@ def save_checkpoint(
     config: Config,
     tokenizer: Tokenizer,
     averaged: dict[str, torch.Tensor] | None = None,
-    carry: dict[str, torch.Tensor] | None = None,
+    carries: list[dict[str, torch.Tensor]] | None = None,
 ) -> None:
     """`averaged`: the EMA weights as a state dict of `model`; saved as the inference weights, and
-    the model's own as raw_model.safetensors. `carry`: the carried rows and state, by name."""
+    the model's own as raw_model.safetensors. `carries`: each process's carried rows and state, by
+    name, in rank order (one file; a process's names prefixed rank<r>/ where there are several)."""
     opt_tensors, param_groups = _optimizer_tensors(optimizer)
     weights = _cpu(model.state_dict())
 
@@ -90,8 +91,8 @@ def save_checkpoint(
             save_file(_cpu(averaged), str(tmp / WEIGHTS))
             save_file(weights, str(tmp / RAW_WEIGHTS))
         save_file({**opt_tensors, **_rng_tensors()}, str(tmp / "optimizer.safetensors"))
-        if carry is not None:
-            save_file(_cpu(carry), str(tmp / CARRY))
+        if carries is not None:
+            save_file(_cpu(_by_rank(carries)), str(tmp / CARRY))
         (tmp / "state.json").write_text(json.dumps({**state.__dict__, "param_groups": param_groups}, indent=2))
         (tmp / "config.yaml").write_text(config.to_yaml())
         tokenizer.save(tmp)
@@ -143,10 +144,27 @@ def read_averaged_weights(directory: str | Path) -> dict[str, torch.Tensor] | No
     return _load(directory, WEIGHTS) if (directory / RAW_WEIGHTS).is_file() else None
 
 
-def read_carry(directory: str | Path) -> dict[str, torch.Tensor] | None:
-    """The carried rows and state of a checkpoint saved with them, else None."""
+def _by_rank(carries: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    if len(carries) == 1:
+        return carries[0]
+    return {f"rank{rank}/{name}": t for rank, carry in enumerate(carries) for name, t in carry.items()}
+
+
+def read_carry(directory: str | Path, rank: int = 0, world_size: int = 1) -> dict[str, torch.Tensor] | None:
+    """Process `rank`'s carried rows and state in a checkpoint saved with them by `world_size`
+    processes; None without a carry or where a different number of processes saved it (the rows
+    were drawn for another split of the batch, so the run starts them afresh)."""
     directory = resolve_dir(directory)
-    return _load(directory, CARRY) if (directory / CARRY).is_file() else None
+    if not (directory / CARRY).is_file():
+        return None
+    tensors = _load(directory, CARRY)
+    saved_by = len({name.split("/")[0] for name in tensors}) if "/" in next(iter(tensors), "") else 1
+    if saved_by != world_size:
+        return None
+    if world_size == 1:
+        return tensors
+    prefix = f"rank{rank}/"
+    return {name.removeprefix(prefix): t for name, t in tensors.items() if name.startswith(prefix)}
 
 
 def read_state(directory: str | Path) -> TrainingState:

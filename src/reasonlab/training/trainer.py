@@ -25,7 +25,7 @@ import torch
 
 from reasonlab.config import Config
 from reasonlab.data.tokenizer import Tokenizer
-from reasonlab.distributed import World, all_reduce, barrier, init_world, shutdown
+from reasonlab.distributed import World, all_reduce, barrier, gather, init_world, shutdown
 from reasonlab.errors import UserError
 from reasonlab.io import atomic_write_json, atomic_write_text, resolve_dir
 from reasonlab.model import param_counts
@@ -80,7 +80,7 @@ class Trainer:
             else:
                 self.engine.ema.load_state_dict(averaged)
         self.engine.sampler.load_state_dict(self.state.sampler)
-        carry = read_carry(checkpoint)
+        carry = read_carry(checkpoint, self.world.rank, self.world.size)
         self.engine.carry = None if carry is None else Carry.from_tensors(carry, self.engine.device)
         self.engine.reseed(self.state.step)
 
@@ -154,7 +154,10 @@ class Trainer:
 
     def _evaluate_if_due(self, log: RunLog, on_eval: EvalCallback | None) -> None:
         st = self.state
-        if not self.world.is_main or (st.step % self.cfg.train.eval_every and st.step != st.max_steps):
+        if st.step % self.cfg.train.eval_every and st.step != st.max_steps:
+            return
+        carries = self._gathered_carry()  # every process joins, though only the main one may save "best"
+        if not self.world.is_main:
             return
         val = self.final_val = self._evaluate()
         log.event({"kind": "eval", "step": st.step, **{k: v for k, v in val.items() if k != "tokens"},
@@ -162,26 +165,31 @@ class Trainer:
         log.info(eval_line(st.step, val))
         if val["loss"] < st.best_val_loss:
             st.best_val_loss = val["loss"]
-            self._save("best")
+            self._save("best", carries)
         if on_eval is not None:
             on_eval(st.step, val)
 
     def _save_if_due(self) -> None:
         every = self.cfg.train.save_every
         if every and self.state.step % every == 0:
-            self._save(f"step_{self.state.step}")
+            self._save(f"step_{self.state.step}", self._gathered_carry())
 
     def _finish(self) -> None:
         if self.world.is_main and self.final_val is None:  # resumed at an already finished step count
             self.final_val = self._evaluate()
-        self._save("final")
+        self._save("final", self._gathered_carry())
 
     def _evaluate(self) -> dict[str, float]:
         e = self.engine
         with e.averaged():
             return self.data.evaluate(e.model, self.cfg, e.device, e.autocast)
 
-    def _save(self, name: str) -> None:
+    def _gathered_carry(self) -> list[dict[str, torch.Tensor]] | None:
+        """Every process's carried rows and state, in rank order (a collective: all processes call it)."""
+        carry = self.engine.carry
+        return None if carry is None else gather(carry.tensors(), self.world)
+
+    def _save(self, name: str, carries: list[dict[str, torch.Tensor]] | None) -> None:
         self.state.wall_time_s = time.perf_counter() - self._wall_start
         if not self.world.is_main:
             return
@@ -189,7 +197,7 @@ class Trainer:
         e = self.engine
         save_checkpoint(self.run_dir / "checkpoints" / name, e.model, e.optimizer, self.state, self.cfg,
                         self.data.tokenizer, averaged=e.ema.state_dict() if e.ema is not None else None,
-                        carry=e.carry.tensors() if e.carry is not None else None)
+                        carries=carries)
 
     def _write_summary(self) -> dict:
         st, val = self.state, self.final_val
