@@ -1,26 +1,24 @@
-"""Each recursive arm's step time against the baseline's, next to its FLOP ratio, in one process.
+"""Each recursive arm's step time against the baseline's, next to its FLOP ratio: `reasonlab bench`
+in a fresh process per measurement, baseline and arms taking turns.
 
-    python benchmarks/arms_speed.py [--config cpu-bench] [--rounds 3] [--steps 3]
+    python benchmarks/arms_speed.py [--config cpu-bench] [--rounds 2] [--steps 3] [--arms hrm,trm]
 
 An arm is as fast as its FLOPs allow when (arm step time / baseline step time) is no more than
-its (arm FLOPs / baseline FLOPs). The last column is the arm's median seconds per FLOP over the
-baseline's (per step, so a drawn depth's steps compare fairly): 1.00 = the recursion's bookkeeping
-costs nothing beyond its FLOPs. Baseline and arm alternate round by round (`--rounds` rounds of
-`--steps` timed steps each, after one untimed warm-up step per round), so machine drift touches
-both alike; step times are medians, FLOP ratios means.
+its (arm FLOPs / baseline FLOPs); the last column is the first over the second, 1.00 = the
+recursion's bookkeeping costs nothing beyond its FLOPs. Every round runs the baseline, then each
+arm, each in its own `reasonlab bench` process (so no arm inherits another's allocator or
+thread-pool state), and an arm's time ratio is the median over rounds of its step time over the
+same round's baseline step time: machine drift touches both alike. Step times are the bench's
+medians, FLOP ratios those of its FLOPs per step (their median over the timed steps).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
-
-import torch
-
-from reasonlab.config import resolve_config
-from reasonlab.runtime import keep_freed_memory
-from reasonlab.training.data import prepare_data
-from reasonlab.training.engine import Engine
+import subprocess
+import sys
 
 ARMS = {
     "hrm": {"model.arch": "hrm", "hrm.H_cycles": 1, "hrm.L_cycles": 1},
@@ -35,45 +33,40 @@ ARMS = {
 }
 
 
-def engine(config: str, overrides: dict) -> Engine:
-    cfg = resolve_config(config, overrides)
-    data = prepare_data(cfg)
-    return Engine(data.adjust_config(cfg), data)
-
-
-def measure(engines: dict[str, Engine], rounds: int, steps: int) -> dict[str, list[tuple[float, int]]]:
-    """(seconds, FLOPs) of every timed step, the engines taking turns round by round."""
-    out: dict[str, list[tuple[float, int]]] = {name: [] for name in engines}
-    for _ in range(rounds):
-        for name, e in engines.items():
-            out[name] += list(zip(*e.timed_steps(steps, 1)))
-    return out
+def bench(config: str, overrides: dict, steps: int) -> dict:
+    """One `reasonlab bench --json` in a fresh process."""
+    sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+    command = [sys.executable, "-m", "reasonlab", "bench", "--json", "--config", config, "--steps", str(steps), *sets]
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="cpu-bench")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated names from: " + ", ".join(ARMS))
     args = parser.parse_args()
-    keep_freed_memory()  # as the reasonlab command does
-    print(f"{args.config}, {torch.get_num_threads()} threads; medians over {args.rounds} x {args.steps} steps")
+    arms = args.arms.split(",")
+    print(f"{args.config}; one process per measurement, {args.rounds} rounds of baseline then each arm, "
+          f"{args.steps} timed steps each")
     print(f"{'arm':22} {'precision':9} {'step ms':>9} {'base ms':>9} {'time ratio':>10} {'FLOP ratio':>10} "
           f"{'time/FLOP ratio':>15}")
-    for precision in ("fp32", "bf16"):
-        for arm in args.arms.split(","):
-            torch.manual_seed(0)
-            common = {"train.precision": precision}
-            engines = {"baseline": engine(args.config, common), arm: engine(args.config, {**common, **ARMS[arm]})}
-            runs = measure(engines, args.rounds, args.steps)
-            base, other = runs["baseline"], runs[arm]
-            time_ratio = statistics.median(t for t, _ in other) / statistics.median(t for t, _ in base)
-            flop_ratio = statistics.mean(f for _, f in other) / statistics.mean(f for _, f in base)
-            per_flop = statistics.median(t / f for t, f in other) / statistics.median(t / f for t, f in base)
-            print(f"{arm:22} {precision:9} {1000 * statistics.median(t for t, _ in other):9.1f} "
-                  f"{1000 * statistics.median(t for t, _ in base):9.1f} {time_ratio:10.2f} {flop_ratio:10.2f} "
-                  f"{per_flop:15.2f}", flush=True)
+    for precision in args.precisions.split(","):
+        runs: dict[str, list[dict]] = {name: [] for name in ("baseline", *arms)}
+        for _ in range(args.rounds):
+            runs["baseline"].append(bench(args.config, {"train.precision": precision}, args.steps))
+            for arm in arms:
+                runs[arm].append(bench(args.config, {"train.precision": precision, **ARMS[arm]}, args.steps))
+        base_ms = [r["step_ms"]["median"] for r in runs["baseline"]]
+        for arm in arms:
+            arm_ms = [r["step_ms"]["median"] for r in runs[arm]]
+            time_ratio = statistics.median(a / b for a, b in zip(arm_ms, base_ms))
+            flop_ratio = (statistics.mean(r["flops_per_step"] for r in runs[arm])
+                          / statistics.mean(r["flops_per_step"] for r in runs["baseline"]))
+            print(f"{arm:22} {precision:9} {statistics.median(arm_ms):9.1f} {statistics.median(base_ms):9.1f} "
+                  f"{time_ratio:10.2f} {flop_ratio:10.2f} {time_ratio / flop_ratio:15.2f}", flush=True)
 
 
 if __name__ == "__main__":
