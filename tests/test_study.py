@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from reasonlab.cli import main
-from reasonlab.experiments.sweep import make_storage, trial_key
+from reasonlab.experiments.sweep import make_storage, shown_url, trial_key
 
 SUITE = """
 name: tiny
@@ -219,3 +219,14 @@ def test_a_trial_halfway_through_its_suggests_keeps_its_key():
         system_attrs={"fixed_params": {"config": "a_base", "seed": 1}},
     )
     assert trial_key(halfway) == ("a_base", 1)
+
+
+def test_a_storage_password_is_never_shown(tmp_path, suite_file, capsys):
+    url = "postgresql+psycopg2://bob:hunter2@127.0.0.1:9/sweeps"  # port 9: nothing listens
+    assert shown_url(url) == "postgresql+psycopg2://bob:***@127.0.0.1:9/sweeps"
+    assert shown_url("sqlite:////tmp/study.db") == "sqlite:////tmp/study.db"
+    assert _ablate(suite_file, tmp_path / "out", "--storage", url) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()[-1]
+    assert err.startswith("error: cannot open sweep storage postgresql+psycopg2://bob:***@127.0.0.1:9/sweeps")
+    assert "hunter2" not in captured.out + captured.err

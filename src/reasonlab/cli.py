@@ -17,7 +17,8 @@ from pathlib import Path
 from reasonlab import api
 from reasonlab.config import ARCH_ALIASES, ARCHS, parse_override, resolve_config
 from reasonlab.data.corpus import val_stream
-from reasonlab.errors import UserError
+from reasonlab.errors import UserError, WriteFailed
+from reasonlab.io import write_cause
 from reasonlab.runtime import autocast_factory, keep_freed_memory, resolve_precision
 from reasonlab.training.engine import TrainingDiverged
 from reasonlab.training.evaluate import evaluate
@@ -371,6 +372,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except WriteFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a folder or file the command needs cannot be made, read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{write_cause(exc)}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
         print(f"error: {exc}; the last good checkpoint is unchanged", file=sys.stderr)

@@ -1,8 +1,15 @@
-"""The one exception type the CLI turns into a one-line message and exit code 2."""
+"""The exceptions the CLI turns into one-line messages: bad input (exit 2) and a failed write (exit 1)."""
 
 
 class UserError(Exception):
     """Bad input from the user: a config key, a path, a checkpoint, a prompt.
 
     Raised before anything on disk is changed, so the CLI can print the message and exit 2.
+    """
+
+
+class WriteFailed(Exception):
+    """A file or folder could not be written (disk full, read-only folder): names the path and the cause.
+
+    Writes are atomic, so what was written before it (earlier checkpoints) is intact.
     """

@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from reasonlab.errors import WriteFailed
+
+
+def write_cause(exc: BaseException) -> str:
+    """Why a write failed, in one line: the OS's words where there are some (safetensors wraps
+    them in its own error's text)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    found = re.search(r'message: "([^"]+)"', text)
+    return found.group(1) if found else (text.splitlines()[0] if text else type(exc).__name__)
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn any failure to write `path` into WriteFailed naming it and the cause."""
+    try:
+        yield
+    except WriteFailed:
+        raise
+    except Exception as exc:
+        if isinstance(exc, OSError) or "IoError" in str(exc):
+            raise WriteFailed(f"cannot write {path}: {write_cause(exc)}") from None
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -22,18 +49,19 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` on a temp file beside `path`, fsync it, then rename it over `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            write(tmp)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -51,26 +79,27 @@ def atomic_replace_dir(target: str | Path, fill: Callable[[Path], None]) -> None
     so a crash leaves either a complete old or a complete new directory (see `resolve_dir`).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    old = target.parent / f".{target.name}.old"
-    if not target.exists() and old.exists():  # a crash mid-swap left the complete copy aside
-        os.replace(old, target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        fill(tmp)
-        for child in tmp.iterdir():
-            with open(child, "rb") as fh:
-                os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-        if old.exists():
-            shutil.rmtree(old)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        old = target.parent / f".{target.name}.old"
+        if not target.exists() and old.exists():  # a crash mid-swap left the complete copy aside
+            os.replace(old, target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            fill(tmp)
+            for child in tmp.iterdir():
+                with open(child, "rb") as fh:
+                    os.fsync(fh.fileno())
+            _fsync_dir(tmp)
+            if old.exists():
+                shutil.rmtree(old)
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def resolve_dir(target: str | Path) -> Path:

@@ -21,9 +21,11 @@ from reasonlab.experiments.sweep import (
     finished_trials,
     open_study,
     run_workers,
+    shown_url,
     storage_lock,
 )
 from reasonlab.io import atomic_write_json
+from reasonlab.outdir import claim_out
 from reasonlab.report.ablation import write_ablation_report
 
 RESULTS = "ablation_results.json"
@@ -203,7 +205,7 @@ def run_ablation(
                         f"confirmation's), got {seed_offset}")
     loaded = load_suite(suite, base, {**sweep_overrides(steps), **(overrides or {})}, only)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_out(out, "ablation", {"suite": loaded.name, "configs": loaded.fingerprint()})
     spec = SweepSpec(
         storage_url=storage or f"sqlite:///{(out / 'study.db').resolve()}",
         study_name=f"{loaded.name}-{loaded.fingerprint()}",
@@ -217,7 +219,7 @@ def run_ablation(
     total = len(loaded.configs) * seeds
     progress(f"suite {loaded.name}: {total} trials ({len(loaded.configs)} configs x {seeds} seeds), "
              f"{total - queued} already done or running, {queued} queued; "
-             f"study {spec.study_name} in {spec.storage_url}")
+             f"study {spec.study_name} in {shown_url(spec.storage_url)}")
     run_workers(spec, workers, progress)
     results = aggregate(loaded.configs, seed_list, finished_trials(study))
     if confirm and results["ranking"]:
@@ -226,7 +228,7 @@ def run_ablation(
     elif confirm:
         progress("confirmation skipped: no config finished every seed of the sweep")
     results.update({"suite": loaded.name, "base": str(loaded.base), "steps": steps, "study": spec.study_name,
-                    "storage": spec.storage_url})
+                    "storage": shown_url(spec.storage_url)})
     atomic_write_json(out / RESULTS, results)
     write_ablation_report(results, out)
     return results

@@ -56,6 +56,7 @@ from reasonlab.experiments.stats import (
 )
 from reasonlab.io import atomic_write_json
 from reasonlab.model import config_step_flops, control_config, param_counts
+from reasonlab.outdir import claim_out
 from reasonlab.report.comparison import write_comparison_report
 from reasonlab.training import trainer
 from reasonlab.training.data import prepare_data
@@ -257,12 +258,18 @@ def time_ratio(a: list[float], b: list[float]) -> dict[str, Any]:
 def plan_steps(configs: dict[str, Config], steps: int, match: str, out: Path,
                progress: Progress) -> tuple[dict[str, int], dict[str, Any]]:
     """Steps per arm for the matched budget and the step-time calibration (`calibrate_step_times`);
-    stored in plan.json, so a rerun trains to the same plan and reads time on the same scale."""
+    stored in plan.json, so a rerun trains to the same plan and reads time on the same scale.
+    `out` is claimed first (`claim_out`): a folder of another study, or of other arms or budgets,
+    is refused before any work."""
     key = {"steps": steps, "match": match, "configs": {arm: cfg.to_dict() for arm, cfg in configs.items()}}
+    claim_out(out, "comparison", key)
     plan_file = out / "plan.json"
     if plan_file.is_file():
         stored = json.loads(plan_file.read_text())
-        if stored["key"] == key and "calibration" in stored:
+        if stored["key"] != key:  # a folder from before folders were claimed
+            raise UserError(f"{out} holds a comparison of other arms, configs or budgets: choose a new --out, "
+                            "or remove it to start over")
+        if "calibration" in stored:
             return stored["steps"], stored["calibration"]
     calibration = calibrate_step_times(configs)
     progress("calibrated step times: "

@@ -16,12 +16,14 @@ import contextlib
 import fcntl
 import multiprocessing
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import optuna
 import torch
@@ -64,6 +66,16 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
+def shown_url(url: str) -> str:
+    """A storage URL as logs, reports and errors show it: with its password masked."""
+    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _without_password(text: str, url: str) -> str:
+    password = urlsplit(url).password
+    return text.replace(url, shown_url(url)).replace(password, "***") if password else text
+
+
 def make_storage(url: str) -> optuna.storages.RDBStorage:
     kwargs: dict[str, Any] = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S}
     if url.startswith("sqlite"):
@@ -72,7 +84,8 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
         with _heartbeat_api():
             return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as exc:  # bad URL, missing driver, unreachable server
-        raise UserError(f"cannot open sweep storage {url}: {str(exc).splitlines()[0]}") from None
+        reason = _without_password(str(exc).splitlines()[0], url)
+        raise UserError(f"cannot open sweep storage {shown_url(url)}: {reason}") from None
 
 
 def _pruner(prune: bool) -> optuna.pruners.BasePruner:

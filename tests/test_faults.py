@@ -1,0 +1,97 @@
+"""I/O faults are bad input too: one line naming the path and the cause, never a traceback, and
+what was written before intact."""
+
+import errno
+from pathlib import Path
+
+import pytest
+
+import reasonlab
+from conftest import CONFIGS
+from reasonlab.cli import main
+from reasonlab.training import checkpoint
+
+TRAIN = ["train", "--config", str(CONFIGS / "cpu-tiny.yaml"), "--quiet", "--max-steps", "6",
+         "--set", "train.save_every=3", "--set", "train.eval_every=100"]
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_disk_full_at_a_checkpoint_stops_with_one_line_and_keeps_the_earlier_one(tmp_path, monkeypatch, capsys):
+    save_file = checkpoint.save_file
+
+    def full_at_step_6(tensors, path):
+        if ".step_6." in path:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save_file(tensors, path)
+
+    monkeypatch.setattr(checkpoint, "save_file", full_at_step_6)
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out)]) == 1
+    err = _one_line(capsys)
+    assert "step_6" in err and "No space left on device" in err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best", "step_3"]  # nothing half-written
+    reasonlab.load(out / "checkpoints" / "step_3")
+
+
+def test_a_read_only_out_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    read_only = tmp_path / "ro"
+    mkdir = Path.mkdir
+
+    def refuse(self, *args, **kwargs):
+        if self == read_only or read_only in self.parents:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    for command in ([*TRAIN, "--out", str(read_only / "run")],
+                    ["compare", "--a", "cpu-tiny", "--b", "cpu-tiny", "--steps", "2", "--seeds", "1",
+                     "--out", str(read_only / "cmp")],
+                    ["ablate", "--suite", "baseline", "--steps", "2", "--seeds", "1", "--out", str(read_only / "abl")]):
+        assert main(command) == 2
+        err = _one_line(capsys)
+        assert str(read_only) in err and "Read-only file system" in err
+
+
+@pytest.mark.parametrize("cause", ["No space left on device", "Read-only file system"])
+def test_a_run_that_cannot_write_its_log_on_resume_is_one_line(tmp_path, monkeypatch, capsys, cause):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out)]) == 0
+    before = (out / "checkpoints" / "final" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    code = errno.ENOSPC if cause.startswith("No space") else errno.EROFS
+    real_open = Path.open
+
+    def failing_open(self, mode="r", *args, **kwargs):
+        if self.name == "metrics.jsonl" and "a" in mode:
+            raise OSError(code, cause, str(self))
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", failing_open)
+    assert main(["train", "--resume", str(out), "--max-steps", "8", "--quiet"]) == 2
+    err = _one_line(capsys)
+    assert "metrics.jsonl" in err and cause in err
+    assert (out / "checkpoints" / "final" / "model.safetensors").read_bytes() == before
+
+
+def test_compare_and_ablate_refuse_an_out_that_holds_something_else(tmp_path, capsys):
+    compare = ["compare", "--a", "cpu-tiny", "--b", "cpu-tiny", "--steps", "2", "--seeds", "1", "--out"]
+    ablate = ["ablate", "--suite", "baseline", "--steps", "2", "--seeds", "1", "--out"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: {}\n")
+    for command in (compare, ablate):
+        assert main([*command, str(run)]) == 2
+        assert "already holds files" in _one_line(capsys)
+    other = tmp_path / "other"
+    other.mkdir()
+    for kind, command, message in (("comparison", compare, "of other arms"), ("ablation", compare, "not a comparison"),
+                                   ("ablation", ablate, "of other arms"), ("comparison", ablate, "not an ablation")):
+        (other / ".reasonlab.json").write_text(f'{{"kind": "{kind}", "fingerprint": "0"}}')
+        assert main([*command, str(other)]) == 2
+        assert message in _one_line(capsys)
+    assert sorted(p.name for p in other.iterdir()) == [".reasonlab.json"] and (run / "config.yaml").is_file()
