@@ -2,14 +2,17 @@
 what was written before intact."""
 
 import errno
+import shutil
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 import reasonlab
 from conftest import CONFIGS
 from reasonlab.cli import main
 from reasonlab.training import checkpoint
+from reasonlab.training.runlog import read_metrics
 
 TRAIN = ["train", "--config", str(CONFIGS / "cpu-tiny.yaml"), "--quiet", "--max-steps", "6",
          "--set", "train.save_every=3", "--set", "train.eval_every=100"]
@@ -95,3 +98,35 @@ def test_compare_and_ablate_refuse_an_out_that_holds_something_else(tmp_path, ca
         assert main([*command, str(other)]) == 2
         assert message in _one_line(capsys)
     assert sorted(p.name for p in other.iterdir()) == [".reasonlab.json"] and (run / "config.yaml").is_file()
+
+
+def test_one_writer_per_run_and_a_killed_writer_s_lock_is_free(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out)]) == 0
+    capsys.readouterr()
+    held = FileLock(out / ".lock", timeout=0)
+    with held:  # another process training it
+        assert main(["train", "--resume", str(out), "--max-steps", "8", "--quiet"]) == 2
+        assert "being trained by another reasonlab process" in _one_line(capsys)
+    assert (out / ".lock").exists()  # left behind, as by a killed process: the next writer takes it
+    assert main(["train", "--resume", str(out), "--max-steps", "8", "--quiet"]) == 0
+
+
+def test_resume_clears_killed_writes_and_restarts_a_run_killed_before_its_first_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out), "--set", "train.save_every=0"]) == 0
+    final = (out / "checkpoints" / "final" / "model.safetensors").read_bytes()
+    first = [(e["kind"], e["step"], e["loss"]) for e in read_metrics(out / "metrics.jsonl")]
+    for litter in (out / "checkpoints" / ".step_9.x1.tmp", out / "checkpoints" / ".final.old"):
+        litter.mkdir()
+    (out / ".summary.json.x2.tmp").write_text("{")
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0  # already finished: nothing to train
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best", "final"]
+    assert not list(out.glob(".*.tmp"))
+    assert (out / "checkpoints" / "final" / "model.safetensors").read_bytes() == final
+
+    shutil.rmtree(out / "checkpoints")  # as if killed after config.yaml, before the first checkpoint
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert [(e["kind"], e["step"], e["loss"]) for e in read_metrics(out / "metrics.jsonl")] == first  # from step 0
+    assert (out / "checkpoints" / "final" / "model.safetensors").read_bytes() == final  # the same run again

@@ -381,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {where}{write_cause(exc)}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
-        print(f"error: {exc}; the last good checkpoint is unchanged", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -17,6 +17,8 @@ shadows, exactly); a checkpoint without raw_model.safetensors holds no average.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,15 +203,35 @@ def load_training_state(directory: str | Path, model: nn.Module, optimizer: torc
     return TrainingState(**data)
 
 
+def remove_checkpoint_litter(run_dir: str | Path) -> None:
+    """What killed writes left in a run: temporary files and folders (`.NAME.*.tmp`) are removed, and
+    a checkpoint left aside mid-swap (`.NAME.old`) goes back in place, or is removed where a complete
+    new one took it (see `atomic_replace_dir`)."""
+    run_dir = Path(run_dir)
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            elif path.name.startswith(".") and path.name.endswith(".old"):
+                target = folder / path.name.removeprefix(".").removesuffix(".old")
+                if target.exists():
+                    shutil.rmtree(path)
+                else:
+                    os.replace(path, target)
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint with the highest step among final, best and step_N."""
+    """The checkpoint with the highest step among final, best and step_N (of equal steps: final,
+    then step_N, then best)."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return None
     candidates = {resolve_dir(root / p.name.removeprefix(".").removesuffix(".old"))
                   for p in root.iterdir() if not p.name.endswith(".tmp")}
     best: tuple[int, Path] | None = None
-    for path in candidates:
+    for path in sorted(candidates, key=lambda p: (p.name != "final", p.name == "best", p.name)):
         if (path / "state.json").is_file():
             step = read_state(path).step
             if best is None or step > best[0]:

@@ -39,7 +39,7 @@ from reasonlab.training.optim import build_optimizer, lr_at
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+    """The loss became NaN or infinite; the checkpoints written before are left as they were."""
 
 
 class WeightAverage:

@@ -15,13 +15,15 @@ process evaluates and writes files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 
 from reasonlab.config import Config
 from reasonlab.data.tokenizer import Tokenizer
@@ -40,6 +42,8 @@ from reasonlab.training.checkpoint import (
     read_averaged_weights,
     read_carry,
     read_config,
+    read_state,
+    remove_checkpoint_litter,
     save_checkpoint,
 )
 from reasonlab.training.data import TrainingData, prepare_data
@@ -100,7 +104,7 @@ class Trainer:
         except TrainingDiverged as exc:
             log.event({"kind": "diverged", "step": st.step + 1, "message": str(exc)})
             log.info(f"stopped: {exc}")
-            raise
+            raise TrainingDiverged(f"{exc}; {checkpoints_note(self.run_dir)}") from None
         finally:
             log.close()
         return self._write_summary() if self.world.is_main else {}
@@ -225,6 +229,36 @@ class Trainer:
         return summary
 
 
+LOCK = ".lock"  # held by the one process that writes the run
+
+
+def checkpoints_note(run_dir: Path) -> str:
+    """What a stopped run leaves to resume from, in words."""
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return "no checkpoint was written: --resume starts the run again from step 0"
+    return f"its latest checkpoint, {latest.name} (step {read_state(latest).step}), is unchanged"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, world: World) -> Iterator[None]:
+    """One writer per run: a second `train` or `--resume` of it is refused while this one runs. The
+    lock is the operating system's, so a killed process's lock is free for the next one."""
+    if not world.is_main:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir / LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"{run_dir} is being trained by another reasonlab process: wait for it, or stop it") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _check_fresh_run_dir(run_dir: Path) -> None:
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise UserError(f"{run_dir} already holds files: train into a new directory, or resume the run in it")
@@ -247,18 +281,22 @@ def train(cfg: Config, out: str | Path, quiet: bool = False, on_eval: EvalCallba
     try:
         _check_fresh_run_dir(run_dir)
         barrier(world)
-        data = _prepare_data(cfg, world)
-        cfg = data.adjust_config(cfg)
-        trainer = Trainer(cfg, run_dir, data, world, quiet)
-        if world.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-        trainer.run(on_eval)
-        barrier(world)  # the others wait for the main process's final writes before leaving the group
-        trainer.engine.release_process_group()
+        data = _prepare_data(cfg, world)  # bad data is refused before the run directory is made
+        with run_lock(run_dir, world):
+            _train_fresh(data.adjust_config(cfg), data, run_dir, world, quiet, on_eval)
     finally:
         shutdown(world)
     return run_dir
+
+
+def _train_fresh(cfg: Config, data: TrainingData, run_dir: Path, world: World, quiet: bool,
+                 on_eval: EvalCallback | None = None) -> None:
+    trainer = Trainer(cfg, run_dir, data, world, quiet)
+    if world.is_main:
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    trainer.run(on_eval)
+    barrier(world)  # the others wait for the main process's final writes before leaving the group
+    trainer.engine.release_process_group()
 
 
 def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = False) -> Path:
@@ -266,34 +304,51 @@ def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = Fals
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"no run to resume in {run_dir} (no config.yaml)")
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise UserError(f"{run_dir} has no checkpoint to resume from")
-    cfg = read_config(checkpoint)
-    if max_steps is None:  # the run's own config holds the latest target, also of an extension killed midway
-        max_steps = read_config(run_dir).train.max_steps
-    if max_steps < 1:
+    if max_steps is not None and max_steps < 1:
         raise UserError(f"max_steps must be >= 1, got {max_steps}")
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=max_steps))
-    world = init_world(resolve_device(cfg.train.device).type)
+    world = init_world(resolve_device(read_config(run_dir).train.device).type)
     try:
-        data = _prepare_data(cfg, world)
-        if data.tokenizer.backend.to_str() != Tokenizer.load(resolve_dir(checkpoint)).backend.to_str():
-            raise UserError(f"the data of {run_dir} has changed since its checkpoint: its tokenizer no longer matches")
-        if data.adjust_config(cfg) != cfg:
-            raise UserError(f"the data of {run_dir} has changed since its checkpoint: "
-                            "it no longer fits the stored model")
-        trainer = Trainer(cfg, run_dir, data, world, quiet)
-        trainer.restore(checkpoint)
-        if cfg.train.max_steps < trainer.state.step:
-            raise UserError(f"max_steps {cfg.train.max_steps} is below the checkpoint's step {trainer.state.step}")
-        barrier(world)  # everyone has read the checkpoint before the main process rewrites the logs
-        if world.is_main:
-            truncate_metrics(run_dir / "metrics.jsonl", trainer.state.step)
-            atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-        trainer.run()
-        barrier(world)
-        trainer.engine.release_process_group()
+        with run_lock(run_dir, world):
+            if world.is_main:
+                remove_checkpoint_litter(run_dir)
+            barrier(world)
+            checkpoint = latest_checkpoint(run_dir)
+            if checkpoint is None:  # killed before its first checkpoint: the run starts again
+                cfg = read_config(run_dir)
+                if max_steps is not None:
+                    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=max_steps))
+                if world.is_main:
+                    for name in ("metrics.jsonl", "train.log"):
+                        (run_dir / name).unlink(missing_ok=True)
+                data = _prepare_data(cfg, world)
+                _train_fresh(data.adjust_config(cfg), data, run_dir, world, quiet)
+            else:
+                _resume_from(checkpoint, run_dir, world, max_steps, quiet)
     finally:
         shutdown(world)
     return run_dir
+
+
+def _resume_from(checkpoint: Path, run_dir: Path, world: World, max_steps: int | None, quiet: bool) -> None:
+    cfg = read_config(checkpoint)
+    if max_steps is None:  # the run's own config holds the latest target, also of an extension killed midway
+        max_steps = read_config(run_dir).train.max_steps
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=max_steps))
+    data = _prepare_data(cfg, world)
+    if data.tokenizer.backend.to_str() != Tokenizer.load(resolve_dir(checkpoint)).backend.to_str():
+        raise UserError(f"the data of {run_dir} has changed since its checkpoint: its tokenizer no longer matches")
+    if data.adjust_config(cfg) != cfg:
+        raise UserError(f"the data of {run_dir} has changed since its checkpoint: "
+                        "it no longer fits the stored model")
+    trainer = Trainer(cfg, run_dir, data, world, quiet)
+    trainer.restore(checkpoint)
+    if cfg.train.max_steps < trainer.state.step:
+        raise UserError(f"max_steps {cfg.train.max_steps} is below the checkpoint's step {trainer.state.step}")
+    barrier(world)  # everyone has read the checkpoint before the main process rewrites the logs
+    if world.is_main:
+        truncate_metrics(run_dir / "metrics.jsonl", trainer.state.step)
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    trainer.run()
+    barrier(world)
+    trainer.engine.release_process_group()
+
