@@ -2,11 +2,13 @@
 what was written before intact."""
 
 import errno
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
+from safetensors.torch import load_file, save_file
 
 import reasonlab
 from conftest import CONFIGS
@@ -130,3 +132,48 @@ def test_resume_clears_killed_writes_and_restarts_a_run_killed_before_its_first_
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     assert [(e["kind"], e["step"], e["loss"]) for e in read_metrics(out / "metrics.jsonl")] == first  # from step 0
     assert (out / "checkpoints" / "final" / "model.safetensors").read_bytes() == final  # the same run again
+
+
+def _without_hashes(ckpt: Path) -> None:
+    """As a checkpoint written before hashes were recorded."""
+    state = json.loads((ckpt / "state.json").read_text())
+    del state["files"]
+    (ckpt / "state.json").write_text(json.dumps(state))
+
+
+def test_damaged_checkpoints_are_refused_and_old_ones_still_load(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out)]) == 0
+    capsys.readouterr()
+    final = out / "checkpoints" / "final"
+    reasonlab.load(final)
+    weights = final / "model.safetensors"
+    good = weights.read_bytes()
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x01  # inside a tensor: safetensors itself would load it
+    weights.write_bytes(bytes(flipped))
+    for command in (["eval", str(final), "--batches", "1"], ["generate", str(final), "--prompt", "To be"],
+                    ["train", "--resume", str(out), "--max-steps", "8"]):
+        assert main(command) == 2
+        assert "is damaged: model.safetensors" in _one_line(capsys)
+    weights.write_bytes(good)
+
+    _without_hashes(final)
+    reasonlab.load(final)  # no hashes recorded: loads as before
+    vocab = json.loads((final / "tokenizer.json").read_text())
+    vocab["model"]["vocab"].update({f"extra{i}": 100_000 + i for i in range(3)})
+    (final / "tokenizer.json").write_text(json.dumps(vocab))
+    assert main(["eval", str(final), "--batches", "1"]) == 2
+    assert "not the model's tokenizer" in _one_line(capsys)
+
+    shutil.rmtree(out / "checkpoints" / "best")
+    step_3 = out / "checkpoints" / "step_3"
+    shutil.rmtree(step_3)
+    shutil.rmtree(final)
+    step_6 = out / "checkpoints" / "step_6"
+    _without_hashes(step_6)
+    tensors = load_file(str(step_6 / "optimizer.safetensors"))
+    del tensors["rng.cpu"]
+    save_file(tensors, str(step_6 / "optimizer.safetensors"))
+    assert main(["train", "--resume", str(out), "--max-steps", "8", "--quiet"]) == 2
+    assert "optimizer.safetensors has no rng.cpu entry" in _one_line(capsys)

@@ -63,7 +63,11 @@ def load(checkpoint_dir: str | Path, device: str = "auto") -> LoadedModel:
     dev = resolve_device(device)
     model = build_model(cfg)
     load_weights(directory, model)
-    return LoadedModel(model.to(dev).eval(), Tokenizer.load(directory), cfg, dev)
+    tokenizer = Tokenizer.load(directory)
+    if tokenizer.vocab_size > cfg.model.vocab_size:
+        raise UserError(f"checkpoint {directory}: its tokenizer has {tokenizer.vocab_size} tokens, more than the "
+                        f"model's vocab_size {cfg.model.vocab_size}: not the model's tokenizer")
+    return LoadedModel(model.to(dev).eval(), tokenizer, cfg, dev)
 
 
 def train(config: Config | str | Path | None = None, out: str | Path | None = None,

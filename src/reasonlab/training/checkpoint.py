@@ -6,7 +6,8 @@
     optimizer.safetensors  AdamW moments and the RNG states
     carry.safetensors      only with recursion.carry_across_steps: the rows and state the next step
                            continues, every process's (under torchrun, each one's names prefixed rank<r>/)
-    state.json             step, schedule length, sampler state, best val loss, counters, param groups
+    state.json             step, schedule length, sampler state, best val loss, counters, param groups,
+                           and every other file's sha256 (`files`), checked on every load
     config.yaml            the resolved config
     tokenizer.json, tokenizer_meta.json
 
@@ -16,6 +17,7 @@ shadows, exactly); a checkpoint without raw_model.safetensors holds no average.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -95,11 +97,37 @@ def save_checkpoint(
         save_file({**opt_tensors, **_rng_tensors()}, str(tmp / "optimizer.safetensors"))
         if carries is not None:
             save_file(_cpu(_by_rank(carries)), str(tmp / CARRY))
-        (tmp / "state.json").write_text(json.dumps({**state.__dict__, "param_groups": param_groups}, indent=2))
         (tmp / "config.yaml").write_text(config.to_yaml())
         tokenizer.save(tmp)
+        files = {path.name: file_hash(path) for path in sorted(tmp.iterdir())}
+        (tmp / "state.json").write_text(json.dumps({**state.__dict__, "param_groups": param_groups, "files": files},
+                                                   indent=2))
 
     atomic_replace_dir(directory, fill)
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_checkpoint(directory: Path) -> None:
+    """Every file against the hash state.json recorded when the checkpoint was written (safetensors
+    has no checksum, so flipped bytes would otherwise load). Checkpoints from before hashes were
+    recorded have none to check."""
+    try:
+        recorded = json.loads((directory / "state.json").read_text()).get("files", {})
+    except Exception as exc:
+        raise _fail(directory, exc) from None
+    for name, expected in recorded.items():
+        if not (directory / name).is_file():
+            raise UserError(f"checkpoint {directory} is incomplete: {name} is missing")
+        if file_hash(directory / name) != expected:
+            raise UserError(f"checkpoint {directory} is damaged: {name} is not what was written (its sha256 differs)")
 
 
 def _fail(directory: Path, exc: Exception) -> UserError:
@@ -137,6 +165,7 @@ def _load_into(directory: Path, model: nn.Module, name: str) -> None:
 def load_weights(directory: str | Path, model: nn.Module) -> None:
     """The inference weights: the EMA weights of a run with train.ema_decay > 0."""
     directory = resolve_dir(directory)
+    verify_checkpoint(directory)
     _load_into(directory, model, WEIGHTS)
 
 
@@ -174,6 +203,7 @@ def read_state(directory: str | Path) -> TrainingState:
     try:
         data = json.loads((directory / "state.json").read_text())
         data.pop("param_groups")
+        data.pop("files", None)
         return TrainingState(**data)
     except Exception as exc:
         raise _fail(directory, exc) from None
@@ -183,6 +213,7 @@ def load_training_state(directory: str | Path, model: nn.Module, optimizer: torc
     """Restore the trained weights, optimizer moments and RNG states; return the counters to continue
     from. The EMA weights, where the checkpoint has them, are `read_averaged_weights`'s to read."""
     directory = resolve_dir(directory)
+    verify_checkpoint(directory)
     _load_into(directory, model, RAW_WEIGHTS if (directory / RAW_WEIGHTS).is_file() else WEIGHTS)
     try:
         data = json.loads((directory / "state.json").read_text())
@@ -190,12 +221,18 @@ def load_training_state(directory: str | Path, model: nn.Module, optimizer: torc
     except Exception as exc:
         raise _fail(directory, exc) from None
     param_groups = data.pop("param_groups")
+    data.pop("files", None)
+    if "rng.cpu" not in tensors:
+        raise UserError(f"checkpoint {directory} is incomplete: optimizer.safetensors has no rng.cpu entry")
     opt_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         if key.startswith("state."):
             _, pid, name = key.split(".", 2)
             opt_state.setdefault(int(pid), {})[name] = tensor
-    optimizer.load_state_dict({"state": opt_state, "param_groups": param_groups})
+    try:
+        optimizer.load_state_dict({"state": opt_state, "param_groups": param_groups})
+    except (ValueError, KeyError) as exc:
+        raise _fail(directory, exc) from None
     torch.set_rng_state(tensors["rng.cpu"])
     cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
     if cuda_states and torch.cuda.is_available():
