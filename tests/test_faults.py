@@ -177,3 +177,24 @@ def test_damaged_checkpoints_are_refused_and_old_ones_still_load(tmp_path, capsy
     save_file(tensors, str(step_6 / "optimizer.safetensors"))
     assert main(["train", "--resume", str(out), "--max-steps", "8", "--quiet"]) == 2
     assert "optimizer.safetensors has no rng.cpu entry" in _one_line(capsys)
+
+
+def test_sizes_beyond_the_corpus_and_odd_arguments_are_refused_up_front(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out)]) == 0
+    capsys.readouterr()
+    final = str(out / "checkpoints" / "final")
+    for args, fragment in ((["--max-new-tokens", "-5"], "--max-new-tokens must be in [1, 100000]"),
+                           (["--max-new-tokens", "1000000000"], "--max-new-tokens must be in [1, 100000]"),
+                           (["--temperature", "nan"], "--temperature must be a number >= 0"),
+                           (["--temperature", "inf"], "--temperature must be a number >= 0")):
+        assert main(["generate", final, "--prompt", "To be", *args]) == 2
+        assert fragment in _one_line(capsys)
+    assert main(["generate", final, "--prompt", "To be \udcff"]) == 2  # a non-UTF-8 byte, as argv decodes it
+    assert "--prompt is not valid UTF-8" in _one_line(capsys)
+    assert main(["eval", final, "--batches", "100000"]) == 2
+    assert "is more than the val split holds" in _one_line(capsys)
+    long = ["--set", "model.seq_len=100000", "--set", "train.batch_size=64"]
+    assert main([*TRAIN, *long, "--out", str(tmp_path / "long")]) == 2
+    assert "model.seq_len 100000: the train split has" in _one_line(capsys)
+    assert not (tmp_path / "long").exists()

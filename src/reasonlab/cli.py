@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -25,6 +26,7 @@ from reasonlab.training.evaluate import evaluate
 
 TASK_ARMS = ("task-small", "task-small-recursive")  # tasks' --a and --b when neither they nor --arms are given
 MODELS = [*ARCHS, *ARCH_ALIASES]  # --model: every arm, and the old names that still load
+MAX_NEW_TOKENS = 100_000  # generate: beyond this a sampling loop over reasonlab.load belongs in a script
 ARM_HELP = ("YAML config, preset name, DIR:best of an ablation, or control:params:SPEC / control:flops:SPEC "
             "(the baseline control of a recursive SPEC)")
 
@@ -80,6 +82,10 @@ def _eval(args: argparse.Namespace) -> None:
         _eval_task(loaded, autocast, args.json)
         return
     tokens = val_stream(cfg.data, loaded.tokenizer)
+    held = math.ceil((len(tokens) - 1) // cfg.model.seq_len / cfg.train.batch_size)
+    if args.batches is not None and args.batches > held:
+        raise UserError(f"--batches {args.batches} is more than the val split holds: {held} batches of "
+                        f"{cfg.train.batch_size} windows of {cfg.model.seq_len} tokens")
     metrics = evaluate(loaded.model, tokens, cfg.model.seq_len, cfg.train.batch_size, batches, loaded.device, autocast)
     if args.json:
         print(json.dumps(metrics))
@@ -105,8 +111,14 @@ def _eval_task(loaded: api.LoadedModel, autocast: Callable[[], AbstractContextMa
 
 
 def _generate(args: argparse.Namespace) -> None:
-    if not args.temperature >= 0:
-        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
+    if not 0 <= args.temperature < math.inf:
+        raise UserError(f"--temperature must be a number >= 0, got {args.temperature}")
+    if not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS:
+        raise UserError(f"--max-new-tokens must be in [1, {MAX_NEW_TOKENS}], got {args.max_new_tokens}")
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError("--prompt is not valid UTF-8 text") from None
     if args.top_k < 0:
         raise UserError(f"--top-k must be >= 0, got {args.top_k}")
     loaded = api.load(args.checkpoint)

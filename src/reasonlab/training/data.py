@@ -50,6 +50,10 @@ class TextData:
         if len(self.corpus.val) < cfg.model.seq_len + 1:
             raise UserError(f"the val split has {len(self.corpus.val)} tokens, fewer than one window of "
                             f"{cfg.model.seq_len + 1}; use a larger corpus or a smaller model.seq_len")
+        if len(self.corpus.train) < cfg.train.batch_size * (cfg.model.seq_len + 1):
+            raise UserError(f"model.seq_len {cfg.model.seq_len}: the train split has {len(self.corpus.train)} tokens, "
+                            f"fewer than one batch of {cfg.train.batch_size} windows of {cfg.model.seq_len + 1}; "
+                            "use a larger corpus or a smaller model.seq_len or train.batch_size")
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=self.tokenizer.vocab_size))
 
     def sampler(self, cfg: Config, rank: int, world: int) -> BatchSampler:

@@ -282,8 +282,9 @@ def train(cfg: Config, out: str | Path, quiet: bool = False, on_eval: EvalCallba
         _check_fresh_run_dir(run_dir)
         barrier(world)
         data = _prepare_data(cfg, world)  # bad data is refused before the run directory is made
+        cfg = data.adjust_config(cfg)
         with run_lock(run_dir, world):
-            _train_fresh(data.adjust_config(cfg), data, run_dir, world, quiet, on_eval)
+            _train_fresh(cfg, data, run_dir, world, quiet, on_eval)
     finally:
         shutdown(world)
     return run_dir
