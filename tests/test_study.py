@@ -4,9 +4,11 @@ import re
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from reasonlab.cli import main
-from reasonlab.experiments.sweep import make_storage, shown_url, trial_key
+from reasonlab.experiments import sweep
+from reasonlab.experiments.sweep import enqueue_missing, make_storage, shown_url, trial_key
 
 SUITE = """
 name: tiny
@@ -230,3 +232,39 @@ def test_a_storage_password_is_never_shown(tmp_path, suite_file, capsys):
     err = captured.err.strip().splitlines()[-1]
     assert err.startswith("error: cannot open sweep storage postgresql+psycopg2://bob:***@127.0.0.1:9/sweeps")
     assert "hunter2" not in captured.out + captured.err
+
+
+ONE = "name: one\nbase: cpu-tiny\nconfigs:\n  a_base: {}\n"
+
+
+def test_a_trial_whose_worker_died_after_claiming_it_is_run_again_exactly_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sweep, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(sweep, "GRACE_S", 2)
+    suite = tmp_path / "one.yaml"
+    suite.write_text(ONE)
+    out = tmp_path / "sweep"
+    ablate = ["ablate", "--suite", str(suite), "--steps", "4", "--out", str(out)]
+    assert main([*ablate, "--seeds", "1"]) == 0
+    study = optuna.load_study(study_name=None, storage=make_storage(f"sqlite:///{out / 'study.db'}"))
+    enqueue_missing(study, ["a_base"], [0, 1])
+    assert sweep._claim(study) is not None  # seed 1 claimed by a worker killed before its first step
+    capsys.readouterr()
+    assert main([*ablate, "--seeds", "2"]) == 0
+    assert "waiting for 1 trials running elsewhere" in capsys.readouterr().err
+    finished = [trial_key(t) for t in _trials(out) if t.state == TrialState.COMPLETE]
+    assert sorted(finished) == [("a_base", 0), ("a_base", 1)]  # each exactly once
+    assert json.loads((out / "ablation_results.json").read_text())["configs"]["a_base"]["status"] == "complete"
+
+
+def test_a_sweep_whose_trials_fail_writes_its_report_and_exits_1(tmp_path, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of luck")
+
+    monkeypatch.setattr(sweep, "run_trial", broken)
+    suite = tmp_path / "one.yaml"
+    suite.write_text(ONE)
+    out = tmp_path / "sweep"
+    assert main(["ablate", "--suite", str(suite), "--steps", "4", "--seeds", "2", "--out", str(out)]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: 2 of 2 trials did not finish (a_base seed 0, a_base seed 1)")
+    assert json.loads((out / "ablation_results.json").read_text())["configs"]["a_base"]["status"] == "missing"

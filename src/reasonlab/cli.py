@@ -18,7 +18,7 @@ from pathlib import Path
 from reasonlab import api
 from reasonlab.config import ARCH_ALIASES, ARCHS, parse_override, resolve_config
 from reasonlab.data.corpus import val_stream
-from reasonlab.errors import UserError, WriteFailed
+from reasonlab.errors import Incomplete, UserError, WriteFailed
 from reasonlab.io import write_cause
 from reasonlab.runtime import autocast_factory, keep_freed_memory, resolve_precision
 from reasonlab.training.engine import TrainingDiverged
@@ -385,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except WriteFailed as exc:
+    except (WriteFailed, Incomplete) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a folder or file the command needs cannot be made, read or written

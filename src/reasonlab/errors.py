@@ -1,4 +1,5 @@
-"""The exceptions the CLI turns into one-line messages: bad input (exit 2) and a failed write (exit 1)."""
+"""The exceptions the CLI turns into one-line messages: bad input (exit 2), a failed write and
+unfinished work (exit 1)."""
 
 
 class UserError(Exception):
@@ -13,3 +14,7 @@ class WriteFailed(Exception):
 
     Writes are atomic, so what was written before it (earlier checkpoints) is intact.
     """
+
+
+class Incomplete(Exception):
+    """Work that finished in part: what was done is reported, and the message names what is missing."""

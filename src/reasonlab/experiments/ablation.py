@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 
 from reasonlab.config import Config, config_from_dict
-from reasonlab.errors import UserError
+from reasonlab.errors import Incomplete, UserError
 from reasonlab.experiments.stats import CI_LEVEL, holm, mean_ci, mean_curve, welch_diff
 from reasonlab.experiments.suites import load_suite
 from reasonlab.experiments.sweep import (
@@ -20,7 +20,7 @@ from reasonlab.experiments.sweep import (
     enqueue_missing,
     finished_trials,
     open_study,
-    run_workers,
+    run_until_settled,
     shown_url,
     storage_lock,
 )
@@ -171,7 +171,7 @@ def _run_confirmation(
     queued = _queue(study, spec, top, seeds)
     progress(f"confirmation: top {len(top)} configs ({', '.join(top)}) x {k} fresh seeds {seeds[0]}..{seeds[-1]}, "
              f"{len(top) * k - queued} already done or running, {queued} queued")
-    run_workers(spec, workers, progress)
+    run_until_settled(spec, study, top, seeds, workers, progress)
     return confirm_ranking(configs, top, seeds, finished_trials(study))
 
 
@@ -220,8 +220,9 @@ def run_ablation(
     progress(f"suite {loaded.name}: {total} trials ({len(loaded.configs)} configs x {seeds} seeds), "
              f"{total - queued} already done or running, {queued} queued; "
              f"study {spec.study_name} in {shown_url(spec.storage_url)}")
-    run_workers(spec, workers, progress)
-    results = aggregate(loaded.configs, seed_list, finished_trials(study))
+    run_until_settled(spec, study, list(loaded.configs), seed_list, workers, progress)
+    finished = finished_trials(study)
+    results = aggregate(loaded.configs, seed_list, finished)
     if confirm and results["ranking"]:
         results["confirmation"] = _run_confirmation(study, spec, loaded.configs, results["ranking"], confirm, workers,
                                                     progress)
@@ -231,6 +232,11 @@ def run_ablation(
                     "storage": shown_url(spec.storage_url)})
     atomic_write_json(out / RESULTS, results)
     write_ablation_report(results, out)
+    missing = [f"{name} seed {seed}" for name in loaded.configs for seed in seed_list if (name, seed) not in finished]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise Incomplete(f"{len(missing)} of {total} trials did not finish ({shown}); {out / RESULTS} reports the "
+                         "rest; rerun the command to retry them")
     return results
 
 

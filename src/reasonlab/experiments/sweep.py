@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import re
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -120,11 +121,16 @@ def trial_key(trial: optuna.trial.FrozenTrial) -> tuple[str, int] | None:
     return (params["config"], int(params["seed"])) if "config" in params and "seed" in params else None
 
 
-def enqueue_missing(study: optuna.Study, names: list[str], seeds: list[int]) -> int:
-    """Queue every (config, seed) that has no finished, running or waiting trial; return how many."""
+def enqueue_missing(study: optuna.Study, names: list[str], seeds: list[int], retry_errors: bool = True) -> int:
+    """Queue every (config, seed) that has no finished, running or waiting trial; return how many.
+    Without `retry_errors`, a (config, seed) whose trial raised is left failed (a trial whose worker
+    died is still queued again)."""
     fail_stale_trials(study)
     queued = study.get_trials(deepcopy=False, states=(*DONE, TrialState.RUNNING, TrialState.WAITING))
     live = {trial_key(t) for t in queued}
+    if not retry_errors:
+        live |= {trial_key(t) for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                 if "error" in t.user_attrs}
     added = 0
     for name in names:
         for seed in seeds:
@@ -147,6 +153,9 @@ def _claim(study: optuna.Study) -> optuna.Trial | None:
         if frozen.state != TrialState.WAITING:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, frozen.number)
+        # the first heartbeat comes before the claim: a worker killed right after claiming leaves a
+        # trial that goes stale, never one that stays RUNNING for ever
+        storage.record_heartbeat(trial_id)
         try:
             if not storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
                 continue
@@ -249,7 +258,8 @@ def _worker_main(spec: SweepSpec, threads: int) -> None:
 
 
 def run_workers(spec: SweepSpec, workers: int, progress: Callable[[str], None]) -> None:
-    """Run the queue with `workers` local processes (1 = in this process)."""
+    """Run the queue with `workers` local processes (1 = in this process). A worker that stops
+    early is reported; its trial goes stale and `run_until_settled` runs it again."""
     if workers <= 1:
         work(spec, progress=progress)
         return
@@ -262,8 +272,31 @@ def run_workers(spec: SweepSpec, workers: int, progress: Callable[[str], None]) 
         proc.join()
     failed = [p.exitcode for p in procs if p.exitcode]
     if failed:
-        raise UserError(f"{len(failed)} of {workers} sweep workers stopped early (exit codes {failed}; negative = "
-                        "killed by that signal); rerun the command to resume the sweep")
+        progress(f"{len(failed)} of {workers} sweep workers stopped early (exit codes {failed}; negative = killed "
+                 "by that signal); their trials are run again once their heartbeats go stale")
+
+
+def run_until_settled(spec: SweepSpec, study: optuna.Study, names: list[str], seeds: list[int], workers: int,
+                      progress: Callable[[str], None]) -> None:
+    """Run the queue, then wait for trials running elsewhere (other machines, or workers that died:
+    their heartbeats go stale after GRACE_S and the trials are queued and run again) until every
+    (config, seed) is finished or has failed with an error of its own."""
+    waiting_said = False
+    while True:
+        run_workers(spec, workers, progress)
+        while True:
+            with storage_lock(spec.storage_url):
+                added = enqueue_missing(study, names, seeds, retry_errors=False)
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if added or not running:
+                break
+            if not waiting_said:
+                progress(f"waiting for {running} trials running elsewhere (a dead worker's trial is run again "
+                         f"once its heartbeat is {GRACE_S} s old)")
+                waiting_said = True
+            time.sleep(HEARTBEAT_S)
+        if not added:
+            return
 
 
 def finished_trials(study: optuna.Study) -> dict[tuple[str, int], dict[str, Any]]:
