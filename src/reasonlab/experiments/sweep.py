@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import optuna
+import sqlalchemy.exc
 import torch
 from optuna.trial import TrialState
 
@@ -37,6 +38,7 @@ from reasonlab.training.runlog import run_result
 
 HEARTBEAT_S = 10
 GRACE_S = 60
+SCHEMA_ATTEMPTS = 5  # tries to open a fresh database whose tables another machine is creating
 SEED_RANGE = (0, 2**31 - 1)
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -82,8 +84,18 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     try:
-        with _heartbeat_api():
-            return optuna.storages.RDBStorage(url, **kwargs)
+        for attempt in range(SCHEMA_ATTEMPTS):
+            try:
+                with _heartbeat_api():
+                    return optuna.storages.RDBStorage(url, **kwargs)
+            except sqlalchemy.exc.DBAPIError as exc:
+                # machines started together on a fresh database race to create its tables: the
+                # losers see "already exists" (or a unique violation), and the schema is there then
+                if "already exists" not in str(exc) and "unique" not in str(exc).lower():
+                    raise
+                if attempt == SCHEMA_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
     except Exception as exc:  # bad URL, missing driver, unreachable server
         reason = _without_password(str(exc).splitlines()[0], url)
         raise UserError(f"cannot open sweep storage {shown_url(url)}: {reason}") from None
@@ -282,21 +294,21 @@ def run_until_settled(spec: SweepSpec, study: optuna.Study, names: list[str], se
     their heartbeats go stale after GRACE_S and the trials are queued and run again) until every
     (config, seed) is finished or has failed with an error of its own."""
     waiting_said = False
+    run_workers(spec, workers, progress)
     while True:
-        run_workers(spec, workers, progress)
-        while True:
-            with storage_lock(spec.storage_url):
-                added = enqueue_missing(study, names, seeds, retry_errors=False)
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            if added or not running:
-                break
-            if not waiting_said:
-                progress(f"waiting for {running} trials running elsewhere (a dead worker's trial is run again "
-                         f"once its heartbeat is {GRACE_S} s old)")
-                waiting_said = True
-            time.sleep(HEARTBEAT_S)
-        if not added:
+        with storage_lock(spec.storage_url):
+            enqueue_missing(study, names, seeds, retry_errors=False)
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            run_workers(spec, workers, progress)
+            continue
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if not running:
             return
+        if not waiting_said:
+            progress(f"waiting for {running} trials running elsewhere (a dead worker's trial is run again "
+                     f"once its heartbeat is {GRACE_S} s old)")
+            waiting_said = True
+        time.sleep(HEARTBEAT_S)
 
 
 def finished_trials(study: optuna.Study) -> dict[tuple[str, int], dict[str, Any]]:
