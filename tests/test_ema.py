@@ -1,5 +1,6 @@
 """train.ema_decay: an exponential moving average of the weights, evaluated, saved for inference, resumed."""
 
+import json
 import shutil
 
 import pytest
@@ -163,6 +164,10 @@ def test_a_checkpoint_without_an_average_resumes_with_the_average_starting_there
     raw = load_file(str(run / "checkpoints/final/model.safetensors"))
     for path in (run / "config.yaml", *run.glob("checkpoints/*/config.yaml")):
         path.write_text(path.read_text().replace("ema_decay: 0.0", "ema_decay: 0.9"))
+    for path in run.glob("checkpoints/*/state.json"):  # edited by hand: load them as checkpoints from before hashes
+        state = json.loads(path.read_text())
+        del state["files"]
+        path.write_text(json.dumps(state))
     reasonlab.resume(run, max_steps=5, quiet=True)
     final = run / "checkpoints" / "final"
     trained = load_file(str(final / "raw_model.safetensors"))
