@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -18,6 +19,13 @@ def token_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cache")
     os.environ["REASONLAB_CACHE"] = str(path)
     return path
+
+
+def without_hashes(checkpoint: Path) -> None:
+    """Make a checkpoint as one written before file hashes were recorded in its state.json."""
+    state = json.loads((checkpoint / "state.json").read_text())
+    del state["files"]
+    (checkpoint / "state.json").write_text(json.dumps(state))
 
 
 def tiny_config(**overrides) -> Config:

@@ -11,7 +11,7 @@ from filelock import FileLock
 from safetensors.torch import load_file, save_file
 
 import reasonlab
-from conftest import CONFIGS
+from conftest import CONFIGS, without_hashes
 from reasonlab.cli import main
 from reasonlab.training import checkpoint
 from reasonlab.training.runlog import read_metrics
@@ -134,12 +134,6 @@ def test_resume_clears_killed_writes_and_restarts_a_run_killed_before_its_first_
     assert (out / "checkpoints" / "final" / "model.safetensors").read_bytes() == final  # the same run again
 
 
-def _without_hashes(ckpt: Path) -> None:
-    """As a checkpoint written before hashes were recorded."""
-    state = json.loads((ckpt / "state.json").read_text())
-    del state["files"]
-    (ckpt / "state.json").write_text(json.dumps(state))
-
 
 def test_damaged_checkpoints_are_refused_and_old_ones_still_load(tmp_path, capsys):
     out = tmp_path / "run"
@@ -158,7 +152,7 @@ def test_damaged_checkpoints_are_refused_and_old_ones_still_load(tmp_path, capsy
         assert "is damaged: model.safetensors" in _one_line(capsys)
     weights.write_bytes(good)
 
-    _without_hashes(final)
+    without_hashes(final)
     reasonlab.load(final)  # no hashes recorded: loads as before
     vocab = json.loads((final / "tokenizer.json").read_text())
     vocab["model"]["vocab"].update({f"extra{i}": 100_000 + i for i in range(3)})
@@ -171,7 +165,7 @@ def test_damaged_checkpoints_are_refused_and_old_ones_still_load(tmp_path, capsy
     shutil.rmtree(step_3)
     shutil.rmtree(final)
     step_6 = out / "checkpoints" / "step_6"
-    _without_hashes(step_6)
+    without_hashes(step_6)
     tensors = load_file(str(step_6 / "optimizer.safetensors"))
     del tensors["rng.cpu"]
     save_file(tensors, str(step_6 / "optimizer.safetensors"))

@@ -35,8 +35,7 @@ def claim_out(out: Path, kind: str, key: Any) -> None:
         if held.get("kind") != kind:
             raise UserError(f"{out} holds {_a(held.get('kind', 'another study'))}, not {_a(kind)}: choose a new --out")
         if held.get("fingerprint") != wanted["fingerprint"]:
-            raise UserError(f"{out} holds {_a(kind)} of other arms, configs or budgets: choose a new --out, "
-                            "or remove it to start over")
+            raise other_study(out, kind)
         return
     if out.is_dir() and any(out.iterdir()) and not (out / EARLIER_FILES[kind]).is_file():
         raise UserError(f"{out} already holds files that are not {_a(kind)}: choose a new or empty --out")
@@ -44,6 +43,12 @@ def claim_out(out: Path, kind: str, key: Any) -> None:
         atomic_write_json(marker, wanted)
     except WriteFailed as exc:
         raise UserError(str(exc)) from None
+
+
+def other_study(out: Path, kind: str) -> UserError:
+    """The refusal of a folder that holds this kind of study, of other arms, configs or budgets."""
+    return UserError(f"{out} holds {_a(kind)} of other arms, configs or budgets: choose a new --out, "
+                     "or remove it to start over")
 
 
 def _a(kind: str) -> str:

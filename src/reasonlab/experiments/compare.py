@@ -56,7 +56,7 @@ from reasonlab.experiments.stats import (
 )
 from reasonlab.io import atomic_write_json
 from reasonlab.model import config_step_flops, control_config, param_counts
-from reasonlab.outdir import claim_out
+from reasonlab.outdir import claim_out, other_study
 from reasonlab.report.comparison import write_comparison_report
 from reasonlab.training import trainer
 from reasonlab.training.data import prepare_data
@@ -267,8 +267,7 @@ def plan_steps(configs: dict[str, Config], steps: int, match: str, out: Path,
     if plan_file.is_file():
         stored = json.loads(plan_file.read_text())
         if stored["key"] != key:  # a folder from before folders were claimed
-            raise UserError(f"{out} holds a comparison of other arms, configs or budgets: choose a new --out, "
-                            "or remove it to start over")
+            raise other_study(out, "comparison")
         if "calibration" in stored:
             return stored["steps"], stored["calibration"]
     calibration = calibrate_step_times(configs)
