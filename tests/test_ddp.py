@@ -32,11 +32,13 @@ def _run(args, nproc):
     return proc
 
 
-@pytest.mark.parametrize("arch", ["baseline", "recursive"])
-def test_two_processes_follow_the_single_process_curve(tmp_path, arch):
+@pytest.mark.parametrize(("arch", "micro"), [("baseline", 0), ("recursive", 0), ("baseline", 2)],
+                         ids=["baseline", "recursive", "baseline-micro-batches"])
+def test_two_processes_follow_the_single_process_curve(tmp_path, arch, micro):
+    """The global batch is the same, also when each process accumulates it in micro-batches."""
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     _run([*SETTINGS, "--model", arch, "--out", str(single)], 1)
-    _run([*SETTINGS, "--model", arch, "--out", str(ddp)], 2)
+    _run([*SETTINGS, "--model", arch, "--set", f"train.micro_batch_size={micro}", "--out", str(ddp)], 2)
     a, b = read_metrics(single / "metrics.jsonl"), read_metrics(ddp / "metrics.jsonl")
     assert [(e["kind"], e["step"]) for e in a] == [(e["kind"], e["step"]) for e in b]
     for ea, eb in zip(a, b):

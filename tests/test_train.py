@@ -35,9 +35,10 @@ def _losses(run):
     return [(e["kind"], e["step"], e["loss"]) for e in read_metrics(run / "metrics.jsonl")]
 
 
-def test_kill_and_resume_equals_uninterrupted(tmp_path):
-    full = reasonlab.train(_run_cfg(), tmp_path / "full", quiet=True)
-    killed = reasonlab.train(_run_cfg(), tmp_path / "killed", quiet=True)
+@pytest.mark.parametrize("extra", [{}, {"train.micro_batch_size": 2}], ids=["batch", "micro-batches"])
+def test_kill_and_resume_equals_uninterrupted(tmp_path, extra):
+    full = reasonlab.train(_run_cfg(**extra), tmp_path / "full", quiet=True)
+    killed = reasonlab.train(_run_cfg(**extra), tmp_path / "killed", quiet=True)
     # what a kill after step 10 leaves behind: only the step_10 checkpoint, metrics beyond it
     for ckpt in (killed / "checkpoints").iterdir():
         if ckpt.name != "step_10":

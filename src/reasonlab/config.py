@@ -120,7 +120,8 @@ class TrainConfig:
 
     seed: int = 0
     max_steps: int = 300
-    batch_size: int = 16
+    batch_size: int = 16  # the global batch: rows per optimizer step over every process
+    micro_batch_size: int = 0  # rows per forward/backward of one process (gradient accumulation); 0 = its whole share
     lr: float = 6e-4
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1  # linear decay ends at this fraction of the peak lr
@@ -376,7 +377,7 @@ def validate(cfg: Config) -> None:
 
     for key in ("max_steps", "batch_size", "log_every", "eval_every", "eval_batches"):
         _check(getattr(t, key) >= 1, f"train.{key}", "must be >= 1", getattr(t, key))
-    for key in ("warmup_steps", "save_every", "loss_chunk_tokens"):
+    for key in ("warmup_steps", "save_every", "loss_chunk_tokens", "micro_batch_size"):
         _check(getattr(t, key) >= 0, f"train.{key}", "must be >= 0", getattr(t, key))
     for key in ("lr", "eps"):
         value = getattr(t, key)
@@ -389,4 +390,8 @@ def validate(cfg: Config) -> None:
     _check(t.precision in PRECISIONS, "train.precision", f"must be one of {', '.join(PRECISIONS)}", t.precision)
     _check(t.device in DEVICES, "train.device", f"must be one of {', '.join(DEVICES)}", t.device)
     _check(0.0 <= t.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1) (0 = off)", t.ema_decay)
+    _check(t.micro_batch_size <= t.batch_size, "train.micro_batch_size",
+           f"must be <= train.batch_size ({t.batch_size})", t.micro_batch_size)
+    _check(t.micro_batch_size == 0 or t.batch_size % t.micro_batch_size == 0, "train.micro_batch_size",
+           f"must divide train.batch_size ({t.batch_size})", t.micro_batch_size)
     _check(t.compile or not t.cuda_graphs, "train.cuda_graphs", "needs train.compile: true", t.cuda_graphs)

@@ -22,10 +22,14 @@ class ModelOutput:
 class StepLoss:
     """loss: the objective to backpropagate; lm_loss: the reported next-token cross-entropy;
     metrics: auxiliary scalars logged on their own; flops: what the step really computed; carry:
-    what the next step continues from (recursion.carry_across_steps), else None."""
+    what the next step continues from (recursion.carry_across_steps), else None. loss_count and
+    lm_count: how many token terms `loss` and `lm_loss` are means over, the weights that combine
+    micro-batches into the batch's means."""
 
     loss: torch.Tensor
     lm_loss: torch.Tensor
     flops: int
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
     carry: Any = None
+    loss_count: torch.Tensor | None = None
+    lm_count: torch.Tensor | None = None

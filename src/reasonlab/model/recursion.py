@@ -92,6 +92,18 @@ class Carry:
         state = tuple(t[f"state.{i}"] for i in range(sum(k.startswith("state.") for k in t)))
         return cls(t["input_ids"], t["targets"], state, t["live"], t["segments"], t.get("min_segments"))
 
+    def split(self, rows: int) -> list[Carry]:
+        """The carries of consecutive slices of `rows` rows (a batch's micro-batches)."""
+        parts = {k: v.split(rows) for k, v in self.tensors().items()}
+        return [Carry.from_tensors({k: v[i] for k, v in parts.items()}, self.input_ids.device)
+                for i in range(len(parts["input_ids"]))]
+
+    @classmethod
+    def cat(cls, carries: list[Carry]) -> Carry:
+        """One carry of the rows of `carries`, in order (the inverse of `split`)."""
+        parts = [c.tensors() for c in carries]
+        return cls.from_tensors({k: torch.cat([p[k] for p in parts]) for k in parts[0]}, carries[0].input_ids.device)
+
 
 def exits(live: torch.Tensor, q_BT: torch.Tensor | None, number: int | torch.Tensor, last: bool | torch.Tensor,
           min_segments: torch.Tensor | None) -> torch.Tensor:
@@ -277,10 +289,12 @@ class RecursiveLM(nn.Module):
             sums["ponder"] = (cost_BT * weight).sum()
         return sums, token_loss
 
-    def _step_loss(self, sums: dict[str, torch.Tensor], lm_loss: torch.Tensor, balance: torch.Tensor,
-                   metrics: dict[str, torch.Tensor], flops: int, carry: Carry | None = None) -> StepLoss:
+    def _step_loss(self, sums: dict[str, torch.Tensor], lm_loss: torch.Tensor, lm_count: torch.Tensor,
+                   balance: torch.Tensor, metrics: dict[str, torch.Tensor], flops: int,
+                   carry: Carry | None = None) -> StepLoss:
         """The objective from the summed losses: cross-entropy, the weighted halting BCE and arm cost
-        (each a mean over supervised tokens) and the weighted balance loss."""
+        (each a mean over the supervised tokens of every segment) and the weighted balance loss;
+        `lm_loss` is the reported mean over `lm_count` tokens."""
         means = {k: v / sums["count"].clamp(min=1) for k, v in sums.items() if k != "count"}
         loss = (means["lm"] + self.cfg.balance_loss_weight * balance
                 + self.rec.halt_loss_weight * means.get("halt", 0.0) + self.penalty_weight * means.get("ponder", 0.0))
@@ -289,7 +303,8 @@ class RecursiveLM(nn.Module):
             metrics["halt_loss"] = means["halt"]
         if "ponder" in means:
             metrics["ponder"] = means["ponder"]
-        return StepLoss(loss=loss, lm_loss=lm_loss, flops=flops, metrics=metrics, carry=carry)
+        return StepLoss(loss=loss, lm_loss=lm_loss, flops=flops, metrics=metrics, carry=carry,
+                        loss_count=sums["count"], lm_count=lm_count)
 
     def compute_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> StepLoss:
         """Deep supervision over segments, per-token halting trained by BCE against correctness.
@@ -311,7 +326,7 @@ class RecursiveLM(nn.Module):
             sums = {k: sums.get(k, 0) + v for k, v in segment_sums.items()}
             exit_loss = torch.where(live & (r.exit_segment == s + 1), token_loss.detach(), exit_loss)
         flops = self.flops_of(self.config, targets.numel(), r.grad_passes, r.free_passes, len(r.states))
-        return self._step_loss(sums, masked_mean(exit_loss, valid), r.balance_loss,
+        return self._step_loss(sums, masked_mean(exit_loss, valid), valid.sum(), r.balance_loss,
                                {"segments": masked_mean(r.exit_segment.float(), valid)}, flops)
 
     def carried_loss(self, input_ids: torch.Tensor, targets: torch.Tensor, carry: Carry | None) -> StepLoss:
@@ -348,5 +363,5 @@ class RecursiveLM(nn.Module):
         flops = self.flops_of(self.config, targets.numel(), seg.grad_passes, seg.free_passes, 1)
         after = Carry(input_ids, targets, tuple(t.detach() for t in seg.state), live & ~out_BT, number_B, min_segments)
         metrics = {"segments": masked_mean(number_B[:, None].expand_as(live).float(), out_BT)}
-        return self._step_loss(sums, masked_mean(token_loss.detach(), live),
+        return self._step_loss(sums, masked_mean(token_loss.detach(), live), live.sum(),
                                seg.balance_loss / max(1, passes), metrics, flops, after)

@@ -103,10 +103,14 @@ class MoETransformerLM(nn.Module):
         x, cos, sin = self.embed_tokens(input_ids)
         x, balance = self.stack(x, cos, sin)
         losses = token_losses(self.norm(x), self.embed.weight, targets, self.loss_chunk_tokens, predict=False)[0]
-        lm_loss = masked_mean(losses, targets != IGNORE_INDEX)
+        supervised = targets != IGNORE_INDEX
+        lm_loss = masked_mean(losses, supervised)
+        count = supervised.sum()
         return StepLoss(
             loss=lm_loss + self.cfg.balance_loss_weight * balance,
             lm_loss=lm_loss,
             flops=step_flops(self.cfg, targets.numel()),
             metrics={"balance_loss": balance},
+            loss_count=count,
+            lm_count=count,
         )

@@ -7,8 +7,8 @@ clip -> AdamW at the schedule's learning rate for that step. The run lifecycle
 (`trainer.Trainer`), `reasonlab bench` and `compare`'s step-time probe all drive it.
 
 Where later features plug in:
-- micro-batches (gradient accumulation): `_forward_backward`, which `train_step` would call once
-  per micro-batch before the one clip and update;
+- micro-batches (gradient accumulation, `train.micro_batch_size`): `_forward_backward` runs each
+  one's forward and backward before the one clip and update;
 - EMA weights (`train.ema_decay` > 0): `WeightAverage`, updated in `_update` right after
   `optimizer.step()`; `Engine.averaged()` swaps them into `Engine.model` for evaluation, and
   `Engine.ema.state_dict()` is what checkpoints save as the inference weights;
@@ -148,12 +148,18 @@ class Engine:
         self.sampler: Sampler = data.sampler(cfg, self.world.rank, self.world.size)
         self.carries = cfg.model.arch != "baseline" and cfg.recursion.carry_across_steps
         self.carry: Carry | None = None  # the rows and state the next step continues (carry_across_steps)
+        local_rows = cfg.train.batch_size // self.world.size
+        self.micro_batch_rows = cfg.train.micro_batch_size if cfg.train.micro_batch_size < local_rows else 0
+        if self.micro_batch_rows and local_rows % self.micro_batch_rows:
+            raise UserError(f"train.micro_batch_size ({cfg.train.micro_batch_size}) must divide each process's "
+                            f"share of the batch ({local_rows} rows over {self.world.size} processes)")
         self.train_model = self._wrap(self.model)
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model as a training step calls it: in DDP under torchrun, compiled when asked."""
+        self.ddp: DistributedDataParallel | None = None
         if self.world.active:
-            model = DistributedDataParallel(
+            model = self.ddp = DistributedDataParallel(
                 model, device_ids=[self.world.local_rank] if self.device.type == "cuda" else None,
                 find_unused_parameters=self.cfg.model.arch != "baseline",  # e.g. a halting head idles without ACT
             )
@@ -170,15 +176,65 @@ class Engine:
             torch.manual_seed((self.cfg.train.seed * 1_000_003 + step) * 1009 + self.world.rank)
 
     def _forward_backward(self) -> StepLoss:
-        """Loss and gradients on the next batch."""
+        """Loss and gradients on the next batch, in micro-batches of `train.micro_batch_size` rows.
+
+        The batch's objective is a mean over token terms (`StepLoss.loss_count`; every position in
+        language modelling, the supervised ones of each segment in a task): each micro-batch's
+        backward adds its sum of terms, and the gradients are divided by the batch's count before
+        the last backward, in which DDP all-reduces them. So the accumulated gradient is the whole
+        batch's, whatever share of the tokens each micro-batch holds. Terms that are not token means,
+        such as the MoE balance loss, are each micro-batch's own, weighted alike (as in Megatron
+        and torchtitan). Counters a forward advances (looped's depth draws) advance once per step:
+        every micro-batch of a step runs at the same drawn depth.
+        """
         x, y = (b.to(self.device, non_blocking=True) for b in self.sampler.next_batch())
+        rows = self.micro_batch_rows or x.shape[0]
+        if rows == x.shape[0]:
+            out = self._micro_step(x, y, self.carry, sync=True)
+            out.loss.backward()
+            self.carry = out.carry
+            return out
+        n = x.shape[0] // rows
+        carries = self.carry.split(rows) if self.carry is not None else [None] * n
+        counters = [(b, b.clone()) for b in self.model.buffers() if not b.is_floating_point()]
+        outs: list[StepLoss] = []
+        for i, (x_i, y_i, carry_i) in enumerate(zip(x.split(rows), y.split(rows), carries)):
+            if i:
+                with torch.no_grad():
+                    for buffer, start in counters:
+                        buffer.copy_(start)
+            out = self._micro_step(x_i, y_i, carry_i, sync=i == n - 1)
+            outs.append(out)
+            if i < n - 1:
+                (out.loss * out.loss_count).backward()
+        total = sum(o.loss_count for o in outs).clamp(min=1)
+        with torch.no_grad():
+            torch._foreach_div_([p.grad for p in self.model.parameters() if p.grad is not None], total)
+        (out.loss * (out.loss_count / total)).backward()
+        self.carry = Carry.cat([o.carry for o in outs]) if self.carries else None
+        lm_total = sum(o.lm_count for o in outs).clamp(min=1)
+
+        def mean(values: list[torch.Tensor], counts: list[torch.Tensor], count: torch.Tensor) -> torch.Tensor:
+            return sum(v.detach() * c for v, c in zip(values, counts)) / count
+
+        lm_counts = [o.lm_count for o in outs]
+        return StepLoss(
+            loss=mean([o.loss for o in outs], [o.loss_count for o in outs], total),
+            lm_loss=mean([o.lm_loss for o in outs], lm_counts, lm_total),
+            flops=sum(o.flops for o in outs),
+            metrics={k: mean([o.metrics[k] for o in outs], lm_counts, lm_total) for k in outs[0].metrics},
+            loss_count=total, lm_count=lm_total,
+        )
+
+    def _micro_step(self, x: torch.Tensor, y: torch.Tensor, carry: Carry | None, sync: bool) -> StepLoss:
+        """The forward of one micro-batch; under DDP, gradients are all-reduced only in the
+        backward of the one with `sync` (the step's last)."""
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are consumed
-        with self.autocast():
-            out = self.train_model(x, y, carry=self.carry) if self.carries else self.train_model(x, y)
-        out.loss.backward()
-        self.carry = out.carry
-        return out
+        no_sync = self.ddp.no_sync() if self.ddp is not None and not sync else contextlib.nullcontext()
+        with no_sync, self.autocast():
+            # the backward runs outside, but DDP decides at forward whether the backward all-reduces
+            return self.train_model(x, y, carry=carry) if self.carries else self.train_model(x, y)
 
     def _update(self, step: int) -> None:
         self.optimizer.step()
@@ -234,7 +290,7 @@ class Engine:
         collective's tensors waits for the GIL: the process hung at exit in about one of ten
         two-process CPU runs. Dropped here, the group is left to destroy_process_group.
         """
-        self.train_model = self.model
+        self.train_model, self.ddp = self.model, None
 
     def timed_steps(self, steps: int, warmup: int) -> tuple[list[float], list[int]]:
         """Seconds and FLOPs of each of `steps` training steps after `warmup` untimed ones, on
