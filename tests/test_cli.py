@@ -95,3 +95,17 @@ def test_no_traceback_from_the_console_entry_point(tmp_path):
     proc = subprocess.run(command, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: train.lr: must be > 0, got -1.0"
+
+
+def test_a_single_text_file_is_a_corpus(tmp_path, capsys):
+    """As nanoGPT's input.txt: one file, cut into chunks by the rule the run's config records."""
+    book = tmp_path / "book.txt"
+    book.write_text("".join(f"Scene {i}. The fox speaks of rivers and of {i * 7} lanterns.\n\n" for i in range(1500)))
+    out = tmp_path / "run"
+    assert main(["train", "--config", TINY, "--data", str(book), "--out", str(out), "--max-steps", "2", "--quiet",
+                 "--set", "train.eval_every=2", "--set", "train.eval_batches=1"]) == 0
+    config = (out / "config.yaml").read_text()
+    assert "chunk_chars: 4000" in config and f"source: {book}" in config
+    assert main(["train", "--config", TINY, "--data", str(book), "--out", str(tmp_path / "no"),
+                 "--set", "data.chunk_chars=0"]) == 2
+    assert "set data.chunk_chars to cut one text into chunks" in capsys.readouterr().err

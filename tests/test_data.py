@@ -5,7 +5,7 @@ import pytest
 
 from reasonlab.config import DataConfig
 from reasonlab.data import BatchSampler, prepare_corpus
-from reasonlab.data.sources import load_documents, split_documents, strip_markdown
+from reasonlab.data.sources import Document, chunk_document, load_documents, split_documents, strip_markdown
 from reasonlab.data.tokenizer import train_bpe
 from reasonlab.errors import UserError
 
@@ -82,3 +82,30 @@ def test_sampler_state_restores_the_same_batches():
         assert np.array_equal(xa, xb) and np.array_equal(ya, yb)
     x, y = a.next_batch()
     assert x.shape == (8, 16) and np.array_equal(x[:, 1:], y[:, :-1])
+
+
+def _book(paragraphs: int = 60) -> str:
+    return "".join(f"Paragraph {i}.\nIt has two lines, {'and words ' * (i % 7)}here.\n\n" for i in range(paragraphs))
+
+
+def test_one_text_is_cut_into_whole_paragraph_chunks_that_join_back():
+    book = Document("book.txt", _book())
+    chunks = chunk_document(book, 200)
+    assert "".join(c.text for c in chunks) == book.text
+    assert all(len(c.text) >= 200 and c.text.endswith("\n\n") for c in chunks[:-1])
+    assert all(c.text.startswith("Paragraph") for c in chunks)  # never cut inside a paragraph
+    assert [c.text for c in chunk_document(book, 200)] == [c.text for c in chunks]
+    lines = chunk_document(Document("x", "".join(f"line {i}\n" for i in range(100))), 50)  # no blank lines
+    assert len(lines) > 5 and all(c.text.startswith("line") for c in lines)
+
+
+def test_a_single_text_file_splits_into_train_and_val_chunks(tmp_path):
+    path = tmp_path / "book.txt"
+    path.write_text(_book())
+    docs = load_documents(str(path))
+    train, val = split_documents(docs, 0.1, chunk_chars=200)
+    assert len(val) == round(0.1 * (len(train) + len(val))) and not {d.text for d in train} & {d.text for d in val}
+    with pytest.raises(UserError, match=r"corpus has 1 document; .* set data.chunk_chars"):
+        split_documents(docs, 0.1, chunk_chars=0)
+    with pytest.raises(UserError, match=r"fewer than 2 chunks of data.chunk_chars \(100000\)"):
+        split_documents(docs, 0.1, chunk_chars=100_000)

