@@ -18,7 +18,7 @@ from pathlib import Path
 from reasonlab import api
 from reasonlab.config import ARCH_ALIASES, ARCHS, parse_override, resolve_config
 from reasonlab.data.corpus import val_stream
-from reasonlab.errors import Incomplete, UserError, WriteFailed
+from reasonlab.errors import Incomplete, Interrupted, UserError, WriteFailed
 from reasonlab.io import write_cause
 from reasonlab.runtime import autocast_factory, keep_freed_memory, resolve_precision
 from reasonlab.training.engine import TrainingDiverged
@@ -395,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,5 +1,5 @@
 """The exceptions the CLI turns into one-line messages: bad input (exit 2), a failed write and
-unfinished work (exit 1)."""
+unfinished work (exit 1), a run stopped by a signal (exit 128 + the signal's number)."""
 
 
 class UserError(Exception):
@@ -18,3 +18,12 @@ class WriteFailed(Exception):
 
 class Incomplete(Exception):
     """Work that finished in part: what was done is reported, and the message names what is missing."""
+
+
+class Interrupted(Exception):
+    """A run stopped on Ctrl-C or SIGTERM after checkpointing its current step; `exit_code` is the
+    shell's convention for that signal (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -9,6 +9,9 @@ With `train.ema_decay` > 0 the evaluations (and so the best checkpoint) are of t
 and every checkpoint's inference weights are the EMA ones; train records stay the trained
 weights' own losses.
 
+Ctrl-C or SIGTERM stops a run at the end of its current step, after a checkpoint of that step
+(`interrupt`); a second signal stops it at once.
+
 Under torchrun each process takes its slice of the configured (global) batch, and only the main
 process evaluates and writes files.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +32,7 @@ from filelock import FileLock, Timeout
 from reasonlab.config import Config
 from reasonlab.data.tokenizer import Tokenizer
 from reasonlab.distributed import World, all_reduce, barrier, gather, init_world, shutdown
-from reasonlab.errors import UserError
+from reasonlab.errors import Interrupted, UserError
 from reasonlab.io import atomic_write_json, atomic_write_text, resolve_dir
 from reasonlab.model import param_counts
 from reasonlab.model.outputs import StepLoss
@@ -48,6 +52,7 @@ from reasonlab.training.checkpoint import (
 )
 from reasonlab.training.data import TrainingData, prepare_data
 from reasonlab.training.engine import Engine, TrainingDiverged
+from reasonlab.training.interrupt import StopRequest
 from reasonlab.training.optim import lr_at
 from reasonlab.training.runlog import RunLog, eval_line, read_metrics, train_line, truncate_metrics
 
@@ -94,13 +99,16 @@ class Trainer:
         log = RunLog(self.run_dir, st.max_steps, st.step, self.quiet, enabled=self.world.is_main)
         self._wall_start = time.perf_counter() - st.wall_time_s
         try:
-            self._start(log)
-            while st.step < st.max_steps:
-                self._step(log)
-                self._log_if_due(log)
-                self._evaluate_if_due(log, on_eval)
-                self._save_if_due()
-            self._finish()
+            with StopRequest().installed() as stop:
+                self._start(log)
+                while st.step < st.max_steps:
+                    self._step(log)
+                    self._log_if_due(log)
+                    self._evaluate_if_due(log, on_eval)
+                    self._save_if_due()
+                    if self._stop_requested(stop) and st.step < st.max_steps:
+                        self._interrupt(log, stop.signum or signal.SIGTERM)
+                self._finish()
         except TrainingDiverged as exc:
             log.event({"kind": "diverged", "step": st.step + 1, "message": str(exc)})
             log.info(f"stopped: {exc}")
@@ -177,6 +185,23 @@ class Trainer:
         every = self.cfg.train.save_every
         if every and self.state.step % every == 0:
             self._save(f"step_{self.state.step}", self._gathered_carry())
+
+    def _stop_requested(self, stop: StopRequest) -> bool:
+        """Whether any process got a stop signal (a collective under torchrun: all stop at one step)."""
+        if not self.world.active:
+            return stop.signum is not None
+        flag = torch.tensor(float(stop.signum is not None), device=self.engine.device)
+        return bool(all_reduce(flag, self.world, mean=False).item())
+
+    def _interrupt(self, log: RunLog, signum: int) -> None:
+        """Checkpoint the step just finished (unless save_every just did), then stop."""
+        name = f"step_{self.state.step}"
+        if not (self.run_dir / "checkpoints" / name).is_dir():
+            self._save(name, self._gathered_carry())
+        message = (f"{signal.Signals(signum).name}: stopped at step {self.state.step} of {self.state.max_steps} "
+                   f"after writing checkpoint {name}; `reasonlab train --resume {self.run_dir}` continues the run")
+        log.info(f"interrupted by {message}")
+        raise Interrupted(message, signum)
 
     def _finish(self) -> None:
         if self.world.is_main and self.final_val is None:  # resumed at an already finished step count
