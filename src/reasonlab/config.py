@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_origin, get_type_hints
 
 import yaml
 
@@ -142,6 +142,9 @@ class TrainConfig:
     eval_batches: int = 20  # val batches per evaluation, always the same slice of the val split
     save_every: int = 0  # periodic checkpoints every N steps; 0 = only best and final
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights to evaluate and save; 0 = off
+    loggers: list[str] = field(default_factory=list)  # trackers besides metrics.jsonl: csv, tensorboard, wandb, mlflow
+    tracker_project: str = "reasonlab"  # W&B project; MLflow experiment of runs without a group
+    tracker_group: str = ""  # the study a run belongs to (W&B group, MLflow experiment); set by compare and ablate
 
 
 @dataclass
@@ -167,6 +170,8 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig, "task": TaskConfig, "train": TrainConfig,
 }
 TASK_FORMATS = ("seq", "grid")
+LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")  # train.loggers; each but csv is an optional extra
+TRACKER_KEYS = ("loggers", "tracker_project", "tracker_group")  # train keys that leave a run's results unchanged
 RENAMED_KEYS = {  # old name -> new: old configs keep loading
     "recursion.halt_max_steps": "recursion.max_segments",
     "recursion.H_cycles": "hrm.H_cycles",
@@ -196,6 +201,12 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
     elif kind is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
+    elif get_origin(kind) is list:  # of str: a YAML list, or "a,b" from --set
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise UserError(f"{key}: expected a list of names (or NAME,NAME), got {value!r}")
     raise UserError(f"{key}: expected {kind.__name__}, got {value!r}")
 
 
@@ -396,4 +407,7 @@ def validate(cfg: Config) -> None:
            f"must be <= train.batch_size ({t.batch_size})", t.micro_batch_size)
     _check(t.micro_batch_size == 0 or t.batch_size % t.micro_batch_size == 0, "train.micro_batch_size",
            f"must divide train.batch_size ({t.batch_size})", t.micro_batch_size)
+    for name in t.loggers:
+        _check(name in LOGGERS, "train.loggers", f"each must be one of {', '.join(LOGGERS)}", name)
+    _check(len(set(t.loggers)) == len(t.loggers), "train.loggers", "names a logger twice", t.loggers)
     _check(t.compile or not t.cuda_graphs, "train.cuda_graphs", "needs train.compile: true", t.cuda_graphs)

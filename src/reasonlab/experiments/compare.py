@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from reasonlab.config import Config, config_from_dict, resolve_config, with_overrides
+from reasonlab.config import TRACKER_KEYS, Config, config_from_dict, resolve_config, with_overrides
 from reasonlab.errors import UserError
 from reasonlab.experiments.ablation import RESULTS as ABLATION_RESULTS
 from reasonlab.experiments.ablation import best_config
@@ -330,15 +330,18 @@ def train_arms(arms: dict[str, Arm], out: Path, progress: Progress) -> Runs:
     for i in range(len(arms[REFERENCE].seeds)):
         for key, arm in arms.items():
             seed = arm.seeds[i]
-            runs[key][str(seed)] = _run(_with(arm.cfg, seed=seed), out / "runs" / f"{key}-s{seed}", progress)
+            cfg = _with(arm.cfg, seed=seed, tracker_group=arm.cfg.train.tracker_group or out.resolve().name)
+            runs[key][str(seed)] = _run(cfg, out / "runs" / f"{key}-s{seed}", progress)
     return runs
 
 
 def _same_run(stored: Config, wanted: Config) -> bool:
-    """Equal up to the vocab size, which a run fits to its tokenizer."""
+    """Equal up to the vocab size, which a run fits to its tokenizer, and the trackers it logged to."""
     a, b = stored.to_dict(), wanted.to_dict()
-    a["model"].pop("vocab_size")
-    b["model"].pop("vocab_size")
+    for d in (a, b):
+        d["model"].pop("vocab_size")
+        for key in TRACKER_KEYS:
+            d["train"].pop(key)
     return a == b
 
 

@@ -237,6 +237,7 @@ def work(spec: SweepSpec, threads: int | None = None, progress: Callable[[str], 
             seed = trial.suggest_int("seed", *SEED_RANGE)
             cfg = config_from_dict(spec.configs[name])
             cfg.train.seed = seed
+            cfg.train.tracker_group = cfg.train.tracker_group or spec.out.resolve().name
             run_dir = spec.out / "trials" / f"{name}-s{seed}-t{trial.number}"
 
             def report(step: int, metrics: dict[str, float], trial: optuna.Trial = trial) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from reasonlab.io import atomic_write_text
+from reasonlab.training.trackers import Trackers
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -73,10 +74,12 @@ class RunLog:
     A disabled log (every process but the main one under torchrun) writes and prints nothing.
     """
 
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int, quiet: bool = False, enabled: bool = True):
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int, quiet: bool = False, enabled: bool = True,
+                 trackers: Trackers | None = None):
         self.enabled = enabled
         if not enabled:
             return
+        self.trackers = trackers
         self.metrics = (run_dir / "metrics.jsonl").open("a")
         self.logger = logging.getLogger(f"reasonlab.run.{run_dir.resolve()}")
         self.logger.setLevel(logging.INFO)
@@ -89,11 +92,13 @@ class RunLog:
         self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, disable=not interactive, unit="step")
 
     def event(self, record: dict[str, Any]) -> None:
-        """Every train/eval/diverged record of the run passes here: the one place a tracker would hook."""
+        """Every train/eval/diverged record of the run passes here, to metrics.jsonl and the trackers."""
         if not self.enabled:
             return
         self.metrics.write(json.dumps(record) + "\n")
         self.metrics.flush()
+        if self.trackers is not None:
+            self.trackers.log(record)
 
     def info(self, message: str) -> None:
         if not self.enabled:
@@ -113,9 +118,12 @@ class RunLog:
         if postfix:
             self.bar.set_postfix(postfix, refresh=False)
 
-    def close(self) -> None:
+    def close(self, ok: bool = True) -> None:
+        """`ok`: whether the run finished (a tracker marks a stopped run as killed or failed)."""
         if not self.enabled:
             return
+        if self.trackers is not None:
+            self.trackers.close(ok)
         self.bar.close()
         self.metrics.close()
         self.logger.removeHandler(self.file_handler)

@@ -55,6 +55,7 @@ from reasonlab.training.engine import Engine, TrainingDiverged
 from reasonlab.training.interrupt import StopRequest
 from reasonlab.training.optim import lr_at
 from reasonlab.training.runlog import RunLog, eval_line, read_metrics, train_line, truncate_metrics
+from reasonlab.training.trackers import Trackers, logged_steps, require_trackers
 
 EvalCallback = Callable[[int, dict], None]
 
@@ -76,6 +77,7 @@ class Trainer:
         )
         self.tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
         self.final_val: dict[str, float] | None = None
+        self.already_logged: dict[str, int] = {}  # what the trackers hold from before a resume
         self._wall_start = 0.0
 
     def restore(self, checkpoint: Path) -> None:
@@ -96,8 +98,10 @@ class Trainer:
     def run(self, on_eval: EvalCallback | None = None) -> dict:
         """Train to max_steps; `on_eval(step, val_metrics)` runs after each evaluation and may raise to stop."""
         st = self.state
-        log = RunLog(self.run_dir, st.max_steps, st.step, self.quiet, enabled=self.world.is_main)
+        trackers = Trackers(self.cfg, self.run_dir, self.already_logged) if self.world.is_main else None
+        log = RunLog(self.run_dir, st.max_steps, st.step, self.quiet, enabled=self.world.is_main, trackers=trackers)
         self._wall_start = time.perf_counter() - st.wall_time_s
+        finished = False
         try:
             with StopRequest().installed() as stop:
                 self._start(log)
@@ -109,12 +113,13 @@ class Trainer:
                     if self._stop_requested(stop) and st.step < st.max_steps:
                         self._interrupt(log, stop.signum or signal.SIGTERM)
                 self._finish()
+            finished = True
         except TrainingDiverged as exc:
             log.event({"kind": "diverged", "step": st.step + 1, "message": str(exc)})
             log.info(f"stopped: {exc}")
             raise TrainingDiverged(f"{exc}; {checkpoints_note(self.run_dir)}") from None
         finally:
-            log.close()
+            log.close(ok=finished)
         return self._write_summary() if self.world.is_main else {}
 
     def _start(self, log: RunLog) -> None:
@@ -305,6 +310,7 @@ def train(cfg: Config, out: str | Path, quiet: bool = False, on_eval: EvalCallba
     world = init_world(resolve_device(cfg.train.device).type)
     try:
         _check_fresh_run_dir(run_dir)
+        require_trackers(cfg.train.loggers)
         barrier(world)
         data = _prepare_data(cfg, world)  # bad data is refused before the run directory is made
         cfg = data.adjust_config(cfg)
@@ -332,7 +338,9 @@ def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = Fals
         raise UserError(f"no run to resume in {run_dir} (no config.yaml)")
     if max_steps is not None and max_steps < 1:
         raise UserError(f"max_steps must be >= 1, got {max_steps}")
-    world = init_world(resolve_device(read_config(run_dir).train.device).type)
+    stored = read_config(run_dir)
+    require_trackers(stored.train.loggers)
+    world = init_world(resolve_device(stored.train.device).type)
     try:
         with run_lock(run_dir, world):
             if world.is_main:
@@ -372,6 +380,7 @@ def _resume_from(checkpoint: Path, run_dir: Path, world: World, max_steps: int |
         raise UserError(f"max_steps {cfg.train.max_steps} is below the checkpoint's step {trainer.state.step}")
     barrier(world)  # everyone has read the checkpoint before the main process rewrites the logs
     if world.is_main:
+        trainer.already_logged = logged_steps(read_metrics(run_dir / "metrics.jsonl"))
         truncate_metrics(run_dir / "metrics.jsonl", trainer.state.step)
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
     trainer.run()
