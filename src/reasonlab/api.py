@@ -31,12 +31,13 @@ class LoadedModel:
     device: torch.device
 
     def generate(self, prompt: str, max_new_tokens: int = 50, temperature: float = 0.8, top_k: int = 0,
-                 seed: int = 0) -> str:
-        """The prompt followed by up to `max_new_tokens` sampled tokens (stops at end-of-text)."""
-        return self.generate_with_segments(prompt, max_new_tokens, temperature, top_k, seed)[0]
+                 seed: int = 0, use_cache: bool = True) -> str:
+        """The prompt followed by up to `max_new_tokens` sampled tokens (stops at end-of-text); with
+        `use_cache`, through a KV cache (model/generate.py)."""
+        return self.generate_with_segments(prompt, max_new_tokens, temperature, top_k, seed, use_cache)[0]
 
     def generate_with_segments(self, prompt: str, max_new_tokens: int = 50, temperature: float = 0.8, top_k: int = 0,
-                               seed: int = 0) -> tuple[str, list[int]]:
+                               seed: int = 0, use_cache: bool = True) -> tuple[str, list[int]]:
         """Like `generate`, plus the recursion segment each new token came from (empty for the baseline)."""
         ids = self.tokenizer.encode(prompt)
         context = self.config.model.seq_len
@@ -50,7 +51,7 @@ class LoadedModel:
             raise UserError(f"top_k must be >= 0, got {top_k}")
         generator = torch.Generator().manual_seed(seed)
         out, segments = sample(self.model, torch.tensor([ids], device=self.device), max_new_tokens, context,
-                               temperature, top_k, generator, self.tokenizer.eot_id)
+                               temperature, top_k, generator, self.tokenizer.eot_id, use_cache)
         return self.tokenizer.decode(out[0].tolist()), segments
 
 

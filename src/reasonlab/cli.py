@@ -123,7 +123,7 @@ def _generate(args: argparse.Namespace) -> None:
         raise UserError(f"--top-k must be >= 0, got {args.top_k}")
     loaded = api.load(args.checkpoint)
     text, segments = loaded.generate_with_segments(args.prompt, args.max_new_tokens, args.temperature, args.top_k,
-                                                   args.seed)
+                                                   args.seed, not args.no_cache)
     print(text)
     if segments:
         print(f"mean recursion segments per generated token: {sum(segments) / len(segments):.2f}", file=sys.stderr)
@@ -295,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-cache", action="store_true", help="recompute the whole text for every token (no KV cache)")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("ablate", help="run an ablation suite through the Optuna sweep engine")

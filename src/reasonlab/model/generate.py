@@ -1,9 +1,61 @@
-"""Autoregressive sampling with temperature and top-k (temperature 0 = greedy)."""
+"""Autoregressive sampling with temperature and top-k (temperature 0 = greedy), with a KV cache.
+
+With the cache, the prompt runs once (the prefill) and each new token runs alone against the
+keys and values of every attention call kept from before (layers.KVCache): per pass and segment
+for the recursive arms. While the text fits the context, the tokens are those of the uncached
+path, which recomputes the whole text for every token. Past the context the uncached path slides
+a window of `context` tokens, recomputed each time; the cached path instead starts its cache
+again from the last half context and fills it up, so its predictions see between half and a
+whole context, at a prefill per half context rather than a full forward per token.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
+
+from reasonlab.model.layers import KVCache
+from reasonlab.model.outputs import ModelOutput
+
+
+def _pick(logits: torch.Tensor, temperature: float, top_k: int, generator: torch.Generator | None) -> torch.Tensor:
+    """The next token [1, 1] from the last position's logits [1, V]."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1).cpu(), 1, generator=generator).to(logits.device)
+
+
+@contextlib.contextmanager
+def _cached(model: nn.Module) -> Iterator[None]:
+    """Within: the model's stack attends through `cache`, and a recursive model runs every pass."""
+    core = getattr(model, "core", model)
+    if not core.cfg.causal:
+        raise ValueError("a KV cache needs a causal model")
+    recursive = hasattr(model, "every_pass")
+    if recursive:
+        model.every_pass = True
+    try:
+        yield
+    finally:
+        core.kv_cache = None
+        if recursive:
+            model.every_pass = False
+
+
+def _run_cached(model: nn.Module, cache: KVCache, ids: torch.Tensor) -> ModelOutput:
+    core = getattr(model, "core", model)
+    core.kv_cache = cache
+    cache.begin(ids.shape[1])
+    out = model.run(ids)
+    cache.end()
+    return out
 
 
 @torch.no_grad()
@@ -16,26 +68,27 @@ def sample(
     top_k: int = 0,
     generator: torch.Generator | None = None,
     stop_id: int | None = None,
+    use_cache: bool = True,
 ) -> tuple[torch.Tensor, list[int]]:
     """Extend ids [1, T] by up to max_new_tokens; the model sees at most the last `context` tokens.
 
     Also returns, for recursive models, the segment each new token's prediction came from.
     """
     segments: list[int] = []
-    for _ in range(max_new_tokens):
-        out = model.run(ids[:, -context:])
-        logits = out.logits[:, -1, :].float()
-        if out.segments is not None:
-            segments.append(int(out.segments[0, -1]))
-        if temperature == 0:
-            next_id = logits.argmax(dim=-1, keepdim=True)
-        else:
-            logits = logits / temperature
-            if top_k:
-                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            next_id = torch.multinomial(logits.softmax(dim=-1).cpu(), 1, generator=generator).to(ids.device)
-        ids = torch.cat([ids, next_id], dim=1)
-        if stop_id is not None and next_id.item() == stop_id:
-            break
+    with _cached(model) if use_cache else contextlib.nullcontext():
+        cache = KVCache(context) if use_cache else None
+        for i in range(max_new_tokens):
+            if cache is None:
+                out = model.run(ids[:, -context:])
+            elif i == 0 or cache.length == context:  # the prefill, or the cache starts again
+                cache = KVCache(context)
+                out = _run_cached(model, cache, ids[:, -(max(1, context // 2) if i else context):])
+            else:
+                out = _run_cached(model, cache, ids[:, -1:])
+            if out.segments is not None:
+                segments.append(int(out.segments[0, -1]))
+            next_id = _pick(out.logits[:, -1, :].float(), temperature, top_k, generator)
+            ids = torch.cat([ids, next_id], dim=1)
+            if stop_id is not None and next_id.item() == stop_id:
+                break
     return ids, segments

@@ -44,6 +44,52 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, d
     return (probs @ v.reshape(B * H, T, D)).view(B, H, T, D)
 
 
+class KVCache:
+    """Keys and values of every attention call of a forward, by call order, for incremental decoding.
+
+    A recursive arm runs the same blocks many times per token (segments x passes x layers); each
+    of those calls keeps its own keys and values, so the cache is per pass, as recurrent-depth and
+    Mixture-of-Recursions models keep theirs. That needs every forward to make the same calls in
+    the same order: the model runs every pass, without early exits (`RecursiveLM.every_pass`),
+    which changes no token's output. A forward is either the prefill of an empty cache or one new
+    token; `capacity` is the model's context.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.slots: list[tuple[torch.Tensor, torch.Tensor]] = []  # [B, H, capacity, D] keys and values per call
+        self.length = 0  # positions cached
+        self.cursor = 0  # the next call's slot
+        self.adding = 0  # positions the running forward adds
+
+    def begin(self, tokens: int) -> None:
+        if self.length and tokens != 1:
+            raise ValueError("a cached forward after the prefill takes one token at a time")
+        if self.length + tokens > self.capacity:
+            raise ValueError(f"{self.length + tokens} positions exceed the cache's {self.capacity}")
+        self.cursor, self.adding = 0, tokens
+
+    def end(self) -> None:
+        if self.length and self.cursor != len(self.slots):
+            raise RuntimeError(f"this forward made {self.cursor} attention calls, the prefill {len(self.slots)}")
+        self.length += self.adding
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Causal attention of the new positions' queries [B, H, T, D] over every cached position."""
+        if self.cursor == len(self.slots):
+            if self.length:
+                raise RuntimeError("this forward makes more attention calls than the prefill")
+            B, H, _, D = k.shape
+            self.slots.append((k.new_empty(B, H, self.capacity, D), v.new_empty(B, H, self.capacity, D)))
+        keys, values = self.slots[self.cursor]
+        self.cursor += 1
+        end = self.length + k.shape[2]
+        keys[:, :, self.length:end], values[:, :, self.length:end] = k, v
+        if not self.length:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end])  # one query sees all
+
+
 class SelfAttention(nn.Module):
     """Multi-head attention through SDPA (flash/memory-efficient kernels where available);
     causal for language modelling, bidirectional for puzzles seen whole."""
@@ -56,9 +102,14 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.proj = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None) -> torch.Tensor:
+        """`cos`/`sin` are the tables of x's positions; with `cache`, x is the newest positions only."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = attention(q, k, v, self.causal, self.dropout if self.training else 0.0)
+        if cache is not None:
+            y = cache.attend(q, k, v)
+        else:
+            y = attention(q, k, v, self.causal, self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))

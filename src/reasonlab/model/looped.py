@@ -158,7 +158,7 @@ class Looped(RecursiveLM):
                 passes_BT = passes_BT + running_BT.float()
                 s = torch.where(running_BT.unsqueeze(-1), s_next, s)  # a halted token's state stops changing
                 running_BT = running_BT & ~halts_BT
-            if act and i < depth - 1 and not running_BT.any():  # a host sync: every token has halted
+            if act and i < depth - 1 and not self.every_pass and not running_BT.any():  # a host sync: all halted
                 break
         grad = ran - min(free, ran)
         if not act:

@@ -124,6 +124,7 @@ class RecursiveLM(nn.Module):
     the segment loop, inference and the deep-supervision loss."""
 
     penalty_weight = 0.0  # weight of Segment.penalty_BT in the loss
+    every_pass = False  # run every segment and pass, without early stops (cached decoding needs the same calls)
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -234,7 +235,7 @@ class RecursiveLM(nn.Module):
             halt_logits.append(q_BT)
             penalties.append(seg.penalty_BT)
             z = tuple(t.detach() for t in seg.state)
-            if use_act and s < n - 1 and not live.any():  # a host sync: only where it can save a segment
+            if use_act and s < n - 1 and not self.every_pass and not live.any():  # a host sync: only where it saves
                 break
         balance = aux / max(1, grad_passes + free_passes)
         return Recursion(states, halt_logits, penalties, exit_segment_BT, balance, grad_passes, free_passes)

@@ -11,7 +11,7 @@ from torch.utils.checkpoint import checkpoint
 from reasonlab.config import ModelConfig
 from reasonlab.model.dropout import Dropout
 from reasonlab.model.flops import step_flops
-from reasonlab.model.layers import SelfAttention, rope_tables
+from reasonlab.model.layers import KVCache, SelfAttention, rope_tables
 from reasonlab.model.loss import IGNORE_INDEX, head_logits, masked_mean, token_losses
 from reasonlab.model.moe import MoE
 from reasonlab.model.outputs import ModelOutput, StepLoss
@@ -26,8 +26,9 @@ class Block(nn.Module):
         self.moe = MoE(cfg.d_model, cfg.d_ff, cfg.n_experts, cfg.top_k, cfg.dropout, cfg.router_noise_std)
         self.dropout = Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, cache))
         moe_out, aux = self.moe(self.moe_norm(x))
         return x + self.dropout(moe_out), aux
 
@@ -47,6 +48,7 @@ class MoETransformerLM(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
         self.activation_checkpointing = False
         self.loss_chunk_tokens = 0
+        self.kv_cache: KVCache | None = None  # set while decoding with a cache (model/generate.py)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -66,12 +68,14 @@ class MoETransformerLM(nn.Module):
         self.loss_chunk_tokens = loss_chunk_tokens
 
     def embed_tokens(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Scaled token embeddings [B, T, d] and the rotary tables for T positions."""
-        T = input_ids.shape[1]
-        if T > self.cfg.seq_len:
-            raise ValueError(f"sequence of {T} tokens exceeds the model's context of {self.cfg.seq_len}")
+        """Scaled token embeddings [B, T, d] and the rotary tables of their positions: 0..T-1, or
+        after the cached ones while decoding with a cache."""
+        start = self.kv_cache.length if self.kv_cache is not None else 0
+        end = start + input_ids.shape[1]
+        if end > self.cfg.seq_len:
+            raise ValueError(f"sequence of {end} tokens exceeds the model's context of {self.cfg.seq_len}")
         x = self.dropout(self.embed(input_ids) * math.sqrt(self.cfg.d_model))
-        return x, self.rope_cos[:T], self.rope_sin[:T]
+        return x, self.rope_cos[start:end], self.rope_sin[start:end]
 
     def stack(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass through every block: the residual stream and the blocks' mean balance loss."""
@@ -80,7 +84,7 @@ class MoETransformerLM(nn.Module):
             if self.activation_checkpointing and self.training and torch.is_grad_enabled():
                 x, block_aux = checkpoint(block, x, cos, sin, use_reentrant=False)  # recomputed in backward
             else:
-                x, block_aux = block(x, cos, sin)
+                x, block_aux = block(x, cos, sin, self.kv_cache)
             aux = aux + block_aux
         return x, aux / len(self.blocks)
 
