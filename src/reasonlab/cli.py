@@ -129,6 +129,13 @@ def _generate(args: argparse.Namespace) -> None:
         print(f"mean recursion segments per generated token: {sum(segments) / len(segments):.2f}", file=sys.stderr)
 
 
+def _export(args: argparse.Namespace) -> None:
+    from reasonlab.export.hf import export_hf
+
+    out = export_hf(args.checkpoint, args.hf)
+    print(f"wrote {out}: AutoModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=True) loads it")
+
+
 def _ablate(args: argparse.Namespace) -> None:
     from reasonlab.experiments.ablation import run_ablation
 
@@ -297,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cache", action="store_true", help="recompute the whole text for every token (no KV cache)")
     p.set_defaults(func=_generate)
+
+    p = sub.add_parser("export", help="a checkpoint as a Hugging Face folder (transformers loads it offline)")
+    p.add_argument("checkpoint")
+    p.add_argument("--hf", required=True, metavar="DIR", help="the folder to write (new or empty)")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("ablate", help="run an ablation suite through the Optuna sweep engine")
     p.add_argument("--suite", required=True, help="baseline | reasoning | a suite .yaml file")
