@@ -74,6 +74,9 @@ def _train(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     _at_least(1, args, "batches")
+    if args.lm_eval:
+        _lm_eval(args)
+        return
     loaded = api.load(args.checkpoint)
     cfg = loaded.config
     batches = cfg.train.eval_batches if args.batches is None else args.batches
@@ -92,6 +95,29 @@ def _eval(args: argparse.Namespace) -> None:
     else:
         print(f"val loss {metrics['loss']:.4f}  perplexity {metrics['perplexity']:.2f}  "
               f"accuracy {metrics['accuracy']:.2%}  over {metrics['tokens']:,} tokens")
+
+
+def _lm_eval(args: argparse.Namespace) -> None:
+    """lm-evaluation-harness tasks; the results JSON goes to the run folder, beside its checkpoints."""
+    from reasonlab.harness import require_lm_eval, run_lm_eval
+
+    for name in ("limit", "segments", "depth"):
+        _at_least(1, args, name)
+    require_lm_eval()
+    tasks = [t.strip() for t in args.lm_eval.split(",") if t.strip()]
+    if not tasks:
+        raise UserError("--lm-eval: name at least one task")
+    loaded = api.load(args.checkpoint)
+    if (args.segments or args.depth) and loaded.config.model.arch == "baseline":
+        raise UserError("--segments and --depth set a recursive arm's test-time compute; this checkpoint is a baseline")
+    checkpoint = Path(args.checkpoint).resolve()
+    out = Path(args.out) if args.out else checkpoint.parent.parent / f"lm_eval-{checkpoint.name}.json"
+    results = run_lm_eval(loaded, tasks, out, args.include, args.limit, args.segments, args.depth)
+    for task, metrics in results["results"].items():
+        shown = ", ".join(f"{k.split(',')[0]} {v:.4f}" for k, v in metrics.items()
+                          if isinstance(v, float) and "stderr" not in k)
+        print(f"{task}: {shown}")
+    print(f"wrote {out}")
 
 
 def _eval_task(loaded: api.LoadedModel, autocast: Callable[[], AbstractContextManager], as_json: bool) -> None:
@@ -293,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--batches", type=int, help="val batches (default: the run's train.eval_batches)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--lm-eval", metavar="TASK,TASK", help="score with lm-evaluation-harness tasks instead")
+    p.add_argument("--include", metavar="DIR", help="with --lm-eval: a folder of local task YAMLs")
+    p.add_argument("--limit", type=int, help="with --lm-eval: at most this many examples per task")
+    p.add_argument("--segments", type=int, help="with --lm-eval: recursion segments at test time")
+    p.add_argument("--depth", type=int, help="with --lm-eval: the arm's inner depth at test time")
+    p.add_argument("--out", help="with --lm-eval: results JSON (default: RUN/lm_eval-<checkpoint>.json)")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("generate", help="sample text from a checkpoint")

@@ -49,11 +49,11 @@ def _cached(model: nn.Module) -> Iterator[None]:
             model.every_pass = False
 
 
-def _run_cached(model: nn.Module, cache: KVCache, ids: torch.Tensor) -> ModelOutput:
+def _run_cached(model: nn.Module, cache: KVCache, ids: torch.Tensor, **forced: int) -> ModelOutput:
     core = getattr(model, "core", model)
     core.kv_cache = cache
     cache.begin(ids.shape[1])
-    out = model.run(ids)
+    out = model.run(ids, **forced)
     cache.end()
     return out
 
@@ -69,26 +69,30 @@ def sample(
     generator: torch.Generator | None = None,
     stop_id: int | None = None,
     use_cache: bool = True,
+    segments: int | None = None,
+    depth: int | None = None,
 ) -> tuple[torch.Tensor, list[int]]:
     """Extend ids [1, T] by up to max_new_tokens; the model sees at most the last `context` tokens.
+    `segments` and `depth` set a recursive model's test-time compute (`RecursiveLM.run`).
 
     Also returns, for recursive models, the segment each new token's prediction came from.
     """
-    segments: list[int] = []
+    forced = {k: v for k, v in (("segments", segments), ("depth", depth)) if v is not None}
+    exits: list[int] = []
     with _cached(model) if use_cache else contextlib.nullcontext():
         cache = KVCache(context) if use_cache else None
         for i in range(max_new_tokens):
             if cache is None:
-                out = model.run(ids[:, -context:])
+                out = model.run(ids[:, -context:], **forced)
             elif i == 0 or cache.length == context:  # the prefill, or the cache starts again
                 cache = KVCache(context)
-                out = _run_cached(model, cache, ids[:, -(max(1, context // 2) if i else context):])
+                out = _run_cached(model, cache, ids[:, -(max(1, context // 2) if i else context):], **forced)
             else:
-                out = _run_cached(model, cache, ids[:, -1:])
+                out = _run_cached(model, cache, ids[:, -1:], **forced)
             if out.segments is not None:
-                segments.append(int(out.segments[0, -1]))
+                exits.append(int(out.segments[0, -1]))
             next_id = _pick(out.logits[:, -1, :].float(), temperature, top_k, generator)
             ids = torch.cat([ids, next_id], dim=1)
             if stop_id is not None and next_id.item() == stop_id:
                 break
-    return ids, segments
+    return ids, exits
