@@ -110,3 +110,13 @@ def test_the_harness_adapter_scores_as_the_model_does(tmp_path):
 def test_lm_eval_bad_input(tmp_path, local_task, capsys):
     assert main(["eval", str(tmp_path / "none"), "--lm-eval", "reasonlab_tiny_mc", "--limit", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: --limit must be >= 1, got 0"
+
+
+def test_lm_eval_not_installed_is_one_line(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else real(name, *a))
+    assert main(["eval", str(tmp_path / "none"), "--lm-eval", "hellaswag"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "error: --lm-eval needs lm-evaluation-harness: pip install 'reasonlab[eval]'"
