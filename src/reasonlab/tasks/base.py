@@ -64,6 +64,13 @@ class Task:
         """One instance at `level`, drawn from rng only (so a seed fixes the whole dataset)."""
         raise NotImplementedError
 
+    augmentable: ClassVar[bool] = False  # has validity-preserving symmetries (`augment`)
+
+    def augment(self, example: Example, rng: random.Random) -> Example:
+        """A random symmetric variant of the instance: still valid, unique where it was, with the
+        correspondingly transformed answer (task.augment); only where `augmentable`."""
+        raise NotImplementedError
+
     def check(self, example: Example, answer: tuple[str, ...]) -> bool:
         """Whether `answer` solves the example's prompt (the generator's answer must)."""
         return answer == example.answer

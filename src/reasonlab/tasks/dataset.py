@@ -111,7 +111,8 @@ def draw_splits(cfg: TaskConfig) -> dict[str, list[Example]]:
     return _cached_splits(tuple(vars(cfg).items()))
 
 
-def encode(examples: list[Example], tokenizer: Tokenizer, fmt: str) -> EncodedSplit:
+def encode(examples: list[Example], tokenizer: Tokenizer, fmt: str, width: int = 0) -> EncodedSplit:
+    """Padded id tensors of the examples, at least `width` tokens wide."""
     rows, targets = [], []
     for e in examples:
         prompt, answer = (tokenizer.encode(" ".join(part)) for part in (e.prompt, e.answer))
@@ -121,7 +122,7 @@ def encode(examples: list[Example], tokenizer: Tokenizer, fmt: str) -> EncodedSp
         else:  # the answer's first token is predicted at the separator
             rows.append(prompt + tokenizer.encode(SEP) + answer[:-1])
             targets.append([IGNORE_INDEX] * len(prompt) + answer)
-    width = max(len(r) for r in rows)
+    width = max(width, *(len(r) for r in rows))
     inputs = torch.full((len(rows), width), tokenizer.eot_id, dtype=torch.long)
     target_ids = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     for i, (row, target) in enumerate(zip(rows, targets)):
@@ -137,6 +138,8 @@ class TaskData:
         self.cfg = cfg
         self.task = task_from_config(cfg)
         self.levels = levels(self.task, cfg)
+        if cfg.augment and not self.task.augmentable:
+            raise UserError(f"task.augment: {cfg.name} has no validity-preserving augmentation (sudoku and maze have)")
         self.tokenizer = word_tokenizer([SEP, *self.task.vocab()], PAD)
         self.splits = {name: encode(examples, self.tokenizer, cfg.format)
                        for name, examples in draw_splits(cfg).items()}
@@ -151,7 +154,8 @@ class TaskData:
                                                                   seq_len=self.seq_len))
 
     def sampler(self, cfg: Config, rank: int, world: int) -> TaskBatches:
-        return TaskBatches(self.splits["train"], cfg.train.batch_size, cfg.train.seed, rank, world)
+        augment = (self.task, self.tokenizer, self.cfg.format) if self.cfg.augment else None
+        return TaskBatches(self.splits["train"], cfg.train.batch_size, cfg.train.seed, rank, world, augment)
 
     def evaluate(self, model: nn.Module, cfg: Config, device: torch.device,
                  autocast: Callable[[], AbstractContextManager]) -> dict[str, float]:
@@ -167,12 +171,24 @@ class TaskData:
 
 
 class TaskBatches(RowSampler):
-    """Shuffled batches of a split's rows, with the sampler state a checkpoint restores."""
+    """Shuffled batches of a split's rows, with the sampler state a checkpoint restores.
 
-    def __init__(self, split: EncodedSplit, batch_size: int, seed: int, rank: int, world: int):
+    With `augment` (the task, tokenizer and format), every row is a fresh symmetric variant of its
+    instance (`Task.augment`), drawn from (seed, epoch, position, rank): so each epoch sees new
+    variants, and a resumed run the ones the uninterrupted run would have seen.
+    """
+
+    def __init__(self, split: EncodedSplit, batch_size: int, seed: int, rank: int, world: int,
+                 augment: tuple[Task, Tokenizer, str] | None = None):
         super().__init__(len(split.examples), batch_size, seed, rank, world)
-        self.split = split
+        self.split, self.augment = split, augment
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = random.Random(f"{self.seed}:{self.epoch}:{self.position}:{self.rank}")  # the state before the batch
         rows = self.next_rows()
-        return self.split.inputs[rows], self.split.targets[rows]
+        if self.augment is None:
+            return self.split.inputs[rows], self.split.targets[rows]
+        task, tokenizer, fmt = self.augment
+        variants = [task.augment(self.split.examples[i], rng) for i in rows.tolist()]
+        encoded = encode(variants, tokenizer, fmt, self.split.inputs.shape[1])
+        return encoded.inputs, encoded.targets

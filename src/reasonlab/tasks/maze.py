@@ -117,6 +117,21 @@ class Maze(Task):
             return Example(prompt, tuple(grid), level, level)
         raise UserError(f"maze {n}x{n}: no start and end {level} steps apart in {TRIES} mazes")
 
+    augmentable = True
+
+    def augment(self, example: Example, rng: random.Random) -> Example:
+        """One of the square's 8 rotations and reflections: adjacency, and so every path's length, is kept."""
+        n, turns, mirror = self.size, rng.randrange(4), rng.random() < 0.5
+
+        def source(r: int, c: int) -> int:
+            for _ in range(turns):
+                r, c = c, n - 1 - r
+            return r * n + (n - 1 - c if mirror else c)
+
+        index = [source(r, c) for r in range(n) for c in range(n)]
+        return Example(tuple(example.prompt[i] for i in index), tuple(example.answer[i] for i in index),
+                       example.level, example.difficulty)
+
     def check(self, example: Example, answer: tuple[str, ...]) -> bool:
         """Any shortest path: only open cells turned to "o", exactly distance-1 of them, joining S to E.
         With no more path cells than a shortest path needs, any S-E walk through them is a shortest path."""

@@ -183,6 +183,29 @@ class Sudoku(Task):
                 return puzzle, solution
         return None
 
+    augmentable = True
+
+    def augment(self, example: Example, rng: random.Random) -> Example:
+        """The symmetries HRM's Sudoku-Extreme builder draws: the bands in any order and the rows within
+        each band, the stacks and the columns within each stack, a transposition (square boxes only),
+        and the digits relabelled. Each maps solutions to solutions, so validity and uniqueness hold."""
+        size = self.size
+        box_rows, box_cols = BOXES[size]
+        bands = rng.sample(range(size // box_rows), size // box_rows)
+        stacks = rng.sample(range(size // box_cols), size // box_cols)
+        rows = [b * box_rows + r for b in bands for r in rng.sample(range(box_rows), box_rows)]
+        cols = [s * box_cols + c for s in stacks for c in rng.sample(range(box_cols), box_cols)]
+        transpose = box_rows == box_cols and rng.random() < 0.5
+        digits = [str(d) for d in range(1, size + 1)]
+        relabel = {".": ".", **dict(zip(digits, rng.sample(digits, size)))}
+
+        def move(tokens: tuple[str, ...]) -> tuple[str, ...]:
+            def at(r: int, c: int) -> str:
+                return tokens[rows[r] * size + cols[c]]
+            return tuple(relabel[at(c, r) if transpose else at(r, c)] for r in range(size) for c in range(size))
+
+        return Example(move(example.prompt), move(example.answer), example.level, example.difficulty)
+
     def check(self, example: Example, answer: tuple[str, ...]) -> bool:
         """Any complete grid that keeps the givens and fills every row, column and box with 1..size."""
         size = self.size
