@@ -114,6 +114,7 @@ class TaskConfig:
     eval_examples: int = 256  # held-out instances per split (val at the train levels, test at the harder ones)
     seed: int = 1234  # the dataset's seed: every arm and training seed sees the same instances
     augment: bool = False  # train on a fresh symmetric variant of each instance every time (sudoku, maze)
+    source: str = ""  # "" = generated; else a published set: hf:NAME, a folder or a CSV (tasks/published.py)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import random
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -30,6 +31,7 @@ from reasonlab.errors import UserError
 from reasonlab.model.loss import IGNORE_INDEX
 from reasonlab.tasks.base import Example, Task
 from reasonlab.tasks.evaluate import SplitResult, evaluate_split
+from reasonlab.tasks.published import published_splits
 from reasonlab.tasks.registry import get_task
 
 SEP = "="
@@ -102,6 +104,8 @@ def build_splits(task: Task, cfg: TaskConfig) -> dict[str, list[Example]]:
 @functools.lru_cache(maxsize=4)
 def _cached_splits(settings: tuple[tuple[str, object], ...]) -> dict[str, list[Example]]:
     cfg = TaskConfig(**dict(settings))
+    if cfg.source:
+        return published_splits(cfg.name, cfg.source, cfg.train_examples, cfg.eval_examples, cfg.seed)
     return build_splits(task_from_config(cfg), cfg)
 
 
@@ -136,8 +140,17 @@ class TaskData:
 
     def __init__(self, cfg: TaskConfig):
         self.cfg = cfg
-        self.task = task_from_config(cfg)
-        self.levels = levels(self.task, cfg)
+        if cfg.source:  # a published set: the grid size and the levels are the data's
+            examples = draw_splits(cfg)
+            size = math.isqrt(len(examples["train"][0].prompt))
+            if cfg.size and cfg.size != size:
+                raise UserError(f"task.size {cfg.size}: the puzzles of {cfg.source} are {size}x{size}")
+            self.task = task_from_config(dataclasses.replace(cfg, size=size))
+            self.levels = {split: (min(e.level for e in found), max(e.level for e in found))
+                           for split, found in examples.items()}
+        else:
+            self.task = task_from_config(cfg)
+            self.levels = levels(self.task, cfg)
         if cfg.augment and not self.task.augmentable:
             raise UserError(f"task.augment: {cfg.name} has no validity-preserving augmentation (sudoku and maze have)")
         self.tokenizer = word_tokenizer([SEP, *self.task.vocab()], PAD)
