@@ -144,3 +144,19 @@ def test_only_the_command_sets_the_process_allocator(monkeypatch, capsys):
     monkeypatch.setattr(reasonlab.cli, "keep_freed_memory", lambda: calls.append(1))
     assert reasonlab.cli.main(["tasks", "--list"]) == 0
     assert calls == [1]
+
+
+def test_task_runs_keep_the_best_val_exact_match_and_stop_when_it_stalls(tmp_path):
+    """The best checkpoint is the evaluation of highest val exact match (lower loss breaking ties), and
+    early_stop_patience ends the run after that many evaluations without a better one."""
+    cfg = tiny_config(**{"task.name": "addition", "task.train_examples": 256, "task.eval_examples": 32,
+                         "train.max_steps": 400, "train.eval_every": 10, "train.batch_size": 16, "train.lr": 3e-3,
+                         "train.early_stop_patience": 3})
+    run = reasonlab.train(cfg, tmp_path / "run", quiet=True)
+    evals = [e for e in read_metrics(run / "metrics.jsonl") if e["kind"] == "eval"]
+    best = max(evals, key=lambda e: (e["exact_match"], -e["loss"]))
+    state = json.loads((run / "checkpoints" / "best" / "state.json").read_text())
+    assert state["step"] == best["step"] and state["best_val_exact"] == best["exact_match"]
+    last = evals[-1]["step"]
+    assert last < 400 and last - best["step"] == 3 * 10  # three evaluations without a better checkpoint
+    assert json.loads((run / "summary.json").read_text())["steps"] == last

@@ -144,6 +144,7 @@ class TrainConfig:
     eval_batches: int = 20  # val batches per evaluation, always the same slice of the val split
     save_every: int = 0  # periodic checkpoints every N steps; 0 = only best and final
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights to evaluate and save; 0 = off
+    early_stop_patience: int = 0  # > 0: stop after this many evaluations without a better checkpoint; 0 = never
     loggers: list[str] = field(default_factory=list)  # trackers besides metrics.jsonl: csv, tensorboard, wandb, mlflow
     tracker_project: str = "reasonlab"  # W&B project; MLflow experiment of runs without a group
     tracker_group: str = ""  # the study a run belongs to (W&B group, MLflow experiment); set by compare and ablate
@@ -392,7 +393,7 @@ def validate(cfg: Config) -> None:
 
     for key in ("max_steps", "batch_size", "log_every", "eval_every", "eval_batches"):
         _check(getattr(t, key) >= 1, f"train.{key}", "must be >= 1", getattr(t, key))
-    for key in ("warmup_steps", "save_every", "loss_chunk_tokens", "micro_batch_size"):
+    for key in ("warmup_steps", "save_every", "loss_chunk_tokens", "micro_batch_size", "early_stop_patience"):
         _check(getattr(t, key) >= 0, f"train.{key}", "must be >= 0", getattr(t, key))
     for key in ("lr", "eps"):
         value = getattr(t, key)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ class TrainingState:
     train_time_s: float
     wall_time_s: float
     log_window: dict[str, float]  # sums since the last train log line, so a resumed run logs the same averages
+    best_val_exact: float = -1.0  # tasks: the best checkpoint's val exact match, and its val loss (the tie-break)
+    best_val_exact_loss: float = math.inf
+    evals_since_best: int = 0  # evaluations without a better checkpoint (train.early_stop_patience)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:

@@ -105,7 +105,7 @@ class Trainer:
         try:
             with StopRequest().installed() as stop:
                 self._start(log)
-                while st.step < st.max_steps:
+                while st.step < st.max_steps and not self._patience_spent():
                     self._step(log)
                     self._log_if_due(log)
                     self._evaluate_if_due(log, on_eval)
@@ -180,11 +180,37 @@ class Trainer:
         log.event({"kind": "eval", "step": st.step, **{k: v for k, v in val.items() if k != "tokens"},
                    "eval_tokens": val["tokens"], "tokens": st.tokens, "flops": st.flops, "time_s": st.train_time_s})
         log.info(eval_line(st.step, val))
-        if val["loss"] < st.best_val_loss:
-            st.best_val_loss = val["loss"]
+        better = self._better(val)
+        st.best_val_loss = min(st.best_val_loss, val["loss"])
+        st.evals_since_best = 0 if better else st.evals_since_best + 1
+        if better:
             self._save("best", carries)
+        patience = self.cfg.train.early_stop_patience
+        if patience and st.evals_since_best >= patience and st.step < st.max_steps:
+            log.info(f"early stop at step {st.step}: no better checkpoint in {st.evals_since_best} evaluations")
         if on_eval is not None:
             on_eval(st.step, val)
+
+    def _better(self, val: dict[str, float]) -> bool:
+        """Whether this evaluation makes a better `best` checkpoint: a lower val loss, or for reasoning
+        tasks a higher val exact match (the lower loss breaking ties), as the field picks checkpoints."""
+        st = self.state
+        if "exact_match" not in val:
+            return val["loss"] < st.best_val_loss
+        if (val["exact_match"], -val["loss"]) <= (st.best_val_exact, -st.best_val_exact_loss):
+            return False
+        st.best_val_exact, st.best_val_exact_loss = val["exact_match"], val["loss"]
+        return True
+
+    def _patience_spent(self) -> bool:
+        """Whether train.early_stop_patience evaluations passed without a better checkpoint; the main
+        process evaluates, so under torchrun every process takes its word (a collective)."""
+        patience = self.cfg.train.early_stop_patience
+        spent = bool(patience) and self.state.evals_since_best >= patience
+        if not patience or not self.world.active:
+            return spent
+        flag = torch.tensor(float(spent and self.world.is_main), device=self.engine.device)
+        return bool(all_reduce(flag, self.world, mean=False).item())
 
     def _save_if_due(self) -> None:
         every = self.cfg.train.save_every
