@@ -1,6 +1,8 @@
 """task.augment: every variant is valid, unique where the instance was, and its answer is the
 transformed answer; batches draw fresh variants deterministically from the sampler's state."""
 
+import contextlib
+import json
 import random
 
 import pytest
@@ -67,3 +69,54 @@ def test_augmented_batches_are_fresh_valid_and_resume_exactly():
 def test_augmentation_of_a_task_without_symmetries_is_refused():
     with pytest.raises(UserError, match="task.augment: addition has no validity-preserving augmentation"):
         TaskData(TaskConfig(name="addition", augment=True, train_examples=64, eval_examples=16))
+
+
+def test_a_symmetry_maps_answers_back():
+    for name, size in (("sudoku", 9), ("sudoku", 6), ("maze", 7)):
+        task, rng = get_task(name, size), random.Random(1)
+        example = task.sample(rng, task.default_levels()[0][0])
+        for _ in range(10):
+            s = task.symmetry(rng)
+            assert s.undo(s.apply(example.answer)) == example.answer
+
+
+class Oracle(torch.nn.Module):
+    """Answers every grid right: the logits put each cell's solved digit first."""
+
+    def __init__(self, task, tokenizer):
+        super().__init__()
+        self.task, self.tokenizer = task, tokenizer
+
+    def run(self, x):
+        from reasonlab.model.outputs import ModelOutput
+        from reasonlab.tasks.sudoku import solve
+
+        rows = []
+        for row in x.tolist():
+            grid = [0 if self.tokenizer.decode([i]).strip() == "." else int(self.tokenizer.decode([i])) for i in row]
+            rows.append([self.tokenizer.encode(str(d))[0] for d in solve(grid, self.task.size)[0][0]])
+        logits = torch.nn.functional.one_hot(torch.tensor(rows), self.tokenizer.vocab_size).float()
+        return ModelOutput(logits, torch.zeros(()))
+
+
+def test_voting_maps_every_variant_back_onto_its_instance():
+    data = TaskData(TaskConfig(name="sudoku", size=4, format="grid", train_examples=64, eval_examples=16))
+    oracle = Oracle(data.task, data.tokenizer)
+    voted = data.vote(oracle, "test", 5, 8, torch.device("cpu"), contextlib.nullcontext)
+    assert voted == 1.0  # every variant's answer, mapped back, is the instance's solution
+
+
+@pytest.mark.slow  # trains a tiny model
+def test_eval_vote_prints_the_voted_exact_match_beside_the_single_pass(tmp_path, capsys):
+    from reasonlab.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--config", "cpu-tiny", "--out", str(run), "--quiet", "--max-steps", "30",
+                 "--set", "task.name=sudoku", "--set", "task.format=grid", "--set", "model.causal=false",
+                 "--set", "task.train_examples=256", "--set", "task.eval_examples=16",
+                 "--set", "train.eval_every=30"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run / "checkpoints" / "final"), "--vote", "4", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert 0.0 <= scores["test"]["exact_match_vote"] <= 1.0 and "exact_match" in scores["test"]
+    assert main(["eval", str(run / "checkpoints" / "final"), "--vote", "0"]) == 2

@@ -73,7 +73,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    _at_least(1, args, "batches")
+    _at_least(1, args, "batches", "vote")
     if args.lm_eval:
         _lm_eval(args)
         return
@@ -82,8 +82,10 @@ def _eval(args: argparse.Namespace) -> None:
     batches = cfg.train.eval_batches if args.batches is None else args.batches
     autocast = autocast_factory(resolve_precision(cfg.train.precision, loaded.device), loaded.device)
     if cfg.task.name:
-        _eval_task(loaded, autocast, args.json)
+        _eval_task(loaded, autocast, args.json, args.vote)
         return
+    if args.vote:
+        raise UserError("--vote scores a reasoning-task checkpoint; this one is a language model")
     tokens = val_stream(cfg.data, loaded.tokenizer)
     held = math.ceil((len(tokens) - 1) // cfg.model.seq_len / cfg.train.batch_size)
     if args.batches is not None and args.batches > held:
@@ -120,19 +122,26 @@ def _lm_eval(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
-def _eval_task(loaded: api.LoadedModel, autocast: Callable[[], AbstractContextManager], as_json: bool) -> None:
-    """A task checkpoint on its val split (the train levels) and its test split (the harder ones)."""
+def _eval_task(loaded: api.LoadedModel, autocast: Callable[[], AbstractContextManager], as_json: bool,
+               votes: int | None) -> None:
+    """A task checkpoint on its val split (the train levels) and its test split (the harder ones),
+    over the whole of each; with --vote K, also exact match voted over K symmetric variants."""
     from reasonlab.tasks.dataset import TaskData
 
     data = TaskData(loaded.config.task)
-    scores = {split: data.score(loaded.model, split, loaded.config.train.batch_size, loaded.device, autocast).metrics
+    batch = loaded.config.train.batch_size
+    scores = {split: data.score(loaded.model, split, batch, loaded.device, autocast).metrics
               for split in ("val", "test")}
+    if votes:
+        for split in ("val", "test"):
+            scores[split]["exact_match_vote"] = data.vote(loaded.model, split, votes, batch, loaded.device, autocast)
     if as_json:
         print(json.dumps(scores))
         return
     for split, (lo, hi) in (("val", data.levels["val"]), ("test", data.levels["test"])):
         m = scores[split]
-        print(f"{split} ({data.task.level_name} {lo}-{hi}): exact match {m['exact_match']:.2%}  "
+        voted = f" (voted over {votes}: {m['exact_match_vote']:.2%})" if votes else ""
+        print(f"{split} ({data.task.level_name} {lo}-{hi}): exact match {m['exact_match']:.2%}{voted}  "
               f"token accuracy {m['accuracy']:.2%}  answer loss {m['loss']:.4f}")
 
 
@@ -319,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--batches", type=int, help="val batches (default: the run's train.eval_batches)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--vote", type=int, metavar="K",
+                   help="task checkpoints: also exact match voted over K symmetric variants (sudoku, maze)")
     p.add_argument("--lm-eval", metavar="TASK,TASK", help="score with lm-evaluation-harness tasks instead")
     p.add_argument("--include", metavar="DIR", help="with --lm-eval: a folder of local task YAMLs")
     p.add_argument("--limit", type=int, help="with --lm-eval: at most this many examples per task")

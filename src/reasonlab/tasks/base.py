@@ -29,6 +29,25 @@ class Example:
         return hashlib.sha1(" ".join(self.prompt).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Symmetry:
+    """A map of grid instances onto grid instances: the token at cell `source[i]` moves to cell i,
+    relabelled by `relabel` (tokens it does not name stay). Its inverse maps answers back."""
+
+    source: tuple[int, ...]
+    relabel: dict[str, str]
+
+    def apply(self, tokens: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(self.relabel.get(tokens[i], tokens[i]) for i in self.source)
+
+    def undo(self, tokens: tuple[str, ...]) -> tuple[str, ...]:
+        back = {v: k for k, v in self.relabel.items()}
+        out = [""] * len(tokens)
+        for i, j in enumerate(self.source):
+            out[j] = back.get(tokens[i], tokens[i])
+        return tuple(out)
+
+
 class Task:
     """One family of generated problems; subclasses are registered by `name` in reasonlab.tasks."""
 
@@ -64,12 +83,17 @@ class Task:
         """One instance at `level`, drawn from rng only (so a seed fixes the whole dataset)."""
         raise NotImplementedError
 
-    augmentable: ClassVar[bool] = False  # has validity-preserving symmetries (`augment`)
+    augmentable: ClassVar[bool] = False  # has validity-preserving symmetries (`symmetry`)
+
+    def symmetry(self, rng: random.Random) -> Symmetry:
+        """A random symmetry of the task's instances (only where `augmentable`)."""
+        raise NotImplementedError
 
     def augment(self, example: Example, rng: random.Random) -> Example:
         """A random symmetric variant of the instance: still valid, unique where it was, with the
-        correspondingly transformed answer (task.augment); only where `augmentable`."""
-        raise NotImplementedError
+        correspondingly transformed answer (task.augment)."""
+        s = self.symmetry(rng)
+        return Example(s.apply(example.prompt), s.apply(example.answer), example.level, example.difficulty)
 
     def check(self, example: Example, answer: tuple[str, ...]) -> bool:
         """Whether `answer` solves the example's prompt (the generator's answer must)."""

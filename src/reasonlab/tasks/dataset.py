@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import math
 import random
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -181,6 +182,29 @@ class TaskData:
         """`segments` and `depth` force a recursive model's test-time compute (`evaluate_split`)."""
         return evaluate_split(model, self.task, self.splits[split], self.tokenizer, self.cfg.format, batch_size,
                               device, autocast, segments, depth)
+
+
+    def vote(self, model: nn.Module, split: str, votes: int, batch_size: int, device: torch.device,
+             autocast: Callable[[], AbstractContextManager]) -> float:
+        """Exact match with test-time voting: each instance and `votes` - 1 symmetric variants of it
+        are answered, every answer mapped back onto the instance, and the most frequent answer (the
+        instance's own on a tie) is judged, as HRM and TRM vote over augmentations."""
+        if not self.task.augmentable:
+            raise UserError(f"--vote: {self.task.name} has no symmetries to vote over (sudoku and maze have)")
+        encoded = self.splits[split]
+        own = evaluate_split(model, self.task, encoded, self.tokenizer, self.cfg.format, batch_size, device, autocast)
+        ballots = [Counter({answer: 1}) for answer in own.predictions]
+        rng = random.Random(f"vote:{self.cfg.seed}:{split}")
+        for _ in range(votes - 1):
+            symmetries = [self.task.symmetry(rng) for _ in encoded.examples]
+            variants = [Example(s.apply(e.prompt), s.apply(e.answer), e.level, e.difficulty)
+                        for s, e in zip(symmetries, encoded.examples)]
+            answered = evaluate_split(model, self.task, encode(variants, self.tokenizer, self.cfg.format),
+                                      self.tokenizer, self.cfg.format, batch_size, device, autocast)
+            for ballot, s, answer in zip(ballots, symmetries, answered.predictions):
+                ballot[s.undo(answer)] += 1
+        right = [self.task.check(e, ballot.most_common(1)[0][0]) for e, ballot in zip(encoded.examples, ballots)]
+        return sum(right) / len(right)
 
 
 class TaskBatches(RowSampler):

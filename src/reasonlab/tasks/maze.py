@@ -12,7 +12,7 @@ from functools import cache
 from typing import ClassVar
 
 from reasonlab.errors import UserError
-from reasonlab.tasks.base import Example, Task
+from reasonlab.tasks.base import Example, Symmetry, Task
 
 WALL, OPEN, START, END, PATH = "#", ".", "S", "E", "o"
 LOOPS = 0.1  # extra walls opened after carving, as a fraction of the carved rooms
@@ -119,7 +119,7 @@ class Maze(Task):
 
     augmentable = True
 
-    def augment(self, example: Example, rng: random.Random) -> Example:
+    def symmetry(self, rng: random.Random) -> Symmetry:
         """One of the square's 8 rotations and reflections: adjacency, and so every path's length, is kept."""
         n, turns, mirror = self.size, rng.randrange(4), rng.random() < 0.5
 
@@ -128,9 +128,7 @@ class Maze(Task):
                 r, c = c, n - 1 - r
             return r * n + (n - 1 - c if mirror else c)
 
-        index = [source(r, c) for r in range(n) for c in range(n)]
-        return Example(tuple(example.prompt[i] for i in index), tuple(example.answer[i] for i in index),
-                       example.level, example.difficulty)
+        return Symmetry(tuple(source(r, c) for r in range(n) for c in range(n)), {})
 
     def check(self, example: Example, answer: tuple[str, ...]) -> bool:
         """Any shortest path: only open cells turned to "o", exactly distance-1 of them, joining S to E.

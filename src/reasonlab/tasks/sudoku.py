@@ -14,7 +14,7 @@ from functools import cache
 from typing import ClassVar
 
 from reasonlab.errors import UserError
-from reasonlab.tasks.base import Example, Task
+from reasonlab.tasks.base import Example, Symmetry, Task
 
 BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # size -> (box rows, box columns)
 TRIES = 1000  # fresh grids per sample before the level (or min_search) is declared out of reach
@@ -185,7 +185,7 @@ class Sudoku(Task):
 
     augmentable = True
 
-    def augment(self, example: Example, rng: random.Random) -> Example:
+    def symmetry(self, rng: random.Random) -> Symmetry:
         """The symmetries HRM's Sudoku-Extreme builder draws: the bands in any order and the rows within
         each band, the stacks and the columns within each stack, a transposition (square boxes only),
         and the digits relabelled. Each maps solutions to solutions, so validity and uniqueness hold."""
@@ -197,14 +197,9 @@ class Sudoku(Task):
         cols = [s * box_cols + c for s in stacks for c in rng.sample(range(box_cols), box_cols)]
         transpose = box_rows == box_cols and rng.random() < 0.5
         digits = [str(d) for d in range(1, size + 1)]
-        relabel = {".": ".", **dict(zip(digits, rng.sample(digits, size)))}
-
-        def move(tokens: tuple[str, ...]) -> tuple[str, ...]:
-            def at(r: int, c: int) -> str:
-                return tokens[rows[r] * size + cols[c]]
-            return tuple(relabel[at(c, r) if transpose else at(r, c)] for r in range(size) for c in range(size))
-
-        return Example(move(example.prompt), move(example.answer), example.level, example.difficulty)
+        source = tuple(rows[c] * size + cols[r] if transpose else rows[r] * size + cols[c]
+                       for r in range(size) for c in range(size))
+        return Symmetry(source, dict(zip(digits, rng.sample(digits, size))))
 
     def check(self, example: Example, answer: tuple[str, ...]) -> bool:
         """Any complete grid that keeps the givens and fills every row, column and box with 1..size."""
