@@ -33,7 +33,7 @@ ARMS = {
     # diagnostics: the same arms with and without passes that run without gradient
     "trm T1 (all grad)": {"model.arch": "trm", "trm.latent_steps": 2, "trm.recursions": 1},
     "looped 4 (2 free)": {"model.arch": "looped", "looped.depth": 4, "looped.backprop_depth": 2,
-                         "recursion.max_segments": 1, "recursion.use_act": False},
+                          "recursion.max_segments": 1, "recursion.use_act": False},
 }
 
 
