@@ -55,6 +55,25 @@ def test_moe_matches_naive_per_expert_loop(fused, top_k, row_multiple):
         torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-5, atol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("tokens", [1, 2, 4])
+def test_a_few_tokens_at_inference_skip_the_grouped_dispatch_with_the_same_output(tokens, monkeypatch):
+    """Decoding routes one token at a time through `GroupedExperts.few`; it agrees with the loop and
+    with the grouped dispatch the same tokens take in a larger batch."""
+    torch.manual_seed(0)
+    moe = MoE(d_model=16, d_ff=24, n_experts=4, top_k=2, dropout=0.0, noise_std=0.1).eval()
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(1, tokens, 16)
+    calls, few = [], GroupedExperts.few
+    monkeypatch.setattr(GroupedExperts, "few", lambda self, *a: calls.append(1) or few(self, *a))
+    with torch.no_grad():
+        out, _ = moe(x)
+        grouped, _ = moe(torch.cat([x, torch.randn(1, 8, 16)], dim=1))
+    assert calls == [1]  # the few-token path ran for the small batch only
+    torch.testing.assert_close(out, naive_moe(moe, x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, grouped[:, :tokens], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("multiple", [1, 8])
 def test_slot_layout_groups_slots_by_expert_in_padded_groups(multiple):
     flat_expert = torch.tensor([2, 0, 2, 3, 2, 0, 0, 2, 2, 2, 2, 2, 2, 2])

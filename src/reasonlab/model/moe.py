@@ -11,6 +11,7 @@ slots sorted by expert, each expert's group padded), E experts, D d_model, F d_f
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from reasonlab.model.dropout import dropout_mask
+
+FEW_SLOTS = 8  # at inference on the CPU, batches of at most this many routed slots skip the grouped dispatch
 
 
 @torch.compiler.disable
@@ -193,6 +196,20 @@ class GroupedExperts(nn.Module):
         y_RD = self._experts(x_RD, layout)
         return combine(y_RD, top_weight_TK, layout).to(x_TD.dtype)
 
+    def few(self, x_TD: torch.Tensor, top_idx_TK: torch.Tensor, top_weight_TK: torch.Tensor) -> torch.Tensor:
+        """`forward` for a handful of tokens at inference (decoding one token at a time): each routed
+        slot through its expert's weights directly. Sorting, padding and grouping slots cost more
+        than they save at this size: one decoding step of cpu-small spent 30% of its time in
+        grouped matmuls of two rows (benchmarks/generate.py)."""
+        dtype = compute_dtype(x_TD.device, self.w1.dtype)
+        x_TD = x_TD.to(dtype)
+        y_TKD = x_TD.new_zeros(*top_idx_TK.shape, x_TD.shape[1])
+        for t, k in itertools.product(range(top_idx_TK.shape[0]), range(top_idx_TK.shape[1])):
+            e = int(top_idx_TK[t, k])
+            h_F = F.silu(x_TD[t] @ self.w1[e].to(dtype) + self.b1[e].to(dtype))
+            y_TKD[t, k] = (h_F @ self.w2[e].to(dtype) + self.b2[e].to(dtype)) * top_weight_TK[t, k].to(dtype)
+        return y_TKD.sum(dim=1)
+
     def _experts(self, x_RD: torch.Tensor, layout: SlotLayout) -> torch.Tensor:
         """Every expert's MLP on its group of rows, in x_RD's dtype: two grouped matmuls."""
         b1_RF, b2_RD = self._bias_rows(layout, x_RD.dtype)
@@ -246,5 +263,8 @@ class MoE(nn.Module):
         probs_TE = logits_TE.softmax(dim=-1)
         top_p_TK, top_idx_TK = probs_TE.topk(self.top_k, dim=-1)
         top_p_TK = top_p_TK / top_p_TK.sum(dim=-1, keepdim=True)
-        y_TD = self.experts(x_TD, top_idx_TK, top_p_TK)
+        if not self.training and x_TD.device.type == "cpu" and top_idx_TK.numel() <= FEW_SLOTS:
+            y_TD = self.experts.few(x_TD, top_idx_TK, top_p_TK)
+        else:
+            y_TD = self.experts(x_TD, top_idx_TK, top_p_TK)
         return y_TD.view(x.shape), balance_loss(probs_TE, top_idx_TK, probs_TE.shape[-1])
