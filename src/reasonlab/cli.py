@@ -119,7 +119,7 @@ def _lm_eval(args: argparse.Namespace) -> None:
         shown = ", ".join(f"{k.split(',')[0]} {v:.4f}" for k, v in metrics.items()
                           if isinstance(v, float) and "stderr" not in k)
         print(f"{task}: {shown}")
-    print(f"wrote {out}")
+    print(f"wrote {os.path.relpath(out)}")
 
 
 def _eval_task(loaded: api.LoadedModel, autocast: Callable[[], AbstractContextManager], as_json: bool,
