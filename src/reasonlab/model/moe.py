@@ -202,13 +202,14 @@ class GroupedExperts(nn.Module):
         than they save at this size: one decoding step of cpu-small spent 30% of its time in
         grouped matmuls of two rows (benchmarks/generate.py)."""
         dtype = compute_dtype(x_TD.device, self.w1.dtype)
+        w1, b1, w2, b2 = (w.to(dtype) for w in (self.w1, self.b1, self.w2, self.b2))
         x_TD = x_TD.to(dtype)
-        y_TKD = x_TD.new_zeros(*top_idx_TK.shape, x_TD.shape[1])
+        y_TKD = x_TD.new_empty(*top_idx_TK.shape, x_TD.shape[1])
         for t, k in itertools.product(range(top_idx_TK.shape[0]), range(top_idx_TK.shape[1])):
             e = int(top_idx_TK[t, k])
-            h_F = F.silu(x_TD[t] @ self.w1[e].to(dtype) + self.b1[e].to(dtype))
-            y_TKD[t, k] = (h_F @ self.w2[e].to(dtype) + self.b2[e].to(dtype)) * top_weight_TK[t, k].to(dtype)
-        return y_TKD.sum(dim=1)
+            h_1F = F.silu(torch.addmm(b1[e : e + 1], x_TD[t : t + 1], w1[e]))
+            y_TKD[t, k] = torch.addmm(b2[e : e + 1], h_1F, w2[e])[0]
+        return (y_TKD * top_weight_TK.to(dtype).unsqueeze(-1)).sum(dim=1)
 
     def _experts(self, x_RD: torch.Tensor, layout: SlotLayout) -> torch.Tensor:
         """Every expert's MLP on its group of rows, in x_RD's dtype: two grouped matmuls."""
@@ -264,7 +265,7 @@ class MoE(nn.Module):
         top_p_TK, top_idx_TK = probs_TE.topk(self.top_k, dim=-1)
         top_p_TK = top_p_TK / top_p_TK.sum(dim=-1, keepdim=True)
         if not self.training and x_TD.device.type == "cpu" and top_idx_TK.numel() <= FEW_SLOTS:
-            y_TD = self.experts.few(x_TD, top_idx_TK, top_p_TK)
-        else:
-            y_TD = self.experts(x_TD, top_idx_TK, top_p_TK)
+            # decoding: the balance loss trains the router and nothing reads it at inference
+            return self.experts.few(x_TD, top_idx_TK, top_p_TK).view(x.shape), logits_TE.new_zeros(())
+        y_TD = self.experts(x_TD, top_idx_TK, top_p_TK)
         return y_TD.view(x.shape), balance_loss(probs_TE, top_idx_TK, probs_TE.shape[-1])
