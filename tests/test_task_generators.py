@@ -13,7 +13,7 @@ import pytest
 
 from reasonlab.errors import UserError
 from reasonlab.tasks.base import Example, Task
-from reasonlab.tasks.maze import Maze
+from reasonlab.tasks.maze import Maze, bfs
 from reasonlab.tasks.registry import TASKS, get_task
 from reasonlab.tasks.sudoku import BOXES, Sudoku, solve
 
@@ -251,3 +251,16 @@ def test_maze_check_accepts_another_shortest_path() -> None:
     detour[next(i for i, t in enumerate(e.prompt) if t == "." and e.answer[i] == ".")] = "o"
     assert not task.check(e, tuple(detour))
     assert len(task.render(e.prompt).splitlines()) == 8
+
+
+def test_30x30_mazes_reach_maze_hards_path_lengths_and_easier_levels_are_unchanged():
+    """Past a random start's reach (102 at 30x30) the start is one end of a longest path, so the
+    generator reaches Maze-Hard's bar of 110 and beyond; the levels below draw as they always did."""
+    task, rng = get_task("maze", 30), random.Random(0)
+    assert task.level_bounds() == (2, 139) and task.default_levels() == ((4, 61), (62, 102))
+    for level in (110, 125, 139):
+        example = task.sample(rng, level)
+        start, end = example.prompt.index("S"), example.prompt.index("E")
+        assert bfs(example.prompt, 30, start)[0][end] == level and task.check(example, example.answer)
+    assert task.sample(random.Random(5), 40).key == "7a86a67109d41bd128e625851245fb1c93ffa540"  # as before
+    assert get_task("maze", 8).sample(random.Random(5), 12).key == "4c4827f6bc6b8493bb20a2c40b4a0e89973d8de3"
