@@ -105,12 +105,14 @@ class Trainer:
         try:
             with StopRequest().installed() as stop:
                 self._start(log)
-                while st.step < st.max_steps and not self._patience_spent():
+                spent = self._patience_spent()  # a resumed run may have stopped early already
+                while st.step < st.max_steps and not spent:
                     self._step(log)
                     self._log_if_due(log)
                     self._evaluate_if_due(log, on_eval)
                     self._save_if_due()
-                    if self._stop_requested(stop) and st.step < st.max_steps:
+                    interrupted, spent = self._agreed(stop.signum is not None, self._patience_spent())
+                    if interrupted and st.step < st.max_steps:
                         self._interrupt(log, stop.signum or signal.SIGTERM)
                 self._finish()
             finished = True
@@ -185,8 +187,7 @@ class Trainer:
         st.evals_since_best = 0 if better else st.evals_since_best + 1
         if better:
             self._save("best", carries)
-        patience = self.cfg.train.early_stop_patience
-        if patience and st.evals_since_best >= patience and st.step < st.max_steps:
+        if self._patience_spent() and st.step < st.max_steps:
             log.info(f"early stop at step {st.step}: no better checkpoint in {st.evals_since_best} evaluations")
         if on_eval is not None:
             on_eval(st.step, val)
@@ -203,26 +204,23 @@ class Trainer:
         return True
 
     def _patience_spent(self) -> bool:
-        """Whether train.early_stop_patience evaluations passed without a better checkpoint; the main
-        process evaluates, so under torchrun every process takes its word (a collective)."""
+        """Whether train.early_stop_patience evaluations passed without a better checkpoint, as this
+        process knows it (only the main one evaluates: `_agreed` makes it every process's word)."""
         patience = self.cfg.train.early_stop_patience
-        spent = bool(patience) and self.state.evals_since_best >= patience
-        if not patience or not self.world.active:
-            return spent
-        flag = torch.tensor(float(spent and self.world.is_main), device=self.engine.device)
-        return bool(all_reduce(flag, self.world, mean=False).item())
+        return bool(patience) and self.state.evals_since_best >= patience
+
+    def _agreed(self, *flags: bool) -> list[bool]:
+        """Each flag, true where any process raised it: under torchrun one collective a step, so
+        every process stops at the same step (on a signal, or when patience is spent)."""
+        if not self.world.active:
+            return list(flags)
+        raised = torch.tensor([float(flag) for flag in flags], device=self.engine.device)
+        return [bool(v) for v in all_reduce(raised, self.world, mean=False).tolist()]
 
     def _save_if_due(self) -> None:
         every = self.cfg.train.save_every
         if every and self.state.step % every == 0:
             self._save(f"step_{self.state.step}", self._gathered_carry())
-
-    def _stop_requested(self, stop: StopRequest) -> bool:
-        """Whether any process got a stop signal (a collective under torchrun: all stop at one step)."""
-        if not self.world.active:
-            return stop.signum is not None
-        flag = torch.tensor(float(stop.signum is not None), device=self.engine.device)
-        return bool(all_reduce(flag, self.world, mean=False).item())
 
     def _interrupt(self, log: RunLog, signum: int) -> None:
         """Checkpoint the step just finished (unless save_every just did), then stop."""
