@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 import torch
@@ -196,13 +196,11 @@ class Engine:
             return out
         n = x.shape[0] // rows
         carries = self.carry.split(rows) if self.carry is not None else [None] * n
-        counters = [(b, b.clone()) for b in self.model.buffers() if not b.is_floating_point()]
+        rewind_counters = self._counter_rewind()
         outs: list[StepLoss] = []
         for i, (x_i, y_i, carry_i) in enumerate(zip(x.split(rows), y.split(rows), carries)):
             if i:
-                with torch.no_grad():
-                    for buffer, start in counters:
-                        buffer.copy_(start)
+                rewind_counters()
             out = self._micro_step(x_i, y_i, carry_i, sync=i == n - 1)
             outs.append(out)
             if i < n - 1:
@@ -271,16 +269,27 @@ class Engine:
         against whichever arm compiles longer. Returns the seconds it took."""
         tic = time.perf_counter()
         sampler_state, carry = self.sampler.state_dict(), self.carry
-        buffers = [(b, b.clone()) for b in self.model.buffers()]  # counters such as looped's depth draws
+        rewind_counters = self._counter_rewind()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             self._forward_backward()
         self.optimizer.zero_grad(set_to_none=True)
         self.sampler.load_state_dict(sampler_state)
         self.carry = carry
-        with torch.no_grad():
-            for buffer, before in buffers:
-                buffer.copy_(before)
+        rewind_counters()
         return time.perf_counter() - tic
+
+    def _counter_rewind(self) -> Callable[[], None]:
+        """A function that puts the model's counters back as they are now: the integer buffers a
+        forward advances (looped's depth draws). Float buffers (rotary tables, fixed initial states)
+        no forward changes, so they are not copied."""
+        saved = [(b, b.clone()) for b in self.model.buffers() if not b.is_floating_point()]
+
+        @torch.no_grad()
+        def rewind() -> None:
+            for buffer, before in saved:
+                buffer.copy_(before)
+
+        return rewind
 
     def release_process_group(self) -> None:
         """Drop the DistributedDataParallel wrapper before the process group is destroyed.
