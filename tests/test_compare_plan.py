@@ -6,8 +6,10 @@ import pytest
 
 from conftest import CONFIGS, tiny_config
 from reasonlab.cli import main
+from reasonlab.errors import UserError
 from reasonlab.experiments import compare
 from reasonlab.experiments.compare import Arm, plan_steps, seed_lists
+from reasonlab.outdir import MARKER, fingerprint
 
 
 def _arms(a_source: str = "cpu-tiny", b_source: str = "cpu-tiny") -> dict[str, Arm]:
@@ -63,3 +65,21 @@ def test_a_negative_seed_offset_is_one_line(command, tmp_path, capsys):
     assert main([*command.format(out=out).split(), "--seed-offset", "-1"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "error: --seed-offset must be >= 0, got -1" and not out.exists()
+
+
+def test_a_plan_written_before_a_config_key_existed_is_continued(tmp_path, monkeypatch):
+    """A folder from an earlier reasonlab, whose configs lacked a key added since (at its
+    default), holds the same study: the rerun reads its plan rather than refusing the folder."""
+    cfg = tiny_config(**{"train.batch_size": 2})
+    planned, calibration = plan_steps({"a": cfg, "b": cfg}, 10, "flops", tmp_path, lambda line: None)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    for stored in plan["key"]["configs"].values():
+        del stored["train"]["micro_batch_size"]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    (tmp_path / MARKER).write_text(json.dumps({"kind": "comparison", "fingerprint": fingerprint(plan["key"])}))
+    monkeypatch.setattr(compare, "calibrate_step_times", lambda *a, **k: pytest.fail("a rerun must read plan.json"))
+    assert plan_steps({"a": cfg, "b": cfg}, 10, "flops", tmp_path, lambda line: None) == (planned, calibration)
+    assert plan_steps({"a": cfg, "b": cfg}, 10, "flops", tmp_path, lambda line: None) == (planned, calibration)
+    other = tiny_config(**{"train.batch_size": 4})
+    with pytest.raises(UserError, match="other arms, configs or budgets"):
+        plan_steps({"a": cfg, "b": other}, 10, "flops", tmp_path, lambda line: None)

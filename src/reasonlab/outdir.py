@@ -26,17 +26,20 @@ def fingerprint(key: Any) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def claim_out(out: Path, kind: str, key: Any) -> None:
-    """Make `out` this study's folder, or refuse (UserError) where it holds something else."""
+def claim_out(out: Path, kind: str, key: Any, same_study: bool = False) -> None:
+    """Make `out` this study's folder, or refuse (UserError) where it holds something else.
+    `same_study`: the caller has found from the folder's own files that it holds this study,
+    written when configs had fewer keys, so its fingerprint is renewed rather than refused."""
     wanted = {"kind": kind, "fingerprint": fingerprint(key)}
     marker = out / MARKER
     if marker.is_file():
         held = json.loads(marker.read_text())
         if held.get("kind") != kind:
             raise UserError(f"{out} holds {_a(held.get('kind', 'another study'))}, not {_a(kind)}: choose a new --out")
-        if held.get("fingerprint") != wanted["fingerprint"]:
+        if held.get("fingerprint") == wanted["fingerprint"]:
+            return
+        if not same_study:
             raise other_study(out, kind)
-        return
     if out.is_dir() and any(out.iterdir()) and not (out / EARLIER_FILES[kind]).is_file():
         raise UserError(f"{out} already holds files that are not {_a(kind)}: choose a new or empty --out")
     try:

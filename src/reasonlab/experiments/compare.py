@@ -262,10 +262,14 @@ def plan_steps(configs: dict[str, Config], steps: int, match: str, out: Path,
     `out` is claimed first (`claim_out`): a folder of another study, or of other arms or budgets,
     is refused before any work."""
     key = {"steps": steps, "match": match, "configs": {arm: cfg.to_dict() for arm, cfg in configs.items()}}
-    claim_out(out, "comparison", key)
     plan_file = out / "plan.json"
-    if plan_file.is_file():
-        stored = json.loads(plan_file.read_text())
+    stored = json.loads(plan_file.read_text()) if plan_file.is_file() else None
+    renewed = stored is not None and stored["key"] != key and _with_defaults(stored["key"]) == key
+    claim_out(out, "comparison", key, same_study=renewed)
+    if renewed:
+        stored["key"] = key
+        atomic_write_json(plan_file, stored)
+    if stored is not None:
         if stored["key"] != key:  # a folder from before folders were claimed
             raise other_study(out, "comparison")
         if "calibration" in stored:
@@ -276,6 +280,16 @@ def plan_steps(configs: dict[str, Config], steps: int, match: str, out: Path,
     planned = _matched_steps(configs, steps, match, calibration["step_s"])
     atomic_write_json(plan_file, {"key": key, "steps": planned, "calibration": calibration})
     return planned, calibration
+
+
+def _with_defaults(key: dict[str, Any]) -> dict[str, Any]:
+    """A stored plan key with its configs rebuilt as today's reasonlab reads them: keys added
+    since it was written take their defaults (which keep the earlier behaviour), renamed keys map."""
+    try:
+        configs = {arm: config_from_dict(cfg).to_dict() for arm, cfg in key["configs"].items()}
+    except UserError:
+        return key
+    return {**key, "configs": configs}
 
 
 def arm_step_flops(arm: Arm) -> int:
