@@ -17,7 +17,7 @@ from pathlib import Path
 
 from reasonlab import api
 from reasonlab.config import ARCH_ALIASES, ARCHS, parse_override, resolve_config
-from reasonlab.data.corpus import val_stream
+from reasonlab.data.corpus import cache_root, val_stream
 from reasonlab.errors import Incomplete, Interrupted, UserError, WriteFailed
 from reasonlab.io import write_cause
 from reasonlab.runtime import autocast_factory, keep_freed_memory, resolve_precision
@@ -128,7 +128,7 @@ def _eval_task(loaded: api.LoadedModel, autocast: Callable[[], AbstractContextMa
     over the whole of each; with --vote K, also exact match voted over K symmetric variants."""
     from reasonlab.tasks.dataset import TaskData
 
-    data = TaskData(loaded.config.task)
+    data = TaskData(loaded.config.task, cache_root(loaded.config.data))
     batch = loaded.config.train.batch_size
     scores = {split: data.score(loaded.model, split, batch, loaded.device, autocast).metrics
               for split in ("val", "test")}

@@ -115,6 +115,9 @@ class TaskConfig:
     seed: int = 1234  # the dataset's seed: every arm and training seed sees the same instances
     augment: bool = False  # train on a fresh symmetric variant of each instance every time (sudoku, maze)
     source: str = ""  # "" = generated; else a published set: hf:NAME, a folder or a CSV (tasks/published.py)
+    # how instances are drawn (tasks/generate.py): 2 = each from its own seed, in worker processes;
+    # 1 = one stream per split, as runs stored without this key drew them
+    generator: int = 2
 
 
 @dataclass
@@ -328,7 +331,10 @@ def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a stored, resolved config (run directory or checkpoint)."""
     cfg = Config()
-    for key, value in _flatten(data, "stored config").items():
+    flat = _flatten(data, "stored config")
+    if flat.get("task.name") and "task.generator" not in flat:  # a task run from before generator 2
+        flat["task.generator"] = 1
+    for key, value in flat.items():
         _apply(cfg, key, value)
     validate(cfg)
     return cfg
@@ -386,6 +392,7 @@ def validate(cfg: Config) -> None:
 
     k = cfg.task
     _check(k.format in TASK_FORMATS, "task.format", f"must be one of {', '.join(TASK_FORMATS)}", k.format)
+    _check(k.generator in (1, 2), "task.generator", "must be 1 or 2", k.generator)
     for key in ("size", "min_search", "train_min_level", "train_max_level", "test_min_level", "test_max_level"):
         _check(getattr(k, key) >= 0, f"task.{key}", "must be >= 0", getattr(k, key))
     for key in ("train_examples", "eval_examples"):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reasonlab import api
+from reasonlab.data.corpus import cache_root
 from reasonlab.errors import UserError
 from reasonlab.experiments.compare import (
     Arm,
@@ -110,11 +111,12 @@ def _aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 def _task_data(arms: dict[str, Arm]) -> TaskData:
     """The generated splits every arm trains on; the arms must agree on every task setting."""
     first, *others = (arm.cfg.task for arm in arms.values())
+    data = next(iter(arms.values())).cfg.data
     for other in others:
         if other != first:
             differ = ", ".join(f"task.{k}" for k, v in vars(first).items() if getattr(other, k) != v)
             raise UserError(f"the arms must train on the same task; their configs differ in {differ}")
-    return TaskData(first)
+    return TaskData(first, cache_root(data))
 
 
 def _instances(data: TaskData) -> dict[str, int]:

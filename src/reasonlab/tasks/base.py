@@ -58,8 +58,9 @@ class Task:
     aligned: ClassVar[bool]  # one answer token per prompt token, so the grid format applies
     knobs: ClassVar[dict[str, str]] = {}  # task.* settings the task reads, with what they mean
 
-    def __init__(self, size: int = 0, reverse: bool = True, min_search: int = 0):
+    def __init__(self, size: int = 0, reverse: bool = True, min_search: int = 0, generator: int = 2):
         self.size, self.reverse, self.min_search = size, reverse, min_search
+        self.generator = generator  # task.generator: 1 draws as reasonlab did before version 2
 
     def vocab(self) -> list[str]:
         """Every token a prompt or answer of this task (at any level) can hold."""

@@ -1,10 +1,10 @@
-"""A task's three splits, drawn once from the dataset seed and encoded as padded id tensors.
+"""A task's three splits (tasks/generate.py draws them) encoded as padded id tensors.
 
 - train: `train_examples` instances at the train levels;
 - val: held-out instances at the train levels, evaluated during training;
 - test: instances at the harder levels, evaluated after training.
 
-No instance is in two splits (by its key, a hash of the prompt). Two formats:
+Two formats:
 - seq: prompt, "=", answer; a causal model predicts the answer token by token and only the
   answer tokens carry loss;
 - grid: the prompt alone as input and the answer cell at each position as target, all predicted
@@ -14,30 +14,29 @@ No instance is in two splits (by its key, a hash of the prompt). Two formats:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import random
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from reasonlab.config import Config, TaskConfig
+from reasonlab.config import Config, DataConfig, TaskConfig
+from reasonlab.data.corpus import cache_root
 from reasonlab.data.sampler import RowSampler
 from reasonlab.data.tokenizer import Tokenizer, word_tokenizer
 from reasonlab.errors import UserError
 from reasonlab.model.loss import IGNORE_INDEX
 from reasonlab.tasks.base import Example, Task
 from reasonlab.tasks.evaluate import SplitResult, evaluate_split
-from reasonlab.tasks.published import published_splits
-from reasonlab.tasks.registry import get_task
+from reasonlab.tasks.generate import draw_splits, levels, task_from_config
 
 SEP = "="
 PAD = "<pad>"
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -45,75 +44,6 @@ class EncodedSplit:
     examples: list[Example]
     inputs: torch.Tensor  # [N, T] token ids, padded with PAD
     targets: torch.Tensor  # [N, T] answer ids where the loss counts, IGNORE_INDEX elsewhere
-
-
-def task_from_config(cfg: TaskConfig) -> Task:
-    task = get_task(cfg.name, cfg.size, cfg.reverse, cfg.min_search)
-    if cfg.format == "grid" and not task.aligned:
-        raise UserError("task.format: grid needs one answer token per prompt token, "
-                        f"which {cfg.name} does not have; use seq")
-    return task
-
-
-def levels(task: Task, cfg: TaskConfig) -> dict[str, tuple[int, int]]:
-    """The inclusive level ranges of train/val and test, the task's defaults where unset."""
-    (train_lo, train_hi), (test_lo, test_hi) = task.default_levels()
-    ranges = {
-        "train": (cfg.train_min_level or train_lo, cfg.train_max_level or train_hi),
-        "test": (cfg.test_min_level or test_lo, cfg.test_max_level or test_hi),
-    }
-    low, high = task.level_bounds()
-    for split, (lo, hi) in ranges.items():
-        if not low <= lo <= hi <= high:
-            raise UserError(f"task.{split}_min_level/{split}_max_level: {task.name} needs "
-                            f"{low} <= min <= max <= {high}, got {lo}-{hi}")
-    return {"train": ranges["train"], "val": ranges["train"], "test": ranges["test"]}
-
-
-def draw(task: Task, rng: random.Random, level_range: tuple[int, int], count: int, exclude: set[str]) -> list[Example]:
-    """Up to `count` distinct instances, levels uniform over the range, none with a key in `exclude`.
-
-    Small instance spaces (2-bit parity) run out: after 20 draws per wanted instance the split
-    keeps what it has.
-    """
-    examples: dict[str, Example] = {}
-    for _ in range(20 * count + 100):
-        if len(examples) == count:
-            break
-        example = task.sample(rng, rng.randint(*level_range))
-        if example.key not in exclude:
-            examples.setdefault(example.key, example)
-    return list(examples.values())
-
-
-def build_splits(task: Task, cfg: TaskConfig) -> dict[str, list[Example]]:
-    """Test first, then val, then train, each excluding the instances drawn before it."""
-    ranges = levels(task, cfg)
-    counts = {"test": cfg.eval_examples, "val": cfg.eval_examples, "train": cfg.train_examples}
-    splits: dict[str, list[Example]] = {}
-    taken: set[str] = set()
-    for i, split in enumerate(("test", "val", "train")):
-        examples = draw(task, random.Random(cfg.seed * 3 + i), ranges[split], counts[split], taken)
-        if not examples:
-            lo, hi = ranges[split]
-            raise UserError(f"{task.name} has no {split} instances left at levels {lo}-{hi}; widen the level range")
-        taken |= {e.key for e in examples}
-        splits[split] = examples
-    return {split: splits[split] for split in SPLITS}
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_splits(settings: tuple[tuple[str, object], ...]) -> dict[str, list[Example]]:
-    cfg = TaskConfig(**dict(settings))
-    if cfg.source:
-        return published_splits(cfg.name, cfg.source, cfg.train_examples, cfg.eval_examples, cfg.seed)
-    return build_splits(task_from_config(cfg), cfg)
-
-
-def draw_splits(cfg: TaskConfig) -> dict[str, list[Example]]:
-    """build_splits, drawn once per process: every run of a study trains on the same splits,
-    and large sudokus take a while to generate."""
-    return _cached_splits(tuple(vars(cfg).items()))
 
 
 def encode(examples: list[Example], tokenizer: Tokenizer, fmt: str, width: int = 0) -> EncodedSplit:
@@ -139,10 +69,11 @@ def encode(examples: list[Example], tokenizer: Tokenizer, fmt: str, width: int =
 class TaskData:
     """A reasoning task as the trainer sees it: a tokenizer, a train sampler and an evaluation."""
 
-    def __init__(self, cfg: TaskConfig):
+    def __init__(self, cfg: TaskConfig, cache_dir: Path | None = None):
+        """`cache_dir`: where generated splits are cached (data.cache_dir's default where None)."""
         self.cfg = cfg
+        examples = draw_splits(cfg, cache_dir or cache_root(DataConfig()))
         if cfg.source:  # a published set: the grid size and the levels are the data's
-            examples = draw_splits(cfg)
             size = math.isqrt(len(examples["train"][0].prompt))
             if cfg.size and cfg.size != size:
                 raise UserError(f"task.size {cfg.size}: the puzzles of {cfg.source} are {size}x{size}")
@@ -155,8 +86,7 @@ class TaskData:
         if cfg.augment and not self.task.augmentable:
             raise UserError(f"task.augment: {cfg.name} has no validity-preserving augmentation (sudoku and maze have)")
         self.tokenizer = word_tokenizer([SEP, *self.task.vocab()], PAD)
-        self.splits = {name: encode(examples, self.tokenizer, cfg.format)
-                       for name, examples in draw_splits(cfg).items()}
+        self.splits = {name: encode(found, self.tokenizer, cfg.format) for name, found in examples.items()}
 
     @property
     def seq_len(self) -> int:

@@ -79,8 +79,8 @@ class Maze(Task):
     aligned = True
     knobs: ClassVar[dict[str, str]] = {"size": "the grid's side N, 5..32 (0 means 8)"}
 
-    def __init__(self, size: int = 0, reverse: bool = True, min_search: int = 0):
-        super().__init__(size or 8, reverse, min_search)
+    def __init__(self, size: int = 0, reverse: bool = True, min_search: int = 0, generator: int = 2):
+        super().__init__(size or 8, reverse, min_search, generator)
         if not 5 <= self.size <= 32:
             raise UserError(f"maze size must be in 5..32, got {size}")
 

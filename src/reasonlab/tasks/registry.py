@@ -12,11 +12,11 @@ from reasonlab.tasks.sudoku import Sudoku
 TASKS: dict[str, type[Task]] = {task.name: task for task in (Addition, Parity, PrefixSum, Sudoku, Maze)}
 
 
-def get_task(name: str, size: int = 0, reverse: bool = True, min_search: int = 0) -> Task:
+def get_task(name: str, size: int = 0, reverse: bool = True, min_search: int = 0, generator: int = 2) -> Task:
     """The task called `name`, with the knobs it reads (the others are ignored)."""
     if name not in TASKS:
         raise UserError(f"unknown task {name!r} (tasks: {', '.join(TASKS)})")
-    return TASKS[name](size, reverse, min_search)
+    return TASKS[name](size, reverse, min_search, generator)
 
 
 def describe_tasks() -> str:

@@ -17,6 +17,7 @@ from torch import nn
 
 from reasonlab.config import Config
 from reasonlab.data import BatchSampler, Corpus, prepare_corpus
+from reasonlab.data.corpus import cache_root
 from reasonlab.data.tokenizer import Tokenizer
 from reasonlab.errors import UserError
 from reasonlab.tasks.dataset import TaskData
@@ -68,5 +69,5 @@ class TextData:
 def prepare_data(cfg: Config) -> TrainingData:
     """The task's generated splits when `task.name` is set, else the tokenized corpus."""
     if cfg.task.name:
-        return TaskData(cfg.task)
+        return TaskData(cfg.task, cache_root(cfg.data))
     return TextData(prepare_corpus(cfg.data, cfg.model.vocab_size))
