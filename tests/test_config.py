@@ -20,6 +20,24 @@ def test_seed_gpu_preset_is_the_original_best_baseline():
     assert (t.batch_size, t.lr, t.warmup_steps, m.dropout, t.max_steps, t.eval_every) == (16, 6e-4, 0, 0.1, 1000, 100)
 
 
+def test_the_reasoning_recipes_carry_the_published_hyperparameters():
+    """TinyRecursiveModels' README commands and config/arch/trm.yaml; HRM's README and hrm_v1.yaml."""
+    trm = resolve_config(CONFIGS / "trm-sudoku-extreme.yaml")
+    m, t, k = trm.model, trm.train, trm.task
+    assert (m.arch, m.d_model, m.n_heads, m.n_layers, m.causal) == ("trm", 512, 8, 2, False)
+    assert (trm.trm.latent_steps, trm.trm.recursions, trm.recursion.max_segments) == (6, 3, 16)
+    assert (t.lr, t.weight_decay, t.batch_size, t.warmup_steps, t.ema_decay, t.max_steps) == (1e-4, 1.0, 768, 2000,
+                                                                                              0.999, 65104)
+    assert trm.recursion.carry_across_steps and (k.source, k.train_examples, k.augment) == (
+        "hf:sapientinc/sudoku-extreme", 1000, True)
+    maze = resolve_config(CONFIGS / "trm-maze-hard.yaml")
+    assert (maze.task.name, maze.task.source, maze.trm.latent_steps, maze.trm.recursions) == (
+        "maze", "hf:sapientinc/maze-30x30-hard-1k", 4, 3)
+    hrm = resolve_config(CONFIGS / "hrm-sudoku-extreme.yaml")
+    assert (hrm.model.arch, hrm.model.n_layers, hrm.hrm.H_cycles, hrm.hrm.L_cycles) == ("hrm", 4, 2, 2)
+    assert (hrm.train.max_steps, hrm.train.ema_decay) == (26042, 0.0)
+
+
 def test_overrides_are_typed():
     cfg = resolve_config(None, ["train.lr=1e-4", "model.n_layers=3", "train.compile=true", "data.source=/tmp/x"])
     assert cfg.train.lr == 1e-4 and cfg.model.n_layers == 3 and cfg.train.compile is True

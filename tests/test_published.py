@@ -62,6 +62,9 @@ def test_a_published_sudoku_set_gives_the_train_subset_val_and_the_test_split(tm
         assert data.task.check(e, e.answer)
     again = TaskData(TaskConfig(name="sudoku", source=str(folder), train_examples=20, eval_examples=8, format="grid"))
     assert [e.key for e in again.splits["train"].examples] == [e.key for e in examples["train"]]  # seeded
+    whole = TaskData(TaskConfig(name="sudoku", source=str(folder), train_examples=20, eval_examples=8,
+                                test_examples=1_000_000, format="grid"))
+    assert len(whole.splits["val"].examples) == 8 and len(whole.splits["test"].examples) == 12  # all of the split
 
 
 def test_a_published_maze_set_reads_its_characters(tmp_path):

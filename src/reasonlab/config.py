@@ -112,6 +112,7 @@ class TaskConfig:
     test_max_level: int = 0
     train_examples: int = 20000
     eval_examples: int = 256  # held-out instances per split (val at the train levels, test at the harder ones)
+    test_examples: int = 0  # test instances where not eval_examples; past a published test split's size, all of it
     seed: int = 1234  # the dataset's seed: every arm and training seed sees the same instances
     augment: bool = False  # train on a fresh symmetric variant of each instance every time (sudoku, maze)
     source: str = ""  # "" = generated; else a published set: hf:NAME, a folder or a CSV (tasks/published.py)
@@ -393,7 +394,8 @@ def validate(cfg: Config) -> None:
     k = cfg.task
     _check(k.format in TASK_FORMATS, "task.format", f"must be one of {', '.join(TASK_FORMATS)}", k.format)
     _check(k.generator in (1, 2), "task.generator", "must be 1 or 2", k.generator)
-    for key in ("size", "min_search", "train_min_level", "train_max_level", "test_min_level", "test_max_level"):
+    for key in ("size", "min_search", "train_min_level", "train_max_level", "test_min_level", "test_max_level",
+                "test_examples"):
         _check(getattr(k, key) >= 0, f"task.{key}", "must be >= 0", getattr(k, key))
     for key in ("train_examples", "eval_examples"):
         _check(getattr(k, key) >= 1, f"task.{key}", "must be >= 1", getattr(k, key))

@@ -37,8 +37,8 @@ from reasonlab.tasks.registry import get_task
 SPLITS = ("train", "val", "test")
 SERIAL_SECONDS = 2.0  # drawing that takes longer than this moves to worker processes
 CHUNK = 8  # instances per worker job
-GENERATION_FIELDS = ("name", "size", "reverse", "min_search", "train_min_level", "train_max_level",
-                     "test_min_level", "test_max_level", "train_examples", "eval_examples", "seed", "generator")
+GENERATION_FIELDS = ("name", "size", "reverse", "min_search", "train_min_level", "train_max_level", "test_min_level",
+                     "test_max_level", "train_examples", "eval_examples", "test_examples", "seed", "generator")
 
 
 def task_from_config(cfg: TaskConfig) -> Task:
@@ -170,7 +170,7 @@ def default_workers() -> int:
 def build_splits(task: Task, cfg: TaskConfig, workers: int = 1) -> dict[str, list[Example]]:
     """Test first, then val, then train, each excluding the instances drawn before it."""
     ranges = levels(task, cfg)
-    counts = {"test": cfg.eval_examples, "val": cfg.eval_examples, "train": cfg.train_examples}
+    counts = {"test": cfg.test_examples or cfg.eval_examples, "val": cfg.eval_examples, "train": cfg.train_examples}
     splits: dict[str, list[Example]] = {}
     taken: set[str] = set()
     with Workers(workers) as pool:
@@ -223,7 +223,8 @@ def cached(path: Path, build: Callable[[], dict[str, list[Example]]]) -> dict[st
 def _splits(settings: tuple[tuple[str, object], ...], cache_dir: str) -> dict[str, list[Example]]:
     cfg = TaskConfig(**dict(settings))
     if cfg.source:
-        return published_splits(cfg.name, cfg.source, cfg.train_examples, cfg.eval_examples, cfg.seed)
+        return published_splits(cfg.name, cfg.source, cfg.train_examples, cfg.eval_examples, cfg.seed,
+                                cfg.test_examples)
     task = task_from_config(cfg)
     levels(task, cfg)  # a level range out of bounds is refused before the cache is touched
     path = Path(cache_dir) / "tasks" / f"{cfg.name}-{cache_key(cfg)}.json"

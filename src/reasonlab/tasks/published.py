@@ -10,9 +10,9 @@ give every split).
 
 As in HRM's "-1k" settings, training uses a seeded subset of `task.train_examples` puzzles of the
 train set, validation `task.eval_examples` other ones, and the test split is the published test
-set, or a fixed seeded sample of `task.eval_examples` of it. Each puzzle's rating is kept as its
-difficulty, for the by-difficulty tables; its level is its blanks (sudoku) or its shortest
-path's length (maze).
+set, or a fixed seeded sample of `task.test_examples` (else `task.eval_examples`) of it. Each
+puzzle's rating is kept as its difficulty, for the by-difficulty tables; its level is its blanks
+(sudoku) or its shortest path's length (maze).
 """
 
 from __future__ import annotations
@@ -81,18 +81,20 @@ def to_example(task_name: str, row: dict[str, str]) -> Example:
 
 
 def published_splits(task_name: str, source: str, train_examples: int, eval_examples: int,
-                     seed: int) -> dict[str, list[Example]]:
-    """train, val and test as the module docstring says; no puzzle in two splits."""
+                     seed: int, test_examples: int = 0) -> dict[str, list[Example]]:
+    """train, val and test as the module docstring says; no puzzle in two splits. The test split
+    holds `test_examples` puzzles (eval_examples where 0), all of the published one where it has fewer."""
     train_rows = read_rows(source, "train")
     single_file = not source.startswith("hf:") and not Path(source).expanduser().is_dir()
     rng = random.Random(seed)
+    test_count = test_examples or eval_examples
     if single_file:
         rng.shuffle(train_rows)
-        test_rows, train_rows = train_rows[:eval_examples], train_rows[eval_examples:]
+        test_rows, train_rows = train_rows[:test_count], train_rows[test_count:]
     else:
         test_rows = read_rows(source, "test")
-        if eval_examples < len(test_rows):
-            test_rows = rng.sample(test_rows, eval_examples)
+        if test_count < len(test_rows):
+            test_rows = rng.sample(test_rows, test_count)
     if train_examples + eval_examples > len(train_rows):
         raise UserError(f"task.train_examples {train_examples} + task.eval_examples {eval_examples} (val) is more "
                         f"than the {len(train_rows)} training puzzles of {source}")
