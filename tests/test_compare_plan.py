@@ -1,8 +1,10 @@
 """Planning a comparison: seeds, the interleaved step-time calibration, bad flags."""
 
+import dataclasses
 import json
 
 import pytest
+import yaml
 
 from conftest import CONFIGS, tiny_config
 from reasonlab.cli import main
@@ -83,3 +85,24 @@ def test_a_plan_written_before_a_config_key_existed_is_continued(tmp_path, monke
     other = tiny_config(**{"train.batch_size": 4})
     with pytest.raises(UserError, match="other arms, configs or budgets"):
         plan_steps({"a": cfg, "b": other}, 10, "flops", tmp_path, lambda line: None)
+
+
+def test_a_finished_task_run_from_before_generator_2_is_trained_again(tmp_path, monkeypatch):
+    """Its config.yaml has no task.generator: it was trained on generator 1's instances, so a
+    study that now draws generator 2's retrains it rather than mixing the two in one table."""
+    cfg = tiny_config(**{"task.name": "parity", "model.vocab_size": 8})
+    run_dir = tmp_path / "a-s0"
+    run_dir.mkdir()
+    stored = cfg.to_dict()
+    del stored["task"]["generator"]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
+    (run_dir / "summary.json").write_text("{}")
+    trained = []
+    monkeypatch.setattr(compare.trainer, "train", lambda c, d, quiet: trained.append(c.task.generator) or d.mkdir())
+    monkeypatch.setattr(compare, "run_result", lambda d: {"summary": {"final_val": {"loss": 1.0, "accuracy": 0.5}}})
+    compare._run(cfg, run_dir, lambda line: None)
+    assert trained == [2]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
+    (run_dir / "summary.json").write_text("{}")
+    compare._run(dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, generator=1)), run_dir, lambda line: None)
+    assert trained == [2]  # the same instances: reused

@@ -59,6 +59,7 @@ from reasonlab.model import config_step_flops, control_config, param_counts
 from reasonlab.outdir import claim_out, other_study
 from reasonlab.report.comparison import write_comparison_report
 from reasonlab.training import trainer
+from reasonlab.training.checkpoint import read_config
 from reasonlab.training.data import prepare_data
 from reasonlab.training.engine import Engine
 from reasonlab.training.runlog import run_result
@@ -363,7 +364,7 @@ def _run(cfg: Config, run_dir: Path, progress: Callable[[str], None]) -> dict[st
     """Train one seed of one arm, or reuse it when a finished run with the same config is there."""
     summary = run_dir / "summary.json"
     stored = run_dir / "config.yaml"
-    if summary.is_file() and stored.is_file() and _same_run(resolve_config(stored), cfg):
+    if summary.is_file() and stored.is_file() and _same_run(read_config(run_dir), cfg):
         progress(f"{run_dir.name}: finished earlier, reused")
     else:
         if run_dir.exists():
