@@ -10,6 +10,8 @@ import torch
 
 from reasonlab.config import TaskConfig, resolve_config
 from reasonlab.errors import UserError
+from reasonlab.experiments.compare import Arm
+from reasonlab.experiments.tasks import _task_data
 from reasonlab.tasks.base import Example
 from reasonlab.tasks.dataset import TaskData
 from reasonlab.tasks.maze import START, bfs
@@ -120,3 +122,16 @@ def test_eval_vote_prints_the_voted_exact_match_beside_the_single_pass(tmp_path,
     scores = json.loads(capsys.readouterr().out)
     assert 0.0 <= scores["test"]["exact_match_vote"] <= 1.0 and "exact_match" in scores["test"]
     assert main(["eval", str(run / "checkpoints" / "final"), "--vote", "0"]) == 2
+
+
+def test_arms_may_differ_in_augmentation_alone(tmp_path):
+    """Augmentation on against off is a comparison of arms on the same instances; another task is not."""
+    cfg = resolve_config(None, {"task.name": "sudoku", "task.size": 4, "task.format": "grid", "task.train_examples": 32,
+                                "task.eval_examples": 8, "data.cache_dir": str(tmp_path)})
+    augmented = resolve_config(None, {**{f"task.{k}": v for k, v in vars(cfg.task).items()}, "task.augment": True,
+                                      "data.cache_dir": str(tmp_path)})
+    data = _task_data({"a": Arm("a", "a", cfg), "b": Arm("b", "b", augmented)})
+    assert not data.cfg.augment and len(data.splits["train"].examples) == 32
+    bigger = resolve_config(None, {**{f"task.{k}": v for k, v in vars(cfg.task).items()}, "task.size": 6})
+    with pytest.raises(UserError, match="differ in task.size"):
+        _task_data({"a": Arm("a", "a", cfg), "b": Arm("b", "b", bigger)})

@@ -10,6 +10,7 @@ at, to see whether more thinking at test time helps.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +110,10 @@ def _aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _task_data(arms: dict[str, Arm]) -> TaskData:
-    """The generated splits every arm trains on; the arms must agree on every task setting."""
-    first, *others = (arm.cfg.task for arm in arms.values())
+    """The splits every arm trains and is scored on; the arms must agree on every task setting but
+    `task.augment`, which changes how the train split is seen, not the instances (so augmentation
+    on against off is a comparison of arms)."""
+    first, *others = (dataclasses.replace(arm.cfg.task, augment=False) for arm in arms.values())
     data = next(iter(arms.values())).cfg.data
     for other in others:
         if other != first:
