@@ -32,5 +32,7 @@ def describe_tasks() -> str:
                   f"  formats: {'seq, grid' if task.aligned else 'seq'}"]
         lines += [f"  task.{knob}: {meaning}" for knob, meaning in task.knobs.items()]
     lines += ["every task: task.train_min_level/train_max_level, task.test_min_level/test_max_level, "
-              "task.train_examples, task.eval_examples, task.seed"]
+              "task.train_examples, task.eval_examples, task.test_examples, task.seed",
+              "sudoku and maze: task.augment (a fresh symmetric variant each time), "
+              "task.source (a published set: hf:NAME, a folder or a CSV)"]
     return "\n".join(lines)
