@@ -9,7 +9,7 @@ passed, and prints how many it made per second and the mean difficulty (the solv
 sudoku). The last sudoku rows reach 21 givens; the last maze rows Maze-Hard's path lengths (110
 and more at 30x30).
 
-`--hard N`: the splits of N hard 9x9 training puzzles (23-27 givens, at least 10 solver guesses)
+`--hard N`: the splits of N hard 9x9 training puzzles (25-27 givens, at least 10 solver guesses)
 plus 100 val and 100 test, drawn into an empty cache by every core of the machine (the worker
 processes of tasks/generate.py), timed from start to cached; 0 skips it.
 """
@@ -62,15 +62,15 @@ def main() -> None:
 
 
 def hard_set(count: int) -> None:
-    cfg = TaskConfig(name="sudoku", size=9, format="grid", min_search=10, train_min_level=54, train_max_level=58,
-                     test_min_level=54, test_max_level=58, train_examples=count, eval_examples=100)
+    cfg = TaskConfig(name="sudoku", size=9, format="grid", min_search=10, train_min_level=54, train_max_level=56,
+                     test_min_level=54, test_max_level=56, train_examples=count, eval_examples=100)
     with tempfile.TemporaryDirectory() as cache:
         tic = time.perf_counter()
         splits = draw_splits(cfg, Path(cache))
         seconds = time.perf_counter() - tic
     made = sum(len(found) for found in splits.values())
     guesses = statistics.mean(e.difficulty for e in splits["train"])
-    print(f"\n{made:,} hard 9x9 puzzles (54-58 blanks, min_search 10; {count:,} train + 100 val + 100 test), "
+    print(f"\n{made:,} hard 9x9 puzzles (54-56 blanks, min_search 10; {count:,} train + 100 val + 100 test), "
           f"{default_workers()} worker processes, empty cache: {seconds:.0f} s ({made / seconds:.2f} puzzles/s), "
           f"mean guesses {guesses:.1f}")
 
