@@ -20,7 +20,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -70,17 +70,23 @@ def _tries(count: int) -> int:
     return 20 * count + 100
 
 
+def _distinct(examples: Iterable[Example], count: int, exclude: set[str]) -> list[Example]:
+    """The first `count` distinct instances of `examples` with no key in `exclude` (fewer where
+    `examples` runs out first); no instance is drawn past the last one kept."""
+    kept: dict[str, Example] = {}
+    for example in examples:
+        if example.key not in exclude:
+            kept.setdefault(example.key, example)
+            if len(kept) == count:
+                break
+    return list(kept.values())
+
+
 def draw_stream(task: Task, rng: random.Random, level_range: tuple[int, int], count: int,
                 exclude: set[str]) -> list[Example]:
     """Generator 1: up to `count` distinct instances from one stream, none with a key in `exclude`."""
-    examples: dict[str, Example] = {}
-    for _ in range(_tries(count)):
-        if len(examples) == count:
-            break
-        example = task.sample(rng, rng.randint(*level_range))
-        if example.key not in exclude:
-            examples.setdefault(example.key, example)
-    return list(examples.values())
+    stream = (task.sample(rng, rng.randint(*level_range)) for _ in range(_tries(count)))
+    return _distinct(stream, count, exclude)
 
 
 def sample_one(task: Task, seed: str, level_range: tuple[int, int], index: int) -> Example:
@@ -115,27 +121,21 @@ class Workers:
 def draw_instances(task: Task, seed: str, level_range: tuple[int, int], count: int, exclude: set[str],
                    workers: Workers) -> list[Example]:
     """Generator 2: instances 0, 1, 2, ... of the split, each from (seed, index), until `count` are
-    distinct and not in `exclude`. Drawing starts in this process; once it has taken
-    SERIAL_SECONDS, the rest is drawn by the worker processes in chunks, consumed in index order,
-    so the result is the one a single process draws."""
-    examples: dict[str, Example] = {}
-    limit = _tries(count)
+    distinct and not in `exclude`."""
+    return _distinct(_instances(task, seed, level_range, _tries(count), workers), count, exclude)
 
-    def keep(example: Example) -> bool:
-        if example.key not in exclude:
-            examples.setdefault(example.key, example)
-        return len(examples) == count
 
+def _instances(task: Task, seed: str, level_range: tuple[int, int], limit: int,
+               workers: Workers) -> Iterator[Example]:
+    """Instances 0 .. limit-1 in index order. Drawing starts in this process; once it has taken
+    SERIAL_SECONDS, the rest is drawn by the worker processes in chunks, so the instances are
+    the ones a single process draws."""
     index, tic = 0, time.perf_counter()
     while index < limit and (workers.count <= 1 or time.perf_counter() - tic < SERIAL_SECONDS):
-        if keep(sample_one(task, seed, level_range, index)):
-            return list(examples.values())
+        yield sample_one(task, seed, level_range, index)
         index += 1
-    if index < limit:
-        for chunk in _in_workers(task, seed, level_range, index, limit, workers):
-            if any(keep(example) for example in chunk):
-                break
-    return list(examples.values())
+    for chunk in _in_workers(task, seed, level_range, index, limit, workers):
+        yield from chunk
 
 
 def _in_workers(task: Task, seed: str, level_range: tuple[int, int], start: int, limit: int,

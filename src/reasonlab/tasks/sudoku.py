@@ -175,27 +175,27 @@ class Sudoku(Task):
         size = self.size
         solution = [m.bit_length() for m in _search([(1 << size) - 1] * size * size, size, 1, rng)[0][0]]
         puzzle = solution.copy()
+
+        def blank(cells: list[int]) -> bool:
+            """Blank every cell that leaves the solution unique, in order; True once `level` are blank."""
+            for cell in cells:
+                if self._unique_without(puzzle, solution, cell):
+                    puzzle[cell] = 0
+                    if puzzle.count(0) == level:
+                        return True
+            return False
+
         order = list(range(size * size))
         rng.shuffle(order)
-        blanks = 0
-        for cell in order:
-            if self._unique_without(puzzle, solution, cell):
-                puzzle[cell] = 0
-                blanks += 1
-                if blanks == level:
-                    return puzzle, solution
+        if blank(order):
+            return puzzle, solution
         for _ in range(MOVES if self.generator >= 2 else 0):
             back = rng.choice([i for i, v in enumerate(puzzle) if not v])
             puzzle[back] = solution[back]
-            blanks -= 1
             givens = [i for i, v in enumerate(puzzle) if v and i != back]
             rng.shuffle(givens)
-            for cell in givens:
-                if self._unique_without(puzzle, solution, cell):
-                    puzzle[cell] = 0
-                    blanks += 1
-                    if blanks == level:
-                        return puzzle, solution
+            if blank(givens):
+                return puzzle, solution
         return None
 
     def _unique_without(self, puzzle: list[int], solution: list[int], cell: int) -> bool:
