@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The recursion table: every arm against the baseline at equal FLOPs, 3 seeds, on language
-# modelling (cpu-demo scale) and on a reasoning task (task-small scale).
+# modelling (cpu-demo scale) and on a reasoning task (task-small scale); and the CPU-scale
+# reasoning recipes (sudoku-hard, maze-hard): baseline, hrm and trm, and trm without augmentation
+# at the same budget (the effect of task.augment).
 #
-#   benchmarks/recursion_study.sh OUT [lm|sudoku|addition ...] [-- extra compare/tasks flags]
+#   benchmarks/recursion_study.sh OUT [lm|sudoku|addition|sudoku-hard|maze-hard ...] [-- extra compare/tasks flags]
 #
 # Writes each arm's config under OUT/arms/ (so the study can be rerun and read), then
 # OUT/lm (reasonlab compare --arms) and OUT/<task> (reasonlab tasks --arms).
@@ -26,6 +28,8 @@ done
 arm cpu-demo-hrm cpu-demo $'model: {arch: hrm}\nhrm: {H_cycles: 1, L_cycles: 1}\nrecursion: {max_segments: 2}'
 arm cpu-demo-trm cpu-demo $'model: {arch: trm}\ntrm: {latent_steps: 2, recursions: 2}\nrecursion: {max_segments: 2}'
 arm cpu-demo-looped cpu-demo $'model: {arch: looped}\nlooped: {depth: 4}\nrecursion: {max_segments: 1, use_act: false}'
+printf 'extends: trm-sudoku-hard-cpu\ntask: {augment: false}\n' >"$out/arms/trm-sudoku-hard-cpu-no-augment.yaml"
+printf 'extends: trm-maze-hard-cpu\ntask: {augment: false}\n' >"$out/arms/trm-maze-hard-cpu-no-augment.yaml"
 a="$out/arms"
 for study in "${studies[@]:-lm}"; do
   case $study in
@@ -41,6 +45,12 @@ $a/task-small-looped-random.yaml" --seeds 3 --match flops --out "$out/sudoku" "$
       reasonlab tasks --task addition --arms "task-small,control:flops:task-small-recursive,task-small-recursive,\
 task-small-trm,$a/task-small-trm-carry-ema.yaml,task-small-looped,$a/task-small-looped-act.yaml,\
 $a/task-small-looped-random.yaml" --seeds 3 --match flops --out "$out/addition" "$@" ;;
-    *) echo "unknown study $study (lm, sudoku, addition)" >&2; exit 2 ;;
+    sudoku-hard)
+      reasonlab tasks --task sudoku --arms "sudoku-hard-cpu,hrm-sudoku-hard-cpu,trm-sudoku-hard-cpu,\
+$a/trm-sudoku-hard-cpu-no-augment.yaml" --seeds 3 --match flops --out "$out/sudoku-hard-cpu" "$@" ;;
+    maze-hard)
+      reasonlab tasks --task maze --arms "maze-hard-cpu,trm-maze-hard-cpu,$a/trm-maze-hard-cpu-no-augment.yaml" \
+        --seeds 3 --match flops --out "$out/maze-hard-cpu" "$@" ;;
+    *) echo "unknown study $study (lm, sudoku, addition, sudoku-hard, maze-hard)" >&2; exit 2 ;;
   esac
 done
