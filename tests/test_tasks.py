@@ -13,6 +13,7 @@ from torch import nn
 import reasonlab
 from conftest import CONFIGS, tiny_config
 from reasonlab.cli import main
+from reasonlab.experiments.tasks import curve_points
 from reasonlab.model import build_model
 from reasonlab.model.loss import IGNORE_INDEX
 from reasonlab.model.outputs import ModelOutput
@@ -183,7 +184,7 @@ def test_tasks_command_writes_the_study(tmp_path, capsys):
     assert result["task"]["format"] == "grid" and result["task"]["levels"]["test"] == [9, 12]
     a, b = result["arms"]["a"], result["arms"]["b"]
     assert a["arch"] == "baseline" and "segments_curve" not in a["aggregate"]
-    assert sorted(b["aggregate"]["segments_curve"], key=int) == ["1", "2", "3", "4"]
+    assert sorted(b["aggregate"]["segments_curve"], key=int) == ["1", "2", "4"]
     assert set(a["aggregate"]["by_level"]) == {str(level) for level in range(4, 13)}
     report = (out / "TASK_RESULTS.md").read_text()
     assert f"A ran {a['max_steps']} steps" in report and f"B ran {b['max_steps']} steps" in report
@@ -211,3 +212,10 @@ def test_tasks_command_bad_input(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err and fragment in err, err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(("trained", "factor", "points"), [
+    (1, 2, [1, 2]), (2, 4, [1, 2, 4, 8]), (4, 2, [1, 2, 4, 8]), (3, 2, [1, 2, 3, 4, 6]), (3, 4, [1, 2, 3, 4, 8, 12]),
+])
+def test_test_time_curves_double_and_keep_the_trained_value_and_the_maximum(trained, factor, points):
+    assert curve_points(trained, factor) == points

@@ -5,7 +5,9 @@ two arms every arm against the first, Holm-corrected), judged on val exact match
 run's final model is scored on the val split (the train levels) and on the harder test split,
 level by level; recursive models are also scored with a fixed number of segments from 1 to twice
 what they trained with, and at a forced inner depth from 1 to four times the depth they trained
-at, to see whether more thinking at test time helps.
+at, to see whether more thinking at test time helps. The curves are taken at doubling points
+(1, 2, 4, ..., and the trained value), as test-time compute is plotted in the field: each point
+costs as many passes as its value, so every integer would cost about twice as much for little.
 """
 
 from __future__ import annotations
@@ -68,6 +70,12 @@ def _examples(data: TaskData, scored: dict[str, SplitResult]) -> dict[str, dict[
     return picked
 
 
+def curve_points(trained: int, factor: int) -> list[int]:
+    """1, 2, 4, ... up to `factor` x `trained`, with `trained` and the maximum themselves."""
+    top = factor * trained
+    return sorted({2 ** i for i in range(top.bit_length()) if 2 ** i <= top} | {trained, top})
+
+
 def _score_run(data: TaskData, run_dir: Path, batch_size: int) -> dict[str, Any]:
     """One run's final model on val and test: overall, by level (and by difficulty where the task has its
     own), one solved and one failed example, and for a recursive model the segments and depth curves."""
@@ -85,12 +93,11 @@ def _score_run(data: TaskData, run_dir: Path, batch_size: int) -> dict[str, Any]
         out["by_difficulty"] = _grouped(data, scored, "difficulty")
     out["examples"] = _examples(data, scored)
     if loaded.config.model.arch != "baseline":
-        segments = range(1, 2 * loaded.config.recursion.max_segments + 1)
         out["segments_curve"] = {str(k): {split: score(split, k).metrics["exact_match"] for split in ("val", "test")}
-                                 for k in segments}
+                                 for k in curve_points(loaded.config.recursion.max_segments, 2)}
         out["trained_depth"] = loaded.model.trained_depth
         out["depth_curve"] = {str(k): {split: score(split, depth=k).metrics["exact_match"] for split in ("val", "test")}
-                              for k in range(1, 4 * loaded.model.trained_depth + 1)}
+                              for k in curve_points(loaded.model.trained_depth, 4)}
     return out
 
 

@@ -82,6 +82,8 @@ def plot_segments(result: dict[str, Any], out: Path) -> bool:
             for split, style in (("val", "-"), ("test", "--")):
                 ax.plot([int(k) for k in ks], [100 * points[k][split]["mean"] for k in ks], style, marker="o",
                         color=color(arm), label=f"{arm_label(arm, data['name'])} ({split})")
+        ax.set_xscale("log", base=2)  # the points double (experiments/tasks.py)
+        ax.xaxis.set_major_formatter("{x:g}")
         ax.set_xlabel(label)
         ax.set_ylabel("exact match (%)")
         ax.grid(alpha=0.3)
