@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from reasonlab.config import Config, ModelConfig
 from reasonlab.model import build_model, flops_per_token, param_counts
 from reasonlab.model.dropout import dropout
+from reasonlab.model.layers import apply_rope, rope_tables
 from reasonlab.model.loss import IGNORE_INDEX, token_losses
 from reasonlab.model.moe import GroupedExperts, MoE, balance_loss, row_multiple, slot_layout
 
@@ -217,3 +218,19 @@ def test_explicit_attention_matches_sdpa_when_nothing_is_dropped(monkeypatch, ca
     expected_grads = torch.autograd.grad(expected.sum(), (q, k, v))
     for g, e in zip(grads, expected_grads):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_rope_is_the_rotate_half_form_and_scores_depend_only_on_relative_position():
+    cos, sin = rope_tables(16, 8)
+    x = torch.randn(2, 3, 16, 8)
+    angles = torch.outer(torch.arange(16.0), 1.0 / 10000 ** (torch.arange(0, 8, 2) / 8))
+    c, s = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+    rotate_half = torch.cat([-x[..., 4:], x[..., :4]], dim=-1)
+    assert torch.equal(apply_rope(x, cos, sin), x * c + rotate_half * s)
+    q, k = torch.randn(8), torch.randn(8)
+
+    def at(v: torch.Tensor, p: int) -> torch.Tensor:
+        return apply_rope(v.expand(16, 8), cos, sin)[p]
+
+    assert torch.allclose(at(q, 5) @ at(k, 2), at(q, 13) @ at(k, 10), atol=1e-5)
+    assert not torch.allclose(at(q, 5) @ at(k, 2), at(q, 5) @ at(k, 3), atol=1e-3)

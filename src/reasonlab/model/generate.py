@@ -58,7 +58,7 @@ def _run_cached(model: nn.Module, cache: KVCache, ids: torch.Tensor, **forced: i
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()  # not no_grad: it also skips the version counters and view tracking of every op
 def sample(
     model: nn.Module,
     ids: torch.Tensor,

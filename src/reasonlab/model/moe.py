@@ -11,7 +11,6 @@ slots sorted by expert, each expert's group padded), E experts, D d_model, F d_f
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import torch
@@ -202,14 +201,18 @@ class GroupedExperts(nn.Module):
         than they save at this size: one decoding step of cpu-small spent 30% of its time in
         grouped matmuls of two rows (benchmarks/generate.py)."""
         dtype = compute_dtype(x_TD.device, self.w1.dtype)
-        w1, b1, w2, b2 = (w.to(dtype) for w in (self.w1, self.b1, self.w2, self.b2))
-        x_TD = x_TD.to(dtype)
-        y_TKD = x_TD.new_empty(*top_idx_TK.shape, x_TD.shape[1])
-        for t, k in itertools.product(range(top_idx_TK.shape[0]), range(top_idx_TK.shape[1])):
-            e = int(top_idx_TK[t, k])
-            h_1F = F.silu(torch.addmm(b1[e : e + 1], x_TD[t : t + 1], w1[e]))
-            y_TKD[t, k] = torch.addmm(b2[e : e + 1], h_1F, w2[e])[0]
-        return (y_TKD * top_weight_TK.to(dtype).unsqueeze(-1)).sum(dim=1)
+        w1, b1, w2, b2 = self.w1, self.b1, self.w2, self.b2
+        if dtype != w1.dtype:
+            w1, b1, w2, b2, x_TD = (w.to(dtype) for w in (w1, b1, w2, b2, x_TD))
+        rows = []
+        for t, (experts, weights) in enumerate(zip(top_idx_TK.tolist(), top_weight_TK.tolist())):
+            x_1D = x_TD[t : t + 1]
+            y_1D = None
+            for e, weight in zip(experts, weights):
+                y_e = torch.addmm(b2[e], F.silu(torch.addmm(b1[e], x_1D, w1[e])), w2[e], beta=weight, alpha=weight)
+                y_1D = y_e if y_1D is None else y_1D + y_e
+            rows.append(y_1D)
+        return torch.cat(rows) if len(rows) > 1 else rows[0]
 
     def _experts(self, x_RD: torch.Tensor, layout: SlotLayout) -> torch.Tensor:
         """Every expert's MLP on its group of rows, in x_RD's dtype: two grouped matmuls."""
