@@ -3,6 +3,7 @@
 import contextlib
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from conftest import CONFIGS, tiny_config
 from reasonlab.cli import main
 from reasonlab.experiments.tasks import curve_points
 from reasonlab.model import build_model
+from reasonlab.model.layers import KVCache
 from reasonlab.model.loss import IGNORE_INDEX
 from reasonlab.model.outputs import ModelOutput
 from reasonlab.tasks.dataset import TaskData
@@ -62,11 +64,15 @@ def test_loss_counts_answer_tokens_only():
 
 class Oracle(nn.Module):
     """Answers from a lookup of every reference sequence; rows in `wrong` get a wrong first token,
-    after which greedy decoding leaves the table and predicts padding."""
+    after which greedy decoding leaves the table and predicts padding. Decoding goes through a KV
+    cache (model/generate.py), so the oracle keeps the text it was given, as a cache would."""
 
     def __init__(self, data: TaskData, split: str, wrong: set[int], fmt: str):
         super().__init__()
         self.vocab, self.fmt = data.tokenizer.vocab_size, fmt
+        self.cfg = SimpleNamespace(causal=True, seq_len=data.splits[split].inputs.shape[1])
+        self.kv_cache: KVCache | None = None
+        self.seen = torch.zeros(0, 0, dtype=torch.long)
         self.table: dict[tuple[int, ...], int] = {}
         self.rows: dict[tuple[int, ...], list[int]] = {}
         enc = data.splits[split]
@@ -84,6 +90,8 @@ class Oracle(nn.Module):
                     self.table[tuple(sequence[: t + 1])] = sequence[t + 1]
 
     def run(self, x: torch.Tensor) -> ModelOutput:
+        if self.kv_cache is not None:  # x holds only the new tokens once the prompt is in
+            x = self.seen = torch.cat([self.seen, x], dim=1) if self.kv_cache.length else x
         logits = torch.zeros(*x.shape, self.vocab)
         for b, row in enumerate(x.tolist()):
             if self.fmt == "grid":
@@ -117,6 +125,14 @@ def test_grid_format_needs_an_aligned_task(capsys):
     code = main(["train", "--config", str(CONFIGS / "cpu-tiny.yaml"), "--set", "task.name=addition",
                  "--set", "task.format=grid", "--out", "unused"])
     assert code == 2 and "task.format" in capsys.readouterr().err
+
+
+def test_seq_format_needs_a_causal_model(capsys, tmp_path):
+    code = main(["train", "--config", str(CONFIGS / "cpu-tiny.yaml"), "--set", "task.name=addition",
+                 "--set", "model.causal=false", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "model.causal" in err and "task.format seq" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
 def test_bidirectional_model_sees_later_tokens():

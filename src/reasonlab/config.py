@@ -394,6 +394,8 @@ def validate(cfg: Config) -> None:
     k = cfg.task
     _check(k.format in TASK_FORMATS, "task.format", f"must be one of {', '.join(TASK_FORMATS)}", k.format)
     _check(k.generator in (1, 2), "task.generator", "must be 1 or 2", k.generator)
+    _check(not k.name or k.format != "seq" or m.causal, "model.causal",
+           "must be true for task.format seq (a bidirectional model sees the answer it is to predict)", m.causal)
     for key in ("size", "min_search", "train_min_level", "train_max_level", "test_min_level", "test_max_level",
                 "test_examples"):
         _check(getattr(k, key) >= 0, f"task.{key}", "must be >= 0", getattr(k, key))

@@ -96,3 +96,21 @@ def sample(
             if stop_id is not None and next_id.item() == stop_id:
                 break
     return ids, exits
+
+
+@torch.inference_mode()
+def greedy(model: nn.Module, ids: torch.Tensor, new_tokens: int, segments: int | None = None,
+           depth: int | None = None) -> torch.Tensor:
+    """The greedy continuation [B, new_tokens] of every row of ids [B, T], through the KV cache:
+    `sample` at temperature 0 for a batch of prompts of one length whose continuation fits the
+    model's context (the answers of task scoring, tasks/evaluate.py)."""
+    forced = {k: v for k, v in (("segments", segments), ("depth", depth)) if v is not None}
+    new: list[torch.Tensor] = []
+    with _cached(model):
+        cache = KVCache(getattr(model, "core", model).cfg.seq_len)
+        out = _run_cached(model, cache, ids, **forced)
+        for i in range(new_tokens):
+            new.append(out.logits[:, -1].argmax(dim=-1, keepdim=True))
+            if i + 1 < new_tokens:
+                out = _run_cached(model, cache, new[-1], **forced)
+    return torch.cat(new, dim=1)

@@ -1,9 +1,10 @@
 """Scoring a model on a task split: answer-token loss, then exact match and per-token accuracy.
 
 The loss is teacher-forced over the answer tokens. The answers are the model's own: in the seq
-format decoded greedily token by token from prompt + "=", in the grid format every cell's argmax
-from one pass. An answer is exactly right when the task accepts it (a maze may have several
-shortest paths); per-token accuracy compares it with the generated answer position by position.
+format decoded greedily token by token from prompt + "=" (through the KV cache), in the grid
+format every cell's argmax from the same pass that gave the loss. An answer is exactly right when
+the task accepts it (a maze may have several shortest paths); per-token accuracy compares it with
+the generated answer position by position.
 """
 
 from __future__ import annotations
@@ -20,15 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from reasonlab.data.tokenizer import Tokenizer
+from reasonlab.model.generate import greedy
 from reasonlab.model.loss import IGNORE_INDEX
 from reasonlab.model.outputs import ModelOutput
 from reasonlab.tasks.base import Task
 
 if TYPE_CHECKING:
     from reasonlab.tasks.dataset import EncodedSplit
-
-Run = Callable[[torch.Tensor], ModelOutput]
-
 
 @dataclass
 class SplitResult:
@@ -38,13 +37,15 @@ class SplitResult:
     token_accuracy: list[float]  # each example's share of answer tokens equal to the reference
 
 
-def _grid_answers(run: Run, inputs: torch.Tensor, targets: torch.Tensor) -> list[list[int]]:
-    predicted = run(inputs).logits.argmax(dim=-1)
+def _grid_answers(out: ModelOutput, targets: torch.Tensor) -> list[list[int]]:
+    predicted = out.logits.argmax(dim=-1)
     return [row[mask].tolist() for row, mask in zip(predicted, targets != IGNORE_INDEX)]
 
 
-def _greedy_answers(run: Run, inputs: torch.Tensor, targets: torch.Tensor) -> list[list[int]]:
-    """Decode every row's answer from its own prompt + "=", rows of equal shape in one batch."""
+def _greedy_answers(model: nn.Module, forced: dict[str, int], autocast: Callable[[], AbstractContextManager],
+                    inputs: torch.Tensor, targets: torch.Tensor) -> list[list[int]]:
+    """Decode every row's answer from its own prompt + "=", rows of equal shape in one batch,
+    through the KV cache (model/generate.py `greedy`)."""
     answers: list[list[int]] = [[] for _ in range(len(inputs))]
     shapes: dict[tuple[int, int], list[int]] = defaultdict(list)
     valid = targets != IGNORE_INDEX
@@ -52,11 +53,9 @@ def _greedy_answers(run: Run, inputs: torch.Tensor, targets: torch.Tensor) -> li
         start = int(valid[i].int().argmax())  # the separator's position: the first answer target
         shapes[(start, int(valid[i].sum()))].append(i)
     for (start, length), rows in shapes.items():
-        ids = inputs[rows, : start + 1]
-        for _ in range(length):
-            next_id = run(ids).logits[:, -1].argmax(dim=-1, keepdim=True)
-            ids = torch.cat([ids, next_id], dim=1)
-        for row, answer in zip(rows, ids[:, start + 1 :].tolist()):
+        with autocast():
+            decoded = greedy(model, inputs[rows, : start + 1], length, **forced)
+        for row, answer in zip(rows, decoded.tolist()):
             answers[row] = answer
     return answers
 
@@ -94,7 +93,10 @@ def evaluate_split(
         count += int(valid.sum())
         if out.segments is not None:
             segment_sum += out.segments[valid].float().sum().item()
-        answer_ids += (_grid_answers if fmt == "grid" else _greedy_answers)(run, x, y)
+        if fmt == "grid":
+            answer_ids += _grid_answers(out, y)
+        else:
+            answer_ids += _greedy_answers(model, forced, autocast, x, y)
     model.train(was_training)
 
     predictions = [tuple(tokenizer.backend.id_to_token(t) for t in ids) for ids in answer_ids]
