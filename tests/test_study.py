@@ -9,6 +9,7 @@ from optuna.trial import TrialState
 from reasonlab.cli import main
 from reasonlab.experiments import sweep
 from reasonlab.experiments.sweep import enqueue_missing, make_storage, shown_url, trial_key
+from reasonlab.outdir import MARKER
 
 SUITE = """
 name: tiny
@@ -85,6 +86,28 @@ def test_hopeless_trials_are_pruned_not_failed(tmp_path, suite_file):
     states = {t.params["config"]: t.state for t in _trials(out)}
     assert states["d_hopeless"] == optuna.trial.TrialState.PRUNED
     assert json.loads((out / "ablation_results.json").read_text())["configs"]["d_hopeless"]["status"] == "pruned"
+
+
+def test_a_sweep_folder_from_before_a_config_key_existed_is_continued(tmp_path, capsys):
+    """Its suite.json lacks a key added since (at its default) and its marker holds the fingerprint
+    of those configs: the rerun knows the sweep as its own and queues nothing."""
+    suite = tmp_path / "one.yaml"
+    suite.write_text("name: one\nbase: cpu-tiny\nconfigs:\n  a_base: {}\n")
+    out = tmp_path / "sweep"
+    args = ["ablate", "--suite", str(suite), "--steps", "2", "--seeds", "1", "--out", str(out)]
+    assert main(args) == 0
+    plan = json.loads((out / "suite.json").read_text())
+    del plan["configs"]["a_base"]["train"]["micro_batch_size"]
+    (out / "suite.json").write_text(json.dumps(plan))
+    (out / MARKER).write_text(json.dumps({"kind": "ablation", "fingerprint": "written-by-an-earlier-reasonlab"}))
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "1 already done or running, 0 queued" in capsys.readouterr().err
+    assert len(_trials(out)) == 1
+    assert json.loads((out / MARKER).read_text())["fingerprint"] != "written-by-an-earlier-reasonlab"
+    suite.write_text("name: one\nbase: cpu-tiny\nconfigs:\n  a_base: {train.lr: 0.01}\n")
+    assert main(args) == 2
+    assert "other arms, configs or budgets" in capsys.readouterr().err
 
 
 def test_unknown_suite_key_fails_before_anything_runs(tmp_path, capsys):

@@ -341,6 +341,16 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return cfg
 
 
+def reread(configs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]] | None:
+    """Stored config dicts as this reasonlab reads them: keys added since they were written take
+    their defaults (which keep the earlier behaviour) and renamed keys map; None where one no longer
+    reads. How a study folder from an earlier reasonlab is known to hold the same study."""
+    try:
+        return {name: config_from_dict(cfg).to_dict() for name, cfg in configs.items()}
+    except UserError:
+        return None
+
+
 def _check(ok: bool, key: str, message: str, value: Any) -> None:
     if not ok:
         raise UserError(f"{key}: {message}, got {value!r}")

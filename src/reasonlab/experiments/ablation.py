@@ -11,10 +11,10 @@ from typing import Any
 
 import optuna
 
-from reasonlab.config import Config, config_from_dict
+from reasonlab.config import Config, config_from_dict, reread
 from reasonlab.errors import Incomplete, UserError
 from reasonlab.experiments.stats import CI_LEVEL, holm, mean_ci, mean_curve, welch_diff
-from reasonlab.experiments.suites import load_suite
+from reasonlab.experiments.suites import Suite, load_suite
 from reasonlab.experiments.sweep import (
     SweepSpec,
     enqueue_missing,
@@ -29,8 +29,26 @@ from reasonlab.outdir import claim_out
 from reasonlab.report.ablation import write_ablation_report
 
 RESULTS = "ablation_results.json"
+PLAN = "suite.json"  # the suite's configs and the optuna study a folder holds
 CONFIRM_TOP = 3  # how many of the sweep's best configs a confirmation reruns
 CONFIRM_SEED_START = 1_000_000  # confirmation seeds count up from here, far past any sweep's 0..seeds-1
+
+
+def _claim(out: Path, suite: Suite) -> str:
+    """Claim `out` for this suite's sweep; return the name of the optuna study it holds.
+
+    The folder keeps the configs its sweep started with (suite.json), so one written before config
+    keys were added (at their defaults) is known as the same sweep and continues, as compare's
+    plan.json does; the study keeps its first name, which the configs of the day named.
+    """
+    configs = {name: cfg.to_dict() for name, cfg in suite.configs.items()}
+    plan_file = out / PLAN
+    stored = json.loads(plan_file.read_text()) if plan_file.is_file() else None
+    same = stored is not None and stored["suite"] == suite.name and reread(stored["configs"]) == configs
+    claim_out(out, "ablation", {"suite": suite.name, "configs": suite.fingerprint()}, same_study=same)
+    name = stored["study_name"] if same else f"{suite.name}-{suite.fingerprint()}"
+    atomic_write_json(plan_file, {"suite": suite.name, "study_name": name, "configs": configs})
+    return name
 
 
 def sweep_overrides(steps: int) -> dict[str, Any]:
@@ -205,10 +223,9 @@ def run_ablation(
                         f"confirmation's), got {seed_offset}")
     loaded = load_suite(suite, base, {**sweep_overrides(steps), **(overrides or {})}, only)
     out = Path(out)
-    claim_out(out, "ablation", {"suite": loaded.name, "configs": loaded.fingerprint()})
     spec = SweepSpec(
         storage_url=storage or f"sqlite:///{(out / 'study.db').resolve()}",
-        study_name=f"{loaded.name}-{loaded.fingerprint()}",
+        study_name=_claim(out, loaded),
         out=out,
         configs={name: cfg.to_dict() for name, cfg in loaded.configs.items()},
         prune=prune,

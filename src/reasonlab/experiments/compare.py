@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from reasonlab.config import TRACKER_KEYS, Config, config_from_dict, resolve_config, with_overrides
+from reasonlab.config import TRACKER_KEYS, Config, config_from_dict, reread, resolve_config, with_overrides
 from reasonlab.errors import UserError
 from reasonlab.experiments.ablation import RESULTS as ABLATION_RESULTS
 from reasonlab.experiments.ablation import best_config
@@ -265,7 +265,8 @@ def plan_steps(configs: dict[str, Config], steps: int, match: str, out: Path,
     key = {"steps": steps, "match": match, "configs": {arm: cfg.to_dict() for arm, cfg in configs.items()}}
     plan_file = out / "plan.json"
     stored = json.loads(plan_file.read_text()) if plan_file.is_file() else None
-    renewed = stored is not None and stored["key"] != key and _with_defaults(stored["key"]) == key
+    renewed = (stored is not None and stored["key"] != key
+               and {**stored["key"], "configs": reread(stored["key"]["configs"])} == key)
     claim_out(out, "comparison", key, same_study=renewed)
     if renewed:
         stored["key"] = key
@@ -281,16 +282,6 @@ def plan_steps(configs: dict[str, Config], steps: int, match: str, out: Path,
     planned = _matched_steps(configs, steps, match, calibration["step_s"])
     atomic_write_json(plan_file, {"key": key, "steps": planned, "calibration": calibration})
     return planned, calibration
-
-
-def _with_defaults(key: dict[str, Any]) -> dict[str, Any]:
-    """A stored plan key with its configs rebuilt as today's reasonlab reads them: keys added
-    since it was written take their defaults (which keep the earlier behaviour), renamed keys map."""
-    try:
-        configs = {arm: config_from_dict(cfg).to_dict() for arm, cfg in key["configs"].items()}
-    except UserError:
-        return key
-    return {**key, "configs": configs}
 
 
 def arm_step_flops(arm: Arm) -> int:
