@@ -52,6 +52,19 @@ def test_batched_greedy_decoding_through_the_cache_gives_the_uncached_tokens(arm
         assert torch.equal(decoded, ids[:, 5:]), forced
 
 
+def test_greedy_decoding_of_a_bidirectional_model_recomputes_the_text_and_of_nothing_is_empty():
+    torch.manual_seed(0)
+    lm = {k: v for k, v in TINY.items() if not k.startswith("task.")}
+    model = build_model(resolve_config(None, {**lm, "model.causal": False})).eval()
+    ids = tokens(B=2, T=5, seed=7)
+    decoded = greedy(model, ids, 4)
+    with torch.no_grad():
+        for _ in range(4):  # a bidirectional model's earlier positions change as the text grows
+            ids = torch.cat([ids, model.run(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(decoded, ids[:, 5:])
+    assert greedy(model_of("baseline"), ids, 0).shape == (2, 0)
+
+
 @pytest.mark.parametrize("arm", ["baseline", "hrm"])
 def test_past_the_context_the_cache_starts_again_from_the_last_half(arm):
     model = model_of(arm)

@@ -75,6 +75,15 @@ def test_a_few_tokens_at_inference_skip_the_grouped_dispatch_with_the_same_outpu
     torch.testing.assert_close(out, grouped[:, :tokens], rtol=1e-5, atol=1e-5)
 
 
+def test_a_few_tokens_in_eval_mode_with_gradients_on_still_train_the_router():
+    """The few-token path takes the routing weights as numbers, so it serves inference only."""
+    torch.manual_seed(0)
+    moe = MoE(d_model=16, d_ff=24, n_experts=4, top_k=2, dropout=0.0, noise_std=0.0).eval()
+    out, _ = moe(torch.randn(1, 1, 16))
+    out.square().sum().backward()
+    assert moe.router.weight.grad is not None and moe.router.weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("multiple", [1, 8])
 def test_slot_layout_groups_slots_by_expert_in_padded_groups(multiple):
     flat_expert = torch.tensor([2, 0, 2, 3, 2, 0, 0, 2, 2, 2, 2, 2, 2, 2])

@@ -90,12 +90,13 @@ def test_hopeless_trials_are_pruned_not_failed(tmp_path, suite_file):
 
 def test_a_sweep_folder_from_before_a_config_key_existed_is_continued(tmp_path, capsys):
     """Its suite.json lacks a key added since (at its default) and its marker holds the fingerprint
-    of those configs: the rerun knows the sweep as its own and queues nothing."""
+    of those configs: the rerun knows the sweep as its own and queues nothing. The study lives in
+    a storage outside the folder, as a shared database's does, so the folder has no study.db."""
     suite = tmp_path / "one.yaml"
     suite.write_text("name: one\nbase: cpu-tiny\nconfigs:\n  a_base: {}\n")
-    out = tmp_path / "sweep"
-    args = ["ablate", "--suite", str(suite), "--steps", "2", "--seeds", "1", "--out", str(out)]
-    assert main(args) == 0
+    out, storage = tmp_path / "sweep", f"sqlite:///{tmp_path / 'shared.db'}"
+    args = ["ablate", "--suite", str(suite), "--steps", "2", "--seeds", "1", "--storage", storage, "--out", str(out)]
+    assert main(args) == 0 and not (out / "study.db").exists()
     plan = json.loads((out / "suite.json").read_text())
     del plan["configs"]["a_base"]["train"]["micro_batch_size"]
     (out / "suite.json").write_text(json.dumps(plan))
@@ -103,11 +104,21 @@ def test_a_sweep_folder_from_before_a_config_key_existed_is_continued(tmp_path, 
     capsys.readouterr()
     assert main(args) == 0
     assert "1 already done or running, 0 queued" in capsys.readouterr().err
-    assert len(_trials(out)) == 1
+    assert len(optuna.load_study(study_name=None, storage=make_storage(storage)).get_trials()) == 1
     assert json.loads((out / MARKER).read_text())["fingerprint"] != "written-by-an-earlier-reasonlab"
     suite.write_text("name: one\nbase: cpu-tiny\nconfigs:\n  a_base: {train.lr: 0.01}\n")
     assert main(args) == 2
     assert "other arms, configs or budgets" in capsys.readouterr().err
+
+
+def test_a_folder_whose_suite_json_is_not_a_sweep_s_is_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "other"
+    out.mkdir()
+    (out / "suite.json").write_text("[1, 2")
+    assert main(["ablate", "--suite", "baseline", "--steps", "2", "--seeds", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds files that are not an ablation" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["suite.json"]
 
 
 def test_unknown_suite_key_fails_before_anything_runs(tmp_path, capsys):

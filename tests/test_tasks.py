@@ -14,6 +14,7 @@ from torch import nn
 import reasonlab
 from conftest import CONFIGS, tiny_config
 from reasonlab.cli import main
+from reasonlab.config import config_from_dict
 from reasonlab.experiments.tasks import curve_points
 from reasonlab.model import build_model
 from reasonlab.model.layers import KVCache
@@ -133,6 +134,9 @@ def test_seq_format_needs_a_causal_model(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and "model.causal" in err and "task.format seq" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+    stored = tiny_config(**{"task.name": "addition"}).to_dict()
+    stored["model"]["causal"] = False  # a run trained so before the check existed still loads
+    assert config_from_dict(stored).model.causal is False
 
 
 def test_bidirectional_model_sees_later_tokens():

@@ -316,7 +316,7 @@ def resolve_config(
         overrides = dict(parse_override(o) for o in overrides)
     for key, value in (overrides or {}).items():
         _apply(cfg, key, value)
-    validate(cfg)
+    validate(cfg, new=True)
     return cfg
 
 
@@ -325,7 +325,7 @@ def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
     out = config_from_dict(cfg.to_dict())
     for key, value in overrides.items():
         _apply(out, key, value)
-    validate(out)
+    validate(out, new=True)
     return out
 
 
@@ -356,9 +356,15 @@ def _check(ok: bool, key: str, message: str, value: Any) -> None:
         raise UserError(f"{key}: {message}, got {value!r}")
 
 
-def validate(cfg: Config) -> None:
-    """Range and consistency checks; each failure names the offending key."""
+def validate(cfg: Config, new: bool = False) -> None:
+    """Range and consistency checks; each failure names the offending key. `new`: also the checks
+    added after runs may have been stored without them, which a stored config is spared so that
+    old runs keep loading."""
     m, d, t = cfg.model, cfg.data, cfg.train
+    if new:
+        _check(not cfg.task.name or cfg.task.format != "seq" or m.causal, "model.causal",
+               "must be true for task.format seq (a bidirectional model sees the answer it is to predict)",
+               m.causal)
     _check(m.arch in ARCHS, "model.arch", f"must be one of {', '.join(ARCHS)}", m.arch)
     for key in ("vocab_size", "seq_len", "d_model", "n_layers", "n_heads", "d_ff", "n_experts", "top_k"):
         _check(getattr(m, key) >= 1, f"model.{key}", "must be >= 1", getattr(m, key))
@@ -404,8 +410,6 @@ def validate(cfg: Config) -> None:
     k = cfg.task
     _check(k.format in TASK_FORMATS, "task.format", f"must be one of {', '.join(TASK_FORMATS)}", k.format)
     _check(k.generator in (1, 2), "task.generator", "must be 1 or 2", k.generator)
-    _check(not k.name or k.format != "seq" or m.causal, "model.causal",
-           "must be true for task.format seq (a bidirectional model sees the answer it is to predict)", m.causal)
     for key in ("size", "min_search", "train_min_level", "train_max_level", "test_min_level", "test_max_level",
                 "test_examples"):
         _check(getattr(k, key) >= 0, f"task.{key}", "must be >= 0", getattr(k, key))

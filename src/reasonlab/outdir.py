@@ -40,7 +40,7 @@ def claim_out(out: Path, kind: str, key: Any, same_study: bool = False) -> None:
             return
         if not same_study:
             raise other_study(out, kind)
-    if out.is_dir() and any(out.iterdir()) and not (out / EARLIER_FILES[kind]).is_file():
+    elif out.is_dir() and any(out.iterdir()) and not (out / EARLIER_FILES[kind]).is_file():
         raise UserError(f"{out} already holds files that are not {_a(kind)}: choose a new or empty --out")
     try:
         atomic_write_json(marker, wanted)

@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 
 from reasonlab.config import Config, config_from_dict, reread
-from reasonlab.errors import Incomplete, UserError
+from reasonlab.errors import Incomplete, UserError, WriteFailed
 from reasonlab.experiments.stats import CI_LEVEL, holm, mean_ci, mean_curve, welch_diff
 from reasonlab.experiments.suites import Suite, load_suite
 from reasonlab.experiments.sweep import (
@@ -34,7 +34,7 @@ CONFIRM_TOP = 3  # how many of the sweep's best configs a confirmation reruns
 CONFIRM_SEED_START = 1_000_000  # confirmation seeds count up from here, far past any sweep's 0..seeds-1
 
 
-def _claim(out: Path, suite: Suite) -> str:
+def _claim_folder(out: Path, suite: Suite) -> str:
     """Claim `out` for this suite's sweep; return the name of the optuna study it holds.
 
     The folder keeps the configs its sweep started with (suite.json), so one written before config
@@ -42,13 +42,26 @@ def _claim(out: Path, suite: Suite) -> str:
     plan.json does; the study keeps its first name, which the configs of the day named.
     """
     configs = {name: cfg.to_dict() for name, cfg in suite.configs.items()}
-    plan_file = out / PLAN
-    stored = json.loads(plan_file.read_text()) if plan_file.is_file() else None
+    stored = _stored_plan(out)
     same = stored is not None and stored["suite"] == suite.name and reread(stored["configs"]) == configs
     claim_out(out, "ablation", {"suite": suite.name, "configs": suite.fingerprint()}, same_study=same)
     name = stored["study_name"] if same else f"{suite.name}-{suite.fingerprint()}"
-    atomic_write_json(plan_file, {"suite": suite.name, "study_name": name, "configs": configs})
+    plan = {"suite": suite.name, "study_name": name, "configs": configs}
+    if plan != stored:
+        try:
+            atomic_write_json(out / PLAN, plan)
+        except WriteFailed as exc:
+            raise UserError(str(exc)) from None
     return name
+
+
+def _stored_plan(out: Path) -> dict[str, Any] | None:
+    """The folder's suite.json, or None where it has none that reads as one."""
+    try:
+        plan = json.loads((out / PLAN).read_text())
+        return plan if {"suite", "study_name", "configs"} <= set(plan) and isinstance(plan["configs"], dict) else None
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def sweep_overrides(steps: int) -> dict[str, Any]:
@@ -225,7 +238,7 @@ def run_ablation(
     out = Path(out)
     spec = SweepSpec(
         storage_url=storage or f"sqlite:///{(out / 'study.db').resolve()}",
-        study_name=_claim(out, loaded),
+        study_name=_claim_folder(out, loaded),
         out=out,
         configs={name: cfg.to_dict() for name, cfg in loaded.configs.items()},
         prune=prune,

@@ -6,8 +6,9 @@ run's final model is scored on the val split (the train levels) and on the harde
 level by level; recursive models are also scored with a fixed number of segments from 1 to twice
 what they trained with, and at a forced inner depth from 1 to four times the depth they trained
 at, to see whether more thinking at test time helps. The curves are taken at doubling points
-(1, 2, 4, ..., and the trained value), as test-time compute is plotted in the field: each point
-costs as many passes as its value, so every integer would cost about twice as much for little.
+(1, 2, 4, ..., with the trained value and the maximum), as test-time compute is plotted in the
+field: each point costs as many passes as its value, so every integer would cost about twice as
+much for little.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def _examples(data: TaskData, scored: dict[str, SplitResult]) -> dict[str, dict[
 def curve_points(trained: int, factor: int) -> list[int]:
     """1, 2, 4, ... up to `factor` x `trained`, with `trained` and the maximum themselves."""
     top = factor * trained
-    return sorted({2 ** i for i in range(top.bit_length()) if 2 ** i <= top} | {trained, top})
+    return sorted({2 ** i for i in range(top.bit_length())} | {trained, top})
 
 
 def _score_run(data: TaskData, run_dir: Path, batch_size: int) -> dict[str, Any]:

@@ -73,7 +73,8 @@ def sample(
     depth: int | None = None,
 ) -> tuple[torch.Tensor, list[int]]:
     """Extend ids [1, T] by up to max_new_tokens; the model sees at most the last `context` tokens.
-    `segments` and `depth` set a recursive model's test-time compute (`RecursiveLM.run`).
+    `segments` and `depth` set a recursive model's test-time compute (`RecursiveLM.run`). The
+    returned ids are inference tensors: read them, or clone them before an in-place op or autograd.
 
     Also returns, for recursive models, the segment each new token's prediction came from.
     """
@@ -101,16 +102,20 @@ def sample(
 @torch.inference_mode()
 def greedy(model: nn.Module, ids: torch.Tensor, new_tokens: int, segments: int | None = None,
            depth: int | None = None) -> torch.Tensor:
-    """The greedy continuation [B, new_tokens] of every row of ids [B, T], through the KV cache:
-    `sample` at temperature 0 for a batch of prompts of one length whose continuation fits the
-    model's context (the answers of task scoring, tasks/evaluate.py)."""
+    """The greedy continuation [B, new_tokens] of every row of ids [B, T]: `sample` at temperature 0
+    for a batch of prompts of one length whose continuation fits the model's context (the answers
+    of task scoring, tasks/evaluate.py). A causal model decodes through a KV cache of just that
+    length; a bidirectional one, whose earlier positions change as the text grows, recomputes it."""
     forced = {k: v for k, v in (("segments", segments), ("depth", depth)) if v is not None}
-    new: list[torch.Tensor] = []
+    text = ids
+    if not getattr(model, "core", model).cfg.causal:
+        for _ in range(new_tokens):
+            text = torch.cat([text, model.run(text, **forced).logits[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
+        return text[:, ids.shape[1]:]
     with _cached(model):
-        cache = KVCache(getattr(model, "core", model).cfg.seq_len)
-        out = _run_cached(model, cache, ids, **forced)
-        for i in range(new_tokens):
-            new.append(out.logits[:, -1].argmax(dim=-1, keepdim=True))
-            if i + 1 < new_tokens:
-                out = _run_cached(model, cache, new[-1], **forced)
-    return torch.cat(new, dim=1)
+        cache = KVCache(ids.shape[1] + new_tokens)
+        step = ids
+        for _ in range(new_tokens):
+            step = _run_cached(model, cache, step, **forced).logits[:, -1].argmax(dim=-1, keepdim=True)
+            text = torch.cat([text, step], dim=1)
+    return text[:, ids.shape[1]:]

@@ -90,7 +90,7 @@ class KVCache:
         values.narrow(2, self.length, k.shape[2]).copy_(v)
         if not self.length:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        end = self.length + 1
+        end = self.length + k.shape[2]
         return F.scaled_dot_product_attention(q, keys.narrow(2, 0, end), values.narrow(2, 0, end))  # one query sees all
 
 

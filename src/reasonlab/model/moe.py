@@ -201,9 +201,8 @@ class GroupedExperts(nn.Module):
         than they save at this size: one decoding step of cpu-small spent 30% of its time in
         grouped matmuls of two rows (benchmarks/generate.py)."""
         dtype = compute_dtype(x_TD.device, self.w1.dtype)
-        w1, b1, w2, b2 = self.w1, self.b1, self.w2, self.b2
-        if dtype != w1.dtype:
-            w1, b1, w2, b2, x_TD = (w.to(dtype) for w in (w1, b1, w2, b2, x_TD))
+        w1, b1, w2, b2 = (w.to(dtype) for w in (self.w1, self.b1, self.w2, self.b2))
+        x_TD = x_TD.to(dtype)
         rows = []
         for t, (experts, weights) in enumerate(zip(top_idx_TK.tolist(), top_weight_TK.tolist())):
             x_1D = x_TD[t : t + 1]
@@ -267,8 +266,10 @@ class MoE(nn.Module):
         probs_TE = logits_TE.softmax(dim=-1)
         top_p_TK, top_idx_TK = probs_TE.topk(self.top_k, dim=-1)
         top_p_TK = top_p_TK / top_p_TK.sum(dim=-1, keepdim=True)
-        if not self.training and x_TD.device.type == "cpu" and top_idx_TK.numel() <= FEW_SLOTS:
-            # decoding: the balance loss trains the router and nothing reads it at inference
+        if (not self.training and not torch.is_grad_enabled() and x_TD.device.type == "cpu"
+                and top_idx_TK.numel() <= FEW_SLOTS):
+            # decoding: the routing weights enter as numbers, and the balance loss, which trains
+            # the router, is read by nothing at inference
             return self.experts.few(x_TD, top_idx_TK, top_p_TK).view(x.shape), logits_TE.new_zeros(())
         y_TD = self.experts(x_TD, top_idx_TK, top_p_TK)
         return y_TD.view(x.shape), balance_loss(probs_TE, top_idx_TK, probs_TE.shape[-1])

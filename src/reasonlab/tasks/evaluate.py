@@ -29,6 +29,7 @@ from reasonlab.tasks.base import Task
 if TYPE_CHECKING:
     from reasonlab.tasks.dataset import EncodedSplit
 
+
 @dataclass
 class SplitResult:
     metrics: dict[str, float]  # loss, perplexity, accuracy (per answer token), exact_match, and segments if recursive
