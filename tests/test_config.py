@@ -36,6 +36,8 @@ def test_the_reasoning_recipes_carry_the_published_hyperparameters():
     hrm = resolve_config(CONFIGS / "hrm-sudoku-extreme.yaml")
     assert (hrm.model.arch, hrm.model.n_layers, hrm.hrm.H_cycles, hrm.hrm.L_cycles) == ("hrm", 4, 2, 2)
     assert (hrm.train.max_steps, hrm.train.ema_decay) == (26042, 0.0)
+    for recipe in (hrm, trm, maze):  # scored on every segment: "During evaluation, always use max steps"
+        assert not recipe.recursion.halt_at_eval
 
 
 def test_overrides_are_typed():

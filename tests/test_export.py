@@ -14,7 +14,8 @@ transformers = pytest.importorskip("transformers")
 ARMS = {
     "baseline": [],
     "hrm": ["--model", "hrm", "--set", "hrm.H_cycles=2", "--set", "recursion.max_segments=2"],
-    "trm": ["--model", "trm", "--set", "trm.latent_steps=2", "--set", "trm.recursions=2"],
+    "trm": ["--model", "trm", "--set", "trm.latent_steps=2", "--set", "trm.recursions=2",
+            "--set", "recursion.halt_at_eval=false"],
     "looped": ["--model", "looped", "--set", "looped.depth=3", "--set", "recursion.max_segments=1"],
     "looped-act": ["--model", "looped", "--set", "looped.depth=3", "--set", "looped.act=true",
                    "--set", "recursion.max_segments=2", "--set", "train.ema_decay=0.9"],

@@ -47,6 +47,19 @@ def tokens(B=2, T=32, seed=1):
     return torch.randint(0, 300, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("arm", ["hrm", "trm"])
+def test_without_halting_at_eval_an_evaluation_runs_every_segment(arm):
+    model = make(arm, 3, True).eval()
+    x = tokens()
+    with torch.no_grad():
+        halting = model.run(x)
+        model.rec.halt_at_eval = False
+        every = model.run(x)
+        assert torch.equal(every.logits, model.run(x, segments=3).logits) and bool((every.segments == 3).all())
+        assert not bool((halting.segments == 3).all())  # the live halting head exits some tokens earlier
+        assert torch.equal(model.run(x, segments=1).logits, make(arm, 3, True).eval().run(x, segments=1).logits)
+
+
 @pytest.mark.parametrize("arm", list(ARMS))
 @pytest.mark.parametrize("n, act", [(1, False), (3, True)])
 @pytest.mark.parametrize("depth", [None, 1, 5])
@@ -67,7 +80,7 @@ def test_causality_at_every_depth(arm, n, act, depth):
 @pytest.mark.parametrize("arm", list(ARMS))
 def test_the_grid_format_is_bidirectional(arm):
     """With model.causal false, the first position's output depends on the last token."""
-    model = make(arm, 2, False, **{"model.causal": False}).eval()
+    model = make(arm, 2, False, **{"model.causal": False, "task.format": "grid"}).eval()
     x = tokens()
     y = x.clone()
     y[:, -1] = (y[:, -1] + 1) % 300

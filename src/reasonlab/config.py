@@ -51,6 +51,7 @@ class RecursionConfig:
     use_act: bool = True  # learned per-token halting; false = every token runs max_segments segments
     halt_loss_weight: float = 0.5
     carry_across_steps: bool = False  # one segment per optimizer step, the state carried to the same rows
+    halt_at_eval: bool = True  # false: evaluation runs every segment, halting off, as HRM and TRM score
 
 
 @dataclass

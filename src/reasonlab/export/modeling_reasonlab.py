@@ -159,7 +159,7 @@ class Recursive(nn.Module):
 
     def run(self, ids: torch.Tensor, segments: int | None = None, depth: int | None = None) -> torch.Tensor:
         n = self.rec["max_segments"] if segments is None else segments
-        use_act = self.rec["use_act"] and segments is None
+        use_act = self.rec["use_act"] and self.rec.get("halt_at_eval", True) and segments is None
         x, cos, sin = self.core.embed_tokens(ids)
         z = self.initial_state(x)
         live = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)

@@ -245,8 +245,12 @@ class RecursiveLM(nn.Module):
 
         `segments` overrides halting: every token runs exactly that many segments and predicts
         from the last. `depth` forces the arm's inner recursion count. Either may exceed what
-        training ever ran (test-time compute).
+        training ever ran (test-time compute). Without `recursion.halt_at_eval`, an evaluation
+        runs every segment, as HRM and TRM score: their halting only decides, in training, when a
+        carried row takes a new example.
         """
+        if segments is None and not (self.training or self.rec.halt_at_eval):
+            segments = self.rec.max_segments
         n = self.rec.max_segments if segments is None else segments
         live = torch.ones(input_ids.shape, dtype=torch.bool, device=input_ids.device)
         r = self.recur(self.core.embed_tokens(input_ids), n, self.rec.use_act and segments is None, live,
