@@ -21,6 +21,11 @@ from reasonlab.model.layers import KVCache
 from reasonlab.model.outputs import ModelOutput
 
 
+def forced_compute(segments: int | None, depth: int | None) -> dict[str, int]:
+    """The test-time compute overrides `RecursiveLM.run` takes, those that are set."""
+    return {k: v for k, v in (("segments", segments), ("depth", depth)) if v is not None}
+
+
 def _pick(logits: torch.Tensor, temperature: float, top_k: int, generator: torch.Generator | None) -> torch.Tensor:
     """The next token [1, 1] from the last position's logits [1, V]."""
     if temperature == 0:
@@ -78,7 +83,7 @@ def sample(
 
     Also returns, for recursive models, the segment each new token's prediction came from.
     """
-    forced = {k: v for k, v in (("segments", segments), ("depth", depth)) if v is not None}
+    forced = forced_compute(segments, depth)
     exits: list[int] = []
     with _cached(model) if use_cache else contextlib.nullcontext():
         cache = KVCache(context) if use_cache else None
@@ -106,7 +111,7 @@ def greedy(model: nn.Module, ids: torch.Tensor, new_tokens: int, segments: int |
     for a batch of prompts of one length whose continuation fits the model's context (the answers
     of task scoring, tasks/evaluate.py). A causal model decodes through a KV cache of just that
     length; a bidirectional one, whose earlier positions change as the text grows, recomputes it."""
-    forced = {k: v for k, v in (("segments", segments), ("depth", depth)) if v is not None}
+    forced = forced_compute(segments, depth)
     text = ids
     if not getattr(model, "core", model).cfg.causal:
         for _ in range(new_tokens):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reasonlab.data.tokenizer import Tokenizer
-from reasonlab.model.generate import greedy
+from reasonlab.model.generate import forced_compute, greedy
 from reasonlab.model.loss import IGNORE_INDEX
 from reasonlab.model.outputs import ModelOutput
 from reasonlab.tasks.base import Task
@@ -78,7 +78,7 @@ def evaluate_split(
     recursion to that depth (test-time compute); None leaves either as the model trained."""
     was_training = model.training
     model.eval()
-    forced = {k: v for k, v in (("segments", segments), ("depth", depth)) if v is not None}
+    forced = forced_compute(segments, depth)
 
     def run(x: torch.Tensor) -> ModelOutput:
         with autocast():
