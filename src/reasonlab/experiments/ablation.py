@@ -34,14 +34,13 @@ CONFIRM_TOP = 3  # how many of the sweep's best configs a confirmation reruns
 CONFIRM_SEED_START = 1_000_000  # confirmation seeds count up from here, far past any sweep's 0..seeds-1
 
 
-def _claim_folder(out: Path, suite: Suite) -> str:
+def _claim_folder(out: Path, suite: Suite, configs: dict[str, dict[str, Any]]) -> str:
     """Claim `out` for this suite's sweep; return the name of the optuna study it holds.
 
     The folder keeps the configs its sweep started with (suite.json), so one written before config
     keys were added (at their defaults) is known as the same sweep and continues, as compare's
     plan.json does; the study keeps its first name, which the configs of the day named.
     """
-    configs = {name: cfg.to_dict() for name, cfg in suite.configs.items()}
     stored = _stored_plan(out)
     same = stored is not None and stored["suite"] == suite.name and reread(stored["configs"]) == configs
     claim_out(out, "ablation", {"suite": suite.name, "configs": suite.fingerprint()}, same_study=same)
@@ -236,11 +235,12 @@ def run_ablation(
                         f"confirmation's), got {seed_offset}")
     loaded = load_suite(suite, base, {**sweep_overrides(steps), **(overrides or {})}, only)
     out = Path(out)
+    configs = {name: cfg.to_dict() for name, cfg in loaded.configs.items()}
     spec = SweepSpec(
         storage_url=storage or f"sqlite:///{(out / 'study.db').resolve()}",
-        study_name=_claim_folder(out, loaded),
+        study_name=_claim_folder(out, loaded, configs),
         out=out,
-        configs={name: cfg.to_dict() for name, cfg in loaded.configs.items()},
+        configs=configs,
         prune=prune,
     )
     study = open_study(spec)
