@@ -60,6 +60,8 @@ def test_overrides_are_typed():
         ("train.precision=fp8", "train.precision"),
         ("model.d_model=130", "model.d_model"),
         ("train.cuda_graphs=true", "train.cuda_graphs"),  # needs train.compile
+        ("model.positions=3d", "model.positions"),
+        ("model.positions=2d", "model.positions"),  # a language model has no grid
     ],
 )
 def test_bad_override_names_the_key(override, key):

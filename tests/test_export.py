@@ -1,6 +1,8 @@
 """reasonlab export --hf: transformers loads the folder offline and computes reasonlab's logits."""
 
 import hashlib
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +10,7 @@ import torch
 from conftest import CONFIGS
 from reasonlab import api
 from reasonlab.cli import main
+from reasonlab.model.layers import apply_rope, rope_tables
 
 transformers = pytest.importorskip("transformers")
 
@@ -66,3 +69,15 @@ def test_an_export_into_a_folder_with_files_is_refused(tmp_path, capsys):
     assert main(["export", str(tmp_path / "no-checkpoint"), "--hf", str(out)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {out} already holds files: export into a new or empty folder"
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("grid", [False, True])
+def test_the_exported_model_rotates_positions_as_reasonlab_does(grid):
+    path = Path(api.__file__).parent / "export" / "modeling_reasonlab.py"
+    spec = importlib.util.spec_from_file_location("exported_modeling", path)
+    exported = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exported)
+    x = torch.randn(2, 3, 16, 8)
+    torch.testing.assert_close(exported.apply_rope(x, *exported.rope_tables(16, 8, grid)),
+                               apply_rope(x, *rope_tables(16, 8, grid=grid)))
+

@@ -243,3 +243,26 @@ def test_rope_is_the_rotate_half_form_and_scores_depend_only_on_relative_positio
 
     assert torch.allclose(at(q, 5) @ at(k, 2), at(q, 13) @ at(k, 10), atol=1e-5)
     assert not torch.allclose(at(q, 5) @ at(k, 2), at(q, 5) @ at(k, 3), atol=1e-3)
+
+
+def test_2d_rope_turns_half_the_pairs_by_row_and_half_by_column():
+    side, D = 4, 8
+    cos, sin = rope_tables(side * side, D, grid=True)
+    x = torch.randn(3, side * side, D)
+    pairs = torch.complex(x[..., : D // 2], x[..., D // 2:])  # pair i is (x_i, x_{i + D/2})
+    inv_freq = 1.0 / 10000 ** (torch.arange(2) / 2)
+    row, col = torch.arange(side * side) // side, torch.arange(side * side) % side
+    angles = torch.cat([torch.outer(row.float(), inv_freq), torch.outer(col.float(), inv_freq)], dim=-1)
+    turned = pairs * torch.polar(torch.ones_like(angles), angles)
+    torch.testing.assert_close(apply_rope(x, cos, sin), torch.cat([turned.real, turned.imag], dim=-1))
+
+    q, k = torch.randn(D), torch.randn(D)
+
+    def score(a: tuple[int, int], b: tuple[int, int]) -> torch.Tensor:
+        rotated = apply_rope(torch.stack([q, k]).unsqueeze(1).expand(2, side * side, D), cos, sin)
+        return rotated[0, a[0] * side + a[1]] @ rotated[1, b[0] * side + b[1]]
+
+    assert torch.allclose(score((0, 1), (2, 0)), score((1, 3), (3, 2)), atol=1e-5)  # same (row, column) offset
+    assert not torch.allclose(score((0, 3), (1, 0)), score((0, 0), (0, 1)), atol=1e-3)  # 1D offset 1 both
+    with pytest.raises(ValueError, match="square"):
+        rope_tables(15, D, grid=True)

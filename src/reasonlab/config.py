@@ -20,6 +20,7 @@ PRESETS_DIR = Path(__file__).resolve().parent / "configs"  # also at configs/ in
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 ARCHS = ("baseline", "hrm", "trm", "looped")
+POSITIONS = ("1d", "2d")
 ARCH_ALIASES = {"recursive": "hrm"}  # old name -> arm: old configs and checkpoints keep loading
 
 
@@ -40,6 +41,7 @@ class ModelConfig:
     router_noise_std: float = 0.1
     balance_loss_weight: float = 0.01
     causal: bool = True  # false = bidirectional attention (the grid format of reasoning tasks)
+    positions: str = "1d"  # rotary positions: 1d (token index) or 2d (row and column of a square grid task)
 
 
 @dataclass
@@ -374,6 +376,12 @@ def validate(cfg: Config, new: bool = False) -> None:
     _check(m.d_model % m.n_heads == 0, "model.d_model", f"must be divisible by model.n_heads ({m.n_heads})", m.d_model)
     _check((m.d_model // m.n_heads) % 2 == 0, "model.n_heads", "must leave an even head size for rotary embeddings",
            m.n_heads)
+    _check(m.positions in POSITIONS, "model.positions", f"must be one of {', '.join(POSITIONS)}", m.positions)
+    if m.positions == "2d":
+        _check(bool(cfg.task.name) and cfg.task.format == "grid", "model.positions",
+               "2d needs a grid task (task.name set, task.format grid)", m.positions)
+        _check((m.d_model // m.n_heads) % 4 == 0, "model.n_heads",
+               "must leave a head size divisible by 4 for 2D rotary positions", m.n_heads)
     _check(m.top_k <= m.n_experts, "model.top_k", f"must be <= model.n_experts ({m.n_experts})", m.top_k)
     _check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)", m.dropout)
     _check(m.router_noise_std >= 0.0, "model.router_noise_std", "must be >= 0", m.router_noise_std)

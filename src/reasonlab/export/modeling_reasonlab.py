@@ -39,9 +39,19 @@ class ReasonlabConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
 
-def rope_tables(seq_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
+def rope_angles(positions: torch.Tensor, pairs: int, base: float = 10000.0) -> torch.Tensor:
+    inv_freq = 1.0 / base ** (torch.arange(pairs, dtype=torch.float32) / pairs)
+    return torch.outer(positions.float(), inv_freq)
+
+
+def rope_tables(seq_len: int, head_dim: int, grid: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """1D positions, or with `grid` the row and column of a square grid's cells (half the pairs each)."""
+    t = torch.arange(seq_len)
+    if grid:
+        side = math.isqrt(seq_len)
+        angles = torch.cat([rope_angles(t // side, head_dim // 4), rope_angles(t % side, head_dim // 4)], dim=-1)
+    else:
+        angles = rope_angles(t, head_dim // 2)
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos(), angles.sin()
 
@@ -131,7 +141,8 @@ class Stack(nn.Module):
         T = ids.shape[1]
         if T > self.m["seq_len"]:
             raise ValueError(f"{T} tokens exceed the model's context of {self.m['seq_len']}")
-        cos, sin = rope_tables(self.m["seq_len"], self.m["d_model"] // self.m["n_heads"])
+        cos, sin = rope_tables(self.m["seq_len"], self.m["d_model"] // self.m["n_heads"],
+                               self.m.get("positions", "1d") == "2d")
         return self.embed(ids) * math.sqrt(self.m["d_model"]), cos[:T].to(ids.device), sin[:T].to(ids.device)
 
     def stack(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,11 +11,32 @@ from torch import nn
 from reasonlab.model.dropout import dropout
 
 
-def rope_tables(seq_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_angles(positions: torch.Tensor, pairs: int, base: float = 10000.0) -> torch.Tensor:
+    """The rotation angle [len(positions), pairs] of each rotated pair of dimensions at each position."""
+    inv_freq = 1.0 / base ** (torch.arange(pairs, dtype=torch.float32) / pairs)
+    return torch.outer(positions.float(), inv_freq)
+
+
+def rope_tables(seq_len: int, head_dim: int, base: float = 10000.0,
+                grid: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and signed sin, each [seq_len, head_dim], for the rotate-half form of RoPE: the sin's
-    first half is negated, as `apply_rope` needs it."""
-    inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
+    first half is negated, as `apply_rope` needs it.
+
+    `grid`: the positions are the cells of a square grid read row by row (seq_len = side^2): half
+    of the rotated pairs turn with the row, half with the column (axial 2D RoPE), so a score
+    depends on the (row, column) offset between two cells. A grid's up and down neighbours are
+    then as near as its left and right ones, where 1D positions put them a whole row apart.
+    """
+    t = torch.arange(seq_len)
+    if grid:
+        side = math.isqrt(seq_len)
+        if side * side != seq_len or head_dim % 4:
+            raise ValueError(f"2D positions need a square number of positions and a head size divisible by 4, "
+                             f"got {seq_len} and {head_dim}")
+        angles = torch.cat([rope_angles(t // side, head_dim // 4, base), rope_angles(t % side, head_dim // 4, base)],
+                           dim=-1)
+    else:
+        angles = rope_angles(t, head_dim // 2, base)
     return torch.cat([angles, angles], dim=-1).cos(), torch.cat([-angles.sin(), angles.sin()], dim=-1)
 
 

@@ -43,7 +43,7 @@ class MoETransformerLM(nn.Module):
         self.dropout = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.RMSNorm(cfg.d_model)
-        cos, sin = rope_tables(cfg.seq_len, cfg.d_model // cfg.n_heads)
+        cos, sin = rope_tables(cfg.seq_len, cfg.d_model // cfg.n_heads, grid=cfg.positions == "2d")
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.activation_checkpointing = False
