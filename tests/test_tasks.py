@@ -13,11 +13,12 @@ from torch import nn
 
 import reasonlab
 from conftest import CONFIGS, tiny_config
+from reasonlab import api
 from reasonlab.cli import main
 from reasonlab.config import config_from_dict
 from reasonlab.experiments.tasks import curve_points
 from reasonlab.model import build_model
-from reasonlab.model.layers import KVCache
+from reasonlab.model.layers import KVCache, rope_tables
 from reasonlab.model.loss import IGNORE_INDEX
 from reasonlab.model.outputs import ModelOutput
 from reasonlab.tasks.dataset import TaskData
@@ -137,6 +138,21 @@ def test_seq_format_needs_a_causal_model(capsys, tmp_path):
     stored = tiny_config(**{"task.name": "addition"}).to_dict()
     stored["model"]["causal"] = False  # a run trained so before the check existed still loads
     assert config_from_dict(stored).model.causal is False
+
+
+def test_2d_positions_are_for_square_grid_tasks(capsys, tmp_path):
+    grid = ["--config", str(CONFIGS / "cpu-tiny.yaml"), "--set", "task.format=grid", "--set", "model.causal=false",
+            "--set", "model.positions=2d", "--set", "task.train_examples=32", "--set", "task.eval_examples=8"]
+    code = main(["train", *grid, "--set", "task.name=parity", "--out", str(tmp_path / "parity")])
+    err = capsys.readouterr().err
+    assert code == 2 and "model.positions 2d: parity" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "parity").exists()
+
+    run = tmp_path / "sudoku"
+    assert main(["train", *grid, "--set", "task.name=sudoku", "--set", "task.size=4", "--max-steps", "2",
+                 "--set", "train.eval_every=2", "--quiet", "--out", str(run)]) == 0
+    model = api.load(run / "checkpoints" / "final", device="cpu").model
+    assert torch.equal(model.rope_cos, rope_tables(16, model.cfg.d_model // model.cfg.n_heads, grid=True)[0])
 
 
 def test_bidirectional_model_sees_later_tokens():

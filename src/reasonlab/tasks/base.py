@@ -85,6 +85,7 @@ class Task:
         raise NotImplementedError
 
     augmentable: ClassVar[bool] = False  # has validity-preserving symmetries (`symmetry`)
+    square: ClassVar[bool] = False  # a prompt is a square grid read row by row (model.positions 2d applies)
 
     def symmetry(self, rng: random.Random) -> Symmetry:
         """A random symmetry of the task's instances (only where `augmentable`)."""

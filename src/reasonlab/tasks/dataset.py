@@ -94,6 +94,8 @@ class TaskData:
 
     def adjust_config(self, cfg: Config) -> Config:
         """The model's vocab is the task's; its context, the longest example of any split."""
+        if cfg.model.positions == "2d" and not self.task.square:
+            raise UserError(f"model.positions 2d: {self.task.name} is not a square grid (sudoku and maze are)")
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=self.tokenizer.vocab_size,
                                                                   seq_len=self.seq_len))
 

@@ -127,6 +127,7 @@ class Maze(Task):
         raise UserError(f"maze {n}x{n}: no start and end {level} steps apart in {TRIES} mazes")
 
     augmentable = True
+    square = True
 
     def symmetry(self, rng: random.Random) -> Symmetry:
         """One of the square's 8 rotations and reflections: adjacency, and so every path's length, is kept."""

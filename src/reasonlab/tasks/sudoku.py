@@ -210,6 +210,7 @@ class Sudoku(Task):
         return not (cand[cell] and _search(cand, size, 1, None)[0])
 
     augmentable = True
+    square = True
 
     def symmetry(self, rng: random.Random) -> Symmetry:
         """The symmetries HRM's Sudoku-Extreme builder draws: the bands in any order and the rows within
