@@ -38,6 +38,9 @@ def test_the_reasoning_recipes_carry_the_published_hyperparameters():
     assert (hrm.train.max_steps, hrm.train.ema_decay) == (26042, 0.0)
     for recipe in (hrm, trm, maze):  # scored on every segment: "During evaluation, always use max steps"
         assert not recipe.recursion.halt_at_eval
+        assert recipe.model.positions == "1d"  # the references count cells one after another
+    for name in ("sudoku-hard-cpu", "hrm-sudoku-hard-cpu", "trm-sudoku-hard-cpu", "maze-hard-cpu", "trm-maze-hard-cpu"):
+        assert resolve_config(CONFIGS / f"{name}.yaml").model.positions == "2d"  # the CPU scale learns with them
 
 
 def test_overrides_are_typed():
