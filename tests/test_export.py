@@ -2,7 +2,6 @@
 
 import hashlib
 import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +9,7 @@ import torch
 from conftest import CONFIGS
 from reasonlab import api
 from reasonlab.cli import main
+from reasonlab.export.hf import MODELING
 from reasonlab.model.layers import apply_rope, rope_tables
 
 transformers = pytest.importorskip("transformers")
@@ -73,11 +73,9 @@ def test_an_export_into_a_folder_with_files_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("grid", [False, True])
 def test_the_exported_model_rotates_positions_as_reasonlab_does(grid):
-    path = Path(api.__file__).parent / "export" / "modeling_reasonlab.py"
-    spec = importlib.util.spec_from_file_location("exported_modeling", path)
+    spec = importlib.util.spec_from_file_location("exported_modeling", MODELING)
     exported = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(exported)
     x = torch.randn(2, 3, 16, 8)
     torch.testing.assert_close(exported.apply_rope(x, *exported.rope_tables(16, 8, grid)),
                                apply_rope(x, *rope_tables(16, 8, grid=grid)))
-
