@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,54 @@ def small_corpus(tmp_path: Path) -> Path:
         lines = [f"Line {j} of document {i}: the quick brown fox jumps over the lazy dog {i * j}." for j in range(40)]
         (folder / f"doc{i}.txt").write_text("\n".join(lines))
     return folder
+
+
+class Mounts:
+    """Real faults for the fault tests: a small tmpfs that fills, a folder or file remounted
+    read-only. Mounting needs root (CI runs as root); where it is refused the test is skipped and
+    says why. Everything mounted is unmounted when the test ends."""
+
+    def __init__(self) -> None:
+        self.points: list[Path] = []
+
+    def _mount(self, *args: str) -> None:
+        done = subprocess.run(["mount", *args], capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"a real fault needs `mount` (root): mount {' '.join(args)} failed: {done.stderr.strip()}")
+
+    def small_disk(self, path: Path, size: str = "16m") -> Path:
+        """A real tmpfs of `size` at `path`."""
+        path.mkdir(parents=True, exist_ok=True)
+        self._mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
+        self.points.append(path)
+        return path
+
+    def read_only(self, path: Path) -> Path:
+        """`path` (a folder or a file) remounted read-only onto itself: writes fail with EROFS, for root too."""
+        self._mount("--bind", str(path), str(path))
+        self.points.append(path)
+        self._mount("-o", "remount,bind,ro", str(path))
+        return path
+
+    def unmount_all(self) -> None:
+        for point in reversed(self.points):
+            subprocess.run(["umount", "-l", str(point)], capture_output=True)
+        self.points.clear()
+
+
+@pytest.fixture
+def mounts():
+    made = Mounts()
+    yield made
+    made.unmount_all()
+
+
+def fill_disk(disk: Path, leave: int = 0) -> None:
+    """Write one file on `disk` until at most `leave` bytes stay free (a full disk for leave=0)."""
+    chunk = b"\0" * (1 << 16)
+    with (disk / "filler").open("ab", buffering=0) as fh:
+        while (free := shutil.disk_usage(disk).free - leave) > 0:
+            try:
+                fh.write(chunk[:free])
+            except OSError:  # full before the estimate: as full as it gets
+                return

@@ -1,7 +1,6 @@
 """I/O faults are bad input too: one line naming the path and the cause, never a traceback, and
 what was written before intact."""
 
-import errno
 import json
 import shutil
 from pathlib import Path
@@ -11,9 +10,10 @@ from filelock import FileLock
 from safetensors.torch import load_file, save_file
 
 import reasonlab
-from conftest import CONFIGS, without_hashes
+from conftest import CONFIGS, fill_disk, tiny_config, without_hashes
 from reasonlab.cli import main
-from reasonlab.training import checkpoint
+from reasonlab.errors import WriteFailed
+from reasonlab.training import trainer
 from reasonlab.training.runlog import read_metrics
 
 TRAIN = ["train", "--config", str(CONFIGS / "cpu-tiny.yaml"), "--quiet", "--max-steps", "6",
@@ -26,61 +26,95 @@ def _one_line(capsys) -> str:
     return err
 
 
-def test_disk_full_at_a_checkpoint_stops_with_one_line_and_keeps_the_earlier_one(tmp_path, monkeypatch, capsys):
-    save_file = checkpoint.save_file
+def _no_litter(folder: Path) -> None:
+    """Nothing half-written is left: no temp file or folder of an atomic write, no export in progress."""
+    assert not [p for p in folder.rglob("*") if p.name.endswith((".tmp", ".old"))]
 
-    def full_at_step_6(tensors, path):
-        if ".step_6." in path:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        save_file(tensors, path)
 
-    monkeypatch.setattr(checkpoint, "save_file", full_at_step_6)
-    out = tmp_path / "run"
-    assert main([*TRAIN, "--out", str(out)]) == 1
+def test_a_disk_that_fills_stops_at_the_checkpoint_with_one_line_and_keeps_the_earlier_ones(tmp_path, mounts, capsys):
+    disk = mounts.small_disk(tmp_path / "disk")
+    out = disk / "run"
+    assert main([*TRAIN, "--max-steps", "3", "--out", str(out)]) == 0
+    fill_disk(disk, leave=256 << 10)  # room for the logs, not for a 2.4 MB checkpoint
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--max-steps", "6", "--quiet"]) == 1
     err = _one_line(capsys)
-    assert "step_6" in err and "No space left on device" in err
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best", "step_3"]  # nothing half-written
-    reasonlab.load(out / "checkpoints" / "step_3")
+    assert str(out / "checkpoints") in err and "No space left on device" in err  # safetensors' own error, mapped
+    _no_litter(out)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best", "final", "step_3"]
+    for name in ("step_3", "final"):
+        reasonlab.load(out / "checkpoints" / name)
+    (disk / "filler").unlink()  # space again: the run resumes from its intact final checkpoint
+    assert main(["train", "--resume", str(out), "--max-steps", "6", "--quiet"]) == 0
 
 
-def test_a_read_only_out_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
-    read_only = tmp_path / "ro"
-    mkdir = Path.mkdir
+def test_a_disk_that_fills_during_training_stops_at_the_next_log_line(tmp_path, mounts):
+    disk = mounts.small_disk(tmp_path / "disk")
+    cfg = tiny_config(**{"train.max_steps": 60, "train.log_every": 1, "train.eval_every": 30, "train.save_every": 0})
+    with pytest.raises(WriteFailed, match="No space left on device") as failed:
+        trainer.train(cfg, disk / "run", quiet=True, on_eval=lambda step, val: fill_disk(disk))
+    assert str(disk / "run" / "metrics.jsonl") in str(failed.value) or str(disk / "run" / "train.log") in str(
+        failed.value)
+    events = read_metrics(disk / "run" / "metrics.jsonl")
+    assert events[-1]["step"] < 60 and [e["step"] for e in events if e["kind"] == "eval"] == [30]
+    reasonlab.load(disk / "run" / "checkpoints" / "best")  # written before the disk filled
 
-    def refuse(self, *args, **kwargs):
-        if self == read_only or read_only in self.parents:
-            raise OSError(errno.EROFS, "Read-only file system", str(self))
-        mkdir(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "mkdir", refuse)
+def test_a_read_only_folder_is_one_line_for_every_command_that_writes_there(tmp_path, mounts, capsys):
+    run = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(run)]) == 0
+    (tmp_path / "ro").mkdir()
+    read_only = mounts.read_only(tmp_path / "ro")
     for command in ([*TRAIN, "--out", str(read_only / "run")],
                     ["compare", "--a", "cpu-tiny", "--b", "cpu-tiny", "--steps", "2", "--seeds", "1",
                      "--out", str(read_only / "cmp")],
-                    ["ablate", "--suite", "baseline", "--steps", "2", "--seeds", "1", "--out", str(read_only / "abl")]):
-        assert main(command) == 2
-        err = _one_line(capsys)
-        assert str(read_only) in err and "Read-only file system" in err
+                    ["tasks", "--task", "parity", "--a", "cpu-tiny", "--b", "cpu-tiny", "--steps", "2", "--seeds", "1",
+                     "--out", str(read_only / "tasks")],
+                    ["ablate", "--suite", "baseline", "--steps", "2", "--seeds", "1", "--out", str(read_only / "abl")],
+                    ["calibrate", "--preset", "cpu-tiny", "--repeats", "1", "--handicaps", "", "--steps", "2",
+                     "--seeds", "1", "--out", str(read_only / "cal")],
+                    ["export", str(run / "checkpoints" / "final"), "--hf", str(read_only / "hf")]):
+        capsys.readouterr()
+        assert main(command) in (1, 2), command
+        err = capsys.readouterr().err.strip()  # tasks says first which task it generated
+        assert "Traceback" not in err and err.count("error") == 1, err
+        assert str(read_only) in err.splitlines()[-1] and "Read-only file system" in err, command
+    assert not any(read_only.iterdir())
 
 
-@pytest.mark.parametrize("cause", ["No space left on device", "Read-only file system"])
-def test_a_run_that_cannot_write_its_log_on_resume_is_one_line(tmp_path, monkeypatch, capsys, cause):
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # no thread's traceback either
+@pytest.mark.parametrize("target", ["checkpoints", "train.log", "metrics.csv", "tensorboard", "."])
+def test_a_run_that_cannot_write_one_of_its_files_on_resume_is_one_line(tmp_path, mounts, capsys, target):
+    """Each of a run's writers against its own real read-only mount: the checkpoints, the log, each tracker's files,
+    the whole run folder."""
     out = tmp_path / "run"
-    assert main([*TRAIN, "--out", str(out)]) == 0
-    before = (out / "checkpoints" / "final" / "model.safetensors").read_bytes()
+    loggers = ["--set", "train.loggers=[csv,tensorboard]"]
+    assert main([*TRAIN, *loggers, "--max-steps", "3", "--out", str(out)]) == 0
+    final = (out / "checkpoints" / "final" / "model.safetensors").read_bytes()
+    mounts.read_only(out / target)
     capsys.readouterr()
-    code = errno.ENOSPC if cause.startswith("No space") else errno.EROFS
-    real_open = Path.open
-
-    def failing_open(self, mode="r", *args, **kwargs):
-        if self.name == "metrics.jsonl" and "a" in mode:
-            raise OSError(code, cause, str(self))
-        return real_open(self, mode, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", failing_open)
-    assert main(["train", "--resume", str(out), "--max-steps", "8", "--quiet"]) == 2
+    assert main(["train", "--resume", str(out), "--max-steps", "6", "--quiet"]) in (1, 2)
     err = _one_line(capsys)
-    assert "metrics.jsonl" in err and cause in err
-    assert (out / "checkpoints" / "final" / "model.safetensors").read_bytes() == before
+    assert str((out / target).resolve() if target == "." else out / target) in err and "Read-only file system" in err
+    assert (out / "checkpoints" / "final" / "model.safetensors").read_bytes() == final
+    reasonlab.load(out / "checkpoints" / "step_3")
+
+
+def test_a_report_or_export_onto_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path, mounts, capsys):
+    disk = mounts.small_disk(tmp_path / "disk")
+    study = disk / "cmp"
+    assert main(["compare", "--a", "cpu-tiny", "--b", "cpu-tiny", "--steps", "2", "--seeds", "1", "--match", "steps",
+                 "--set", "train.save_every=0", "--out", str(study)]) == 0
+    report = (study / "FINAL_RESULTS.md").read_text()
+    run = next(study.rglob("checkpoints/final"))
+    fill_disk(disk)
+    capsys.readouterr()
+    for command in (["report", str(study)], ["export", str(run), "--hf", str(disk / "hf")]):
+        assert main(command) == 1, command
+        err = _one_line(capsys)
+        assert str(disk) in err and "No space left on device" in err, command
+    _no_litter(disk)
+    assert not (disk / "hf").exists() and (study / "FINAL_RESULTS.md").read_text() == report
 
 
 def test_compare_and_ablate_refuse_an_out_that_holds_something_else(tmp_path, capsys):

@@ -4,38 +4,14 @@ from __future__ import annotations
 
 import resource
 import statistics
-import time
 from typing import Any
 
 import torch
 
 from reasonlab.config import Config
-from reasonlab.runtime import resolve_device, resolve_precision, synchronize
+from reasonlab.runtime import cpu_capability, matmul_peak, resolve_device, resolve_precision
 from reasonlab.training.data import prepare_data
 from reasonlab.training.engine import Engine
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def matmul_peak(precision: str, device: torch.device, repeats: int = 5) -> float:
-    """Best FLOP/s of a square matmul: the ceiling MFU is measured against.
-
-    2048 fills a CPU; a GPU needs 8192, and ten products per timing so that launch and
-    host-clock overheads vanish against the work.
-    """
-    n, inner = (8192, 10) if device.type == "cuda" else (2048, 1)
-    a = torch.randn(n, n, device=device, dtype=DTYPES[precision])
-    b = torch.randn(n, n, device=device, dtype=DTYPES[precision])
-    torch.mm(a, b)
-    synchronize(device)
-    best = float("inf")
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        for _ in range(inner):
-            torch.mm(a, b)
-        synchronize(device)
-        best = min(best, (time.perf_counter() - tic) / inner)
-    return 2 * n**3 / best
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -45,11 +21,14 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench(cfg: Config, steps: int = 10, warmup: int = 3) -> dict[str, Any]:
-    """Time `steps` training steps after `warmup` untimed ones; report medians and spread."""
+def bench(cfg: Config, steps: int = 10, warmup: int = 3, peak_budget_s: float = 2.0) -> dict[str, Any]:
+    """Time `steps` training steps after `warmup` untimed ones; report medians and spread.
+
+    The matmul peak is timed in the run's own precision only, within `peak_budget_s`.
+    """
     device = resolve_device(cfg.train.device)
     precision = resolve_precision(cfg.train.precision, device)
-    peaks = {p: matmul_peak(p, device) for p in DTYPES}
+    peaks = {precision: matmul_peak(precision, device, peak_budget_s)}
     data = prepare_data(cfg)
     cfg = data.adjust_config(cfg)
     times, flops = Engine(cfg, data).timed_steps(steps, warmup)
@@ -57,7 +36,8 @@ def bench(cfg: Config, steps: int = 10, warmup: int = 3) -> dict[str, Any]:
     tokens = cfg.train.batch_size * cfg.model.seq_len
     flop_s = statistics.median(f / t for f, t in zip(flops, times))
     return {
-        "arch": cfg.model.arch, "device": str(device), "precision": precision, "threads": torch.get_num_threads(),
+        "arch": cfg.model.arch, "device": str(device), "cpu": cpu_capability(), "precision": precision,
+        "threads": torch.get_num_threads(),
         "tokens_per_step": tokens, "steps": steps,
         "step_ms": {"median": 1000 * step_s, "min": 1000 * min(times), "max": 1000 * max(times)},
         "tokens_per_s": tokens / step_s, "flops_per_step": statistics.median(flops), "model_flop_s": flop_s,
@@ -73,7 +53,7 @@ def format_bench(result: dict[str, Any]) -> str:
     row = [result["arch"], result["precision"], f"{ms['median']:.1f} [{ms['min']:.1f}, {ms['max']:.1f}]",
            f"{result['tokens_per_s']:,.0f}", f"{result['model_flop_s'] / 1e9:.1f}", f"{100 * result['mfu']:.1f}%",
            f"{result['peak_memory_mb']:,.0f}"]
-    peak_line = (f"matmul peak on {result['device']} ({result['threads']} threads): "
+    peak_line = (f"matmul peak on {result['device']} ({result['threads']} threads, CPU {result['cpu']}): "
                  + ", ".join(f"{p} {v / 1e9:.1f} GFLOP/s" for p, v in peaks.items()))
     widths = [max(len(h), len(r)) for h, r in zip(header, row)]
     lines = [peak_line, "  ".join(h.ljust(w) for h, w in zip(header, widths)),

@@ -6,10 +6,12 @@ Bad input prints one line, `error: ...`, and exits with code 2; nothing on disk 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -434,6 +436,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    hook = threading.excepthook
+    threading.excepthook = functools.partial(_quiet_writer_threads, hook)
+    try:
+        return _run(argv)
+    finally:
+        threading.excepthook = hook
+
+
+def _quiet_writer_threads(hook: Callable, args: threading.ExceptHookArgs) -> None:
+    """Keep a background writer's failed write (TensorBoard's event writer) off the terminal: the
+    writer raises it again in the command's own thread, which reports it in one line."""
+    if not isinstance(args.exc_value, OSError):
+        hook(args)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         keep_freed_memory()

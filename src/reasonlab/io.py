@@ -12,30 +12,40 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from reasonlab.errors import WriteFailed
 
 
-def write_cause(exc: BaseException) -> str:
-    """Why a write failed, in one line: the OS's words where there are some (safetensors wraps
-    them in its own error's text)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = str(exc)
-    found = re.search(r'message: "([^"]+)"', text)
-    return found.group(1) if found else (text.splitlines()[0] if text else type(exc).__name__)
+def write_cause(exc: BaseException) -> str | None:
+    """Why a write failed, in the OS's one-line words; None where `exc` is not a failed write.
+
+    safetensors raises its own SafetensorError for an I/O failure, with the OS's error number in
+    its text ("I/O error: No space left on device (os error 28)").
+    """
+    if isinstance(exc, OSError):
+        text = exc.strerror or str(exc)
+        return text.splitlines()[0] if text else type(exc).__name__
+    if isinstance(exc, SafetensorError):
+        found = re.search(r"\(os error (\d+)\)", str(exc))
+        if found:
+            return os.strerror(int(found.group(1)))
+    return None
 
 
 @contextlib.contextmanager
 def writing(path: Path) -> Iterator[None]:
-    """Turn any failure to write `path` into WriteFailed naming it and the cause."""
+    """Turn any failure to write `path` (an OSError, or safetensors' own error for one) into
+    WriteFailed naming it and the cause."""
     try:
         yield
     except WriteFailed:
         raise
     except Exception as exc:
-        if isinstance(exc, OSError) or "IoError" in str(exc):
-            raise WriteFailed(f"cannot write {path}: {write_cause(exc)}") from None
-        raise
+        cause = write_cause(exc)
+        if cause is None:
+            raise
+        raise WriteFailed(f"cannot write {path}: {cause}") from None
 
 
 def _fsync_dir(path: Path) -> None:

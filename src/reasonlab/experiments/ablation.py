@@ -27,6 +27,7 @@ from reasonlab.experiments.sweep import (
 from reasonlab.io import atomic_write_json
 from reasonlab.outdir import claim_out
 from reasonlab.report.ablation import write_ablation_report
+from reasonlab.runtime import check_runtime
 
 RESULTS = "ablation_results.json"
 PLAN = "suite.json"  # the suite's configs and the optuna study a folder holds
@@ -234,6 +235,8 @@ def run_ablation(
         raise UserError(f"seed_offset must be in [0, {CONFIRM_SEED_START - seeds}] (higher seeds are the "
                         f"confirmation's), got {seed_offset}")
     loaded = load_suite(suite, base, {**sweep_overrides(steps), **(overrides or {})}, only)
+    for cfg in loaded.configs.values():
+        check_runtime(cfg.train)
     out = Path(out)
     configs = {name: cfg.to_dict() for name, cfg in loaded.configs.items()}
     spec = SweepSpec(

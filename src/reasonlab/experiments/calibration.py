@@ -27,7 +27,8 @@ from reasonlab.config import preset_path, resolve_config
 from reasonlab.errors import UserError
 from reasonlab.experiments.compare import METRICS, Progress, arm_config, check_budget, run_comparison, value_at
 from reasonlab.experiments.stats import CI_LEVEL, welch_diff
-from reasonlab.io import atomic_write_json
+from reasonlab.io import atomic_write_json, atomic_write_text
+from reasonlab.runtime import check_runtime
 
 RESULTS = "calibration.json"
 REPETITION = "repetition.json"
@@ -58,8 +59,7 @@ def handicapped_arm(preset: str, factor: float, folder: Path) -> str:
     condition (overrides would reach both arms)."""
     lr = resolve_config(preset).train.lr / factor
     path = folder / f"{condition_name(factor)}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"extends": str(preset_path(preset).resolve()), "train": {"lr": lr}}))
+    atomic_write_text(path, yaml.safe_dump({"extends": str(preset_path(preset).resolve()), "train": {"lr": lr}}))
     return str(path)
 
 
@@ -141,7 +141,9 @@ def run_calibration(preset: str = "cpu-tiny", repeats: int = 20, handicaps: Sequ
     `steps` defaults to the preset's train.max_steps; `overrides` (dotted keys) apply to both arms.
     """
     check_calibration(repeats, handicaps, overrides)
-    steps = resolve_config(preset, overrides).train.max_steps if steps is None else steps
+    cfg = resolve_config(preset, overrides)
+    check_runtime(cfg.train)
+    steps = cfg.train.max_steps if steps is None else steps
     check_budget(steps, seeds, match)
     out = Path(out)
     factors: list[float | None] = [None, *handicaps]

@@ -58,6 +58,7 @@ from reasonlab.io import atomic_write_json
 from reasonlab.model import config_step_flops, control_config, param_counts
 from reasonlab.outdir import claim_out, other_study
 from reasonlab.report.comparison import write_comparison_report
+from reasonlab.runtime import check_runtime
 from reasonlab.training import trainer
 from reasonlab.training.checkpoint import read_config
 from reasonlab.training.data import prepare_data
@@ -169,6 +170,8 @@ def make_arms(specs: list[str], overrides: dict[str, Any] | None = None) -> dict
     if not 2 <= len(specs) <= len(ARM_KEYS):
         raise UserError(f"a comparison takes 2 to {len(ARM_KEYS)} arms, got {len(specs)}")
     named = {key: (spec, *arm_config(spec, overrides)) for key, spec in zip(ARM_KEYS, specs)}
+    for _, _, cfg in named.values():
+        check_runtime(cfg.train)
     repeated = Counter(name for _, name, _ in named.values())
     return {key: Arm(f"{name} ({key.upper()})" if repeated[name] > 1 else name, spec, cfg)
             for key, (spec, name, cfg) in named.items()}

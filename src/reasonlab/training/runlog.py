@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from reasonlab.io import atomic_write_text
+from reasonlab.io import atomic_write_text, writing
 from reasonlab.training.trackers import Trackers
 
 
@@ -71,7 +72,9 @@ def eval_line(step: int, val: dict[str, float]) -> str:
 class RunLog:
     """Appends metric events and log lines; a progress bar on a TTY, plain lines otherwise.
 
-    A disabled log (every process but the main one under torchrun) writes and prints nothing.
+    Every write is flushed at once and a failed one (disk full, folder made read-only) raises
+    WriteFailed naming the file. A disabled log (every process but the main one under torchrun)
+    writes and prints nothing.
     """
 
     def __init__(self, run_dir: Path, total_steps: int, start_step: int, quiet: bool = False, enabled: bool = True,
@@ -80,13 +83,11 @@ class RunLog:
         if not enabled:
             return
         self.trackers = trackers
-        self.metrics = (run_dir / "metrics.jsonl").open("a")
-        self.logger = logging.getLogger(f"reasonlab.run.{run_dir.resolve()}")
-        self.logger.setLevel(logging.INFO)
-        self.logger.propagate = False
-        self.file_handler = logging.FileHandler(run_dir / "train.log")
-        self.file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-        self.logger.addHandler(self.file_handler)
+        self.metrics_path, self.log_path = run_dir / "metrics.jsonl", run_dir / "train.log"
+        with writing(self.metrics_path):
+            self.metrics = self.metrics_path.open("a")
+        with writing(self.log_path):
+            self.log_file = self.log_path.open("a")
         interactive = sys.stderr.isatty() and not quiet
         self.quiet = quiet
         self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, disable=not interactive, unit="step")
@@ -95,15 +96,14 @@ class RunLog:
         """Every train/eval/diverged record of the run passes here, to metrics.jsonl and the trackers."""
         if not self.enabled:
             return
-        self.metrics.write(json.dumps(record) + "\n")
-        self.metrics.flush()
+        _append(self.metrics, self.metrics_path, json.dumps(record) + "\n")
         if self.trackers is not None:
             self.trackers.log(record)
 
     def info(self, message: str) -> None:
         if not self.enabled:
             return
-        self.logger.info(message)
+        _append(self.log_file, self.log_path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
         if self.quiet:
             return
         if self.bar.disable:
@@ -122,9 +122,17 @@ class RunLog:
         """`ok`: whether the run finished (a tracker marks a stopped run as killed or failed)."""
         if not self.enabled:
             return
-        if self.trackers is not None:
-            self.trackers.close(ok)
-        self.bar.close()
-        self.metrics.close()
-        self.logger.removeHandler(self.file_handler)
-        self.file_handler.close()
+        try:
+            if self.trackers is not None:
+                self.trackers.close(ok)
+        finally:
+            self.bar.close()
+            for file in (self.metrics, self.log_file):
+                with contextlib.suppress(OSError):  # a failed write already raised; its buffer is lost
+                    file.close()
+
+
+def _append(file: TextIO, path: Path, text: str) -> None:
+    with writing(path):
+        file.write(text)
+        file.flush()

@@ -19,6 +19,7 @@ not send again what they already hold: the events of metrics.jsonl before the re
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import json
@@ -30,9 +31,10 @@ from typing import Any, Protocol
 
 from reasonlab.config import Config
 from reasonlab.errors import UserError
-from reasonlab.io import atomic_write_json
+from reasonlab.io import atomic_write_json, writing
 
 PACKAGES = {"csv": None, "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}  # logger -> import
+WRITES = {"csv": "metrics.csv", "tensorboard": "tensorboard", "wandb": "wandb"}  # in the run; mlflow: at its URI
 IDS = "trackers.json"
 
 
@@ -101,6 +103,7 @@ class TensorBoardTracker:
             self.writer.add_scalar(key, value, step)
 
     def close(self, ok: bool) -> None:
+        self.writer.flush()  # raises what its writer thread failed to write, where close would not
         self.writer.close()
 
 
@@ -163,21 +166,32 @@ class Trackers:
         path = run_dir / IDS
         ids = json.loads(path.read_text()) if path.is_file() else {}
         known = dict(ids)
-        self.trackers: list[Tracker] = [TRACKERS[name](run_dir, cfg, ids) for name in cfg.train.loggers]
+        self.where = {name: run_dir / WRITES[name] if name in WRITES else None for name in cfg.train.loggers}
+        self.trackers: dict[str, Tracker] = {}
+        for name in cfg.train.loggers:
+            with self._writing(name):
+                self.trackers[name] = TRACKERS[name](run_dir, cfg, ids)
         if ids != known:
             atomic_write_json(path, ids)
         self.already_logged = already_logged or {}
+
+    def _writing(self, name: str) -> contextlib.AbstractContextManager:
+        """A tracker's failure to write its files (a full disk) as WriteFailed naming them."""
+        where = self.where[name]
+        return contextlib.nullcontext() if where is None else writing(where)
 
     def log(self, record: dict[str, Any]) -> None:
         if record["kind"] not in ("train", "eval") or record["step"] <= self.already_logged.get(record["kind"], 0):
             return
         values = scalars(record)
-        for tracker in self.trackers:
-            tracker.log(record["step"], values)
+        for name, tracker in self.trackers.items():
+            with self._writing(name):
+                tracker.log(record["step"], values)
 
     def close(self, ok: bool) -> None:
-        for tracker in self.trackers:
-            tracker.close(ok)
+        for name, tracker in self.trackers.items():
+            with self._writing(name):
+                tracker.close(ok)
 
 
 def logged_steps(events: list[dict[str, Any]]) -> dict[str, int]:

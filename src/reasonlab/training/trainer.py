@@ -38,7 +38,7 @@ from reasonlab.model import param_counts
 from reasonlab.model.outputs import StepLoss
 from reasonlab.model.recursion import Carry
 from reasonlab.report.plots import plot_run_curves
-from reasonlab.runtime import resolve_device
+from reasonlab.runtime import check_runtime, resolve_device
 from reasonlab.training.checkpoint import (
     TrainingState,
     latest_checkpoint,
@@ -331,6 +331,7 @@ def _prepare_data(cfg: Config, world: World) -> TrainingData:
 def train(cfg: Config, out: str | Path, quiet: bool = False, on_eval: EvalCallback | None = None) -> Path:
     """Start a new run in `out` (which must be empty or absent); return the run directory."""
     run_dir = Path(out)
+    check_runtime(cfg.train)
     world = init_world(resolve_device(cfg.train.device).type)
     try:
         _check_fresh_run_dir(run_dir)
@@ -364,6 +365,7 @@ def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = Fals
         raise UserError(f"max_steps must be >= 1, got {max_steps}")
     stored = read_config(run_dir)
     require_trackers(stored.train.loggers)
+    check_runtime(stored.train)
     world = init_world(resolve_device(stored.train.device).type)
     try:
         with run_lock(run_dir, world):
