@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 import reasonlab
+import reasonlab.runtime
 from conftest import tiny_config
 from reasonlab.training.runlog import read_metrics
 
@@ -141,7 +142,7 @@ def test_only_the_command_sets_the_process_allocator(monkeypatch, capsys):
     Engine(data.adjust_config(cfg), data).train_step(0)
     assert libraries == []  # building and stepping an engine leaves glibc alone
     calls = []
-    monkeypatch.setattr(reasonlab.cli, "keep_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr(reasonlab.runtime, "keep_freed_memory", lambda: calls.append(1))
     assert reasonlab.cli.main(["tasks", "--list"]) == 0
     assert calls == [1]
 

@@ -16,15 +16,14 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reasonlab import api
 from reasonlab.config import ARCH_ALIASES, ARCHS, parse_override, resolve_config
-from reasonlab.data.corpus import cache_root, val_stream
-from reasonlab.errors import Incomplete, Interrupted, UserError, WriteFailed
+from reasonlab.errors import Incomplete, Interrupted, TrainingDiverged, UserError, WriteFailed
 from reasonlab.io import write_cause
-from reasonlab.runtime import autocast_factory, keep_freed_memory, resolve_precision
-from reasonlab.training.engine import TrainingDiverged
-from reasonlab.training.evaluate import evaluate
+
+if TYPE_CHECKING:
+    from reasonlab.api import LoadedModel
 
 TASK_ARMS = ("task-small", "task-small-recursive")  # tasks' --a and --b when neither they nor --arms are given
 MODELS = [*ARCHS, *ARCH_ALIASES]  # --model: every arm, and the old names that still load
@@ -51,6 +50,8 @@ def _at_least(minimum: int, args: argparse.Namespace, *names: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from reasonlab import api
+
     if args.resume:
         stored = {"--config": args.config, "--set": args.set, "--model": args.model, "--seed": args.seed,
                   "--out": args.out, "--data": args.data, "--tokenizer": args.tokenizer}
@@ -75,6 +76,11 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    from reasonlab import api
+    from reasonlab.data.corpus import val_stream
+    from reasonlab.runtime import autocast_factory, resolve_precision
+    from reasonlab.training.evaluate import evaluate
+
     _at_least(1, args, "batches", "vote")
     if args.lm_eval:
         _lm_eval(args)
@@ -103,6 +109,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _lm_eval(args: argparse.Namespace) -> None:
     """lm-evaluation-harness tasks; the results JSON goes to the run folder, beside its checkpoints."""
+    from reasonlab import api
     from reasonlab.harness import require_lm_eval, run_lm_eval
 
     for name in ("limit", "segments", "depth"):
@@ -124,10 +131,11 @@ def _lm_eval(args: argparse.Namespace) -> None:
     print(f"wrote {os.path.relpath(out)}")
 
 
-def _eval_task(loaded: api.LoadedModel, autocast: Callable[[], AbstractContextManager], as_json: bool,
+def _eval_task(loaded: LoadedModel, autocast: Callable[[], AbstractContextManager], as_json: bool,
                votes: int | None) -> None:
     """A task checkpoint on its val split (the train levels) and its test split (the harder ones),
     over the whole of each; with --vote K, also exact match voted over K symmetric variants."""
+    from reasonlab.data.corpus import cache_root
     from reasonlab.tasks.dataset import TaskData
 
     data = TaskData(loaded.config.task, cache_root(loaded.config.data))
@@ -148,6 +156,8 @@ def _eval_task(loaded: api.LoadedModel, autocast: Callable[[], AbstractContextMa
 
 
 def _generate(args: argparse.Namespace) -> None:
+    from reasonlab import api
+
     if not 0 <= args.temperature < math.inf:
         raise UserError(f"--temperature must be a number >= 0, got {args.temperature}")
     if not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS:
@@ -454,6 +464,8 @@ def _quiet_writer_threads(hook: Callable, args: threading.ExceptHookArgs) -> Non
 def _run(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        from reasonlab.runtime import keep_freed_memory
+
         keep_freed_memory()
         args.func(args)
     except UserError as exc:

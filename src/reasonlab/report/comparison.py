@@ -71,7 +71,8 @@ def plot_comparison(result: dict[str, Any], out: Path) -> None:
         axes[1, 1].set_yscale("log")
     fig.suptitle(f"{' vs '.join(arm.upper() for arm in result['arms'])}, {result['n_seeds']} seeds per arm "
                  "(thin: seeds, thick: mean)")
-    save_figure(fig, out / "comparison.png")
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.07, top=0.92, wspace=0.16, hspace=0.3)  # fixed: see save_figure
+    save_figure(fig, out / "comparison.png", tight=False)
 
     fig = Figure(figsize=(12, 4.5))
     axes = fig.subplots(1, 2)
@@ -81,7 +82,8 @@ def plot_comparison(result: dict[str, Any], out: Path) -> None:
         ax.set_ylabel(metric["label"])
     axes[0].set_xscale("log")
     fig.suptitle(f"{metric['label']} against compute")
-    save_figure(fig, out / "comparison_compute.png")
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.88, wspace=0.2)
+    save_figure(fig, out / "comparison_compute.png", tight=False)
 
 
 def _arm_config_lines(stored: dict[str, Any]) -> list[str]:

@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,23 +48,26 @@ class EncodedSplit:
 
 
 def encode(examples: list[Example], tokenizer: Tokenizer, fmt: str, width: int = 0) -> EncodedSplit:
-    """Padded id tensors of the examples, at least `width` tokens wide."""
-    rows, targets = [], []
-    for e in examples:
-        prompt, answer = (tokenizer.encode(" ".join(part)) for part in (e.prompt, e.answer))
-        if fmt == "grid":
-            rows.append(prompt)
-            targets.append(answer)
-        else:  # the answer's first token is predicted at the separator
-            rows.append(prompt + tokenizer.encode(SEP) + answer[:-1])
-            targets.append([IGNORE_INDEX] * len(prompt) + answer)
+    """Padded id tensors of the examples, at least `width` tokens wide (encoded as one batch: a task
+    run encodes tens of thousands of instances)."""
+    prompts = tokenizer.encode_batch([" ".join(e.prompt) for e in examples])
+    answers = tokenizer.encode_batch([" ".join(e.answer) for e in examples])
+    if fmt == "grid":
+        rows, targets = prompts, answers
+    else:  # the answer's first token is predicted at the separator
+        sep = tokenizer.encode(SEP)
+        rows = [prompt + sep + answer[:-1] for prompt, answer in zip(prompts, answers)]
+        targets = [[IGNORE_INDEX] * len(prompt) + answer for prompt, answer in zip(prompts, answers)]
     width = max(width, *(len(r) for r in rows))
-    inputs = torch.full((len(rows), width), tokenizer.eot_id, dtype=torch.long)
-    target_ids = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    for i, (row, target) in enumerate(zip(rows, targets)):
-        inputs[i, : len(row)] = torch.tensor(row)
-        target_ids[i, : len(target)] = torch.tensor(target)
-    return EncodedSplit(examples, inputs, target_ids)
+    return EncodedSplit(examples, _padded(rows, width, tokenizer.eot_id), _padded(targets, width, IGNORE_INDEX))
+
+
+def _padded(rows: list[list[int]], width: int, fill: int) -> torch.Tensor:
+    """[len(rows), width] int64 ids, each row filled up with `fill`."""
+    out = np.full((len(rows), width), fill, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return torch.from_numpy(out)
 
 
 class TaskData:

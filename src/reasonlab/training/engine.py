@@ -29,17 +29,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from reasonlab.config import Config
 from reasonlab.distributed import World, all_reduce
-from reasonlab.errors import UserError
+from reasonlab.errors import TrainingDiverged, UserError
 from reasonlab.model import build_model
 from reasonlab.model.outputs import StepLoss
 from reasonlab.model.recursion import Carry
 from reasonlab.runtime import runtime, synchronize
 from reasonlab.training.data import Sampler, TrainingData
 from reasonlab.training.optim import build_optimizer, lr_at
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the checkpoints written before are left as they were."""
 
 
 class WeightAverage:
