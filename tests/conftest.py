@@ -31,8 +31,9 @@ def without_hashes(checkpoint: Path) -> None:
 
 
 def tiny_config(**overrides) -> Config:
-    """cpu-tiny with dotted-key overrides (`train__max_steps=10` style keys are spelled with dots here)."""
-    return resolve_config(CONFIGS / "cpu-tiny.yaml", overrides)
+    """cpu-tiny with dotted-key overrides, and without curves.png unless asked: drawing it is half of
+    a tiny run's time (tests of the run directory ask for it)."""
+    return resolve_config(CONFIGS / "cpu-tiny.yaml", {"train.curves": False, **overrides})
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from reasonlab.training import trainer
 from reasonlab.training.runlog import read_metrics
 
 TRAIN = ["train", "--config", str(CONFIGS / "cpu-tiny.yaml"), "--quiet", "--max-steps", "6",
-         "--set", "train.save_every=3", "--set", "train.eval_every=100"]
+         "--set", "train.save_every=3", "--set", "train.eval_every=100", "--set", "train.curves=false"]
 
 
 def _one_line(capsys) -> str:

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 MODULES = ("reasonlab", "reasonlab.cli", "reasonlab.report", "reasonlab.report.comparison", "reasonlab.report.tasks",
            "reasonlab.report.ablation", "reasonlab.report.plots", "reasonlab.experiments.compare",
            "reasonlab.experiments.tasks")
@@ -21,6 +23,7 @@ assert "matplotlib.pyplot" not in sys.modules, "importing reasonlab imported mat
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch, matplotlib and every report
 def test_import_does_not_touch_the_matplotlib_backend():
     env = {**os.environ, "MPLBACKEND": "svg"}
     done = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=120)

@@ -271,6 +271,7 @@ def test_a_storage_password_is_never_shown(tmp_path, suite_file, capsys):
 ONE = "name: one\nbase: cpu-tiny\nconfigs:\n  a_base: {}\n"
 
 
+@pytest.mark.slow  # waits out a dead worker's heartbeat
 def test_a_trial_whose_worker_died_after_claiming_it_is_run_again_exactly_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sweep, "HEARTBEAT_S", 1)
     monkeypatch.setattr(sweep, "GRACE_S", 2)

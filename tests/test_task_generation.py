@@ -65,6 +65,7 @@ def test_a_stored_task_run_without_the_key_draws_generator_1s_stream(tmp_path):
         build_splits(task_from_config(TaskConfig(**{**vars(stored.task), "generator": 2})), stored.task))
 
 
+@pytest.mark.slow  # the hardest generation there is: seconds a puzzle
 def test_9x9_sudokus_with_21_givens_are_unique_and_rated():
     task = Sudoku(9)
     for example in (task.sample(random.Random(seed), 60) for seed in range(2)):

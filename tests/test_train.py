@@ -12,7 +12,7 @@ from reasonlab.training.runlog import read_metrics
 
 
 def test_val_loss_falls_within_50_steps_on_the_bundled_corpus(tmp_path):
-    run = reasonlab.train(tiny_config(), tmp_path / "run", quiet=True)
+    run = reasonlab.train(tiny_config(**{"train.curves": True}), tmp_path / "run", quiet=True)
     evals = [e for e in read_metrics(run / "metrics.jsonl") if e["kind"] == "eval"]
     summary = json.loads((run / "summary.json").read_text())
     first_loss = 6.24  # ln(512): an untrained model's loss
@@ -67,6 +67,7 @@ def test_extending_a_finished_run_stretches_the_schedule(tmp_path):
     assert lr_at_22 > lr_at_20  # the decay now ends at step 30, not 20
     assert json.loads((run / "summary.json").read_text())["steps"] == 30
     assert "max_steps: 30" in (run / "config.yaml").read_text()
+    assert not (run / "curves.png").exists()  # train.curves off
 
 
 def test_load_and_generate(tmp_path):

@@ -150,6 +150,7 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int = 20  # val batches per evaluation, always the same slice of the val split
     save_every: int = 0  # periodic checkpoints every N steps; 0 = only best and final
+    curves: bool = True  # draw curves.png when the run ends (about 0.2 s: half of a run of seconds)
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights to evaluate and save; 0 = off
     early_stop_patience: int = 0  # > 0: stop after this many evaluations without a better checkpoint; 0 = never
     loggers: list[str] = field(default_factory=list)  # trackers besides metrics.jsonl: csv, tensorboard, wandb, mlflow
@@ -181,7 +182,7 @@ SECTIONS: dict[str, type] = {
 }
 TASK_FORMATS = ("seq", "grid")
 LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")  # train.loggers; each but csv is an optional extra
-TRACKER_KEYS = ("loggers", "tracker_project", "tracker_group")  # train keys that leave a run's results unchanged
+BOOKKEEPING_KEYS = ("loggers", "tracker_project", "tracker_group", "curves")  # train keys that leave results unchanged
 RENAMED_KEYS = {  # old name -> new: old configs keep loading
     "recursion.halt_max_steps": "recursion.max_segments",
     "recursion.H_cycles": "hrm.H_cycles",

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from reasonlab.config import TRACKER_KEYS, Config, config_from_dict, reread, resolve_config, with_overrides
+from reasonlab.config import BOOKKEEPING_KEYS, Config, config_from_dict, reread, resolve_config, with_overrides
 from reasonlab.errors import UserError
 from reasonlab.experiments.ablation import RESULTS as ABLATION_RESULTS
 from reasonlab.experiments.ablation import best_config
@@ -349,7 +349,7 @@ def _same_run(stored: Config, wanted: Config) -> bool:
     a, b = stored.to_dict(), wanted.to_dict()
     for d in (a, b):
         d["model"].pop("vocab_size")
-        for key in TRACKER_KEYS:
+        for key in BOOKKEEPING_KEYS:
             d["train"].pop(key)
     return a == b
 

@@ -1,9 +1,9 @@
 """The run lifecycle: a run directory trained by the step engine, evaluated, checkpointed, resumed.
 
 A run directory holds config.yaml, metrics.jsonl, train.log, checkpoints/{best,final,step_N},
-curves.png and summary.json. `train` starts a run, `resume` continues or extends one; with the
-same seed on CPU a resumed run reproduces the uninterrupted one exactly. The step itself
-(forward, backward, clip, AdamW) is `engine.Engine`'s.
+curves.png (unless train.curves is off) and summary.json. `train` starts a run, `resume`
+continues or extends one; with the same seed on CPU a resumed run reproduces the uninterrupted
+one exactly. The step itself (forward, backward, clip, AdamW) is `engine.Engine`'s.
 
 With `train.ema_decay` > 0 the evaluations (and so the best checkpoint) are of the EMA weights,
 and every checkpoint's inference weights are the EMA ones; train records stay the trained
@@ -278,8 +278,9 @@ class Trainer:
         if self.cfg.train.ema_decay > 0:
             summary["ema_decay"] = self.cfg.train.ema_decay  # final_val and best_val_loss are the EMA weights'
         atomic_write_json(self.run_dir / "summary.json", summary)
-        events = read_metrics(self.run_dir / "metrics.jsonl")
-        plot_run_curves(events, self.run_dir / "curves.png", title=self.run_dir.name)
+        if self.cfg.train.curves:
+            events = read_metrics(self.run_dir / "metrics.jsonl")
+            plot_run_curves(events, self.run_dir / "curves.png", title=self.run_dir.name)
         return summary
 
 
