@@ -20,6 +20,10 @@ import statistics
 import subprocess
 import sys
 
+import torch
+
+from reasonlab.runtime import cpu_has_native_bf16
+
 ARMS = {
     "hrm": {"model.arch": "hrm", "hrm.H_cycles": 1, "hrm.L_cycles": 1},
     "trm": {"model.arch": "trm", "trm.latent_steps": 2, "trm.recursions": 2},
@@ -49,7 +53,9 @@ def main() -> None:
     parser.add_argument("--config", default="cpu-bench")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--precisions", default="fp32,bf16")
+    native_bf16 = torch.cuda.is_available() or cpu_has_native_bf16()
+    parser.add_argument("--precisions", default="fp32,bf16" if native_bf16 else "fp32",
+                        help="default: fp32, and bf16 where the CPU has bf16 instructions (or on a GPU)")
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated names from: " + ", ".join(ARMS))
     args = parser.parse_args()
     arms = args.arms.split(",")

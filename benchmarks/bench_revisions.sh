@@ -5,8 +5,9 @@
 #   benchmarks/bench_revisions.sh BEFORE AFTER [ROUNDS] > bench.jsonl
 #
 # Each line of output is one bench result (JSON) with "revision" added; every row runs in its
-# own process: baseline and recursive (hrm H1/L1, 2 segments) at cpu-bench, fp32 and bf16. The
-# old key names (recursion.H_cycles, --model recursive) are the ones every revision accepts.
+# own process: baseline and recursive (hrm H1/L1, 2 segments) at cpu-bench, fp32, and bf16 where
+# the CPU has bf16 instructions (reasonlab refuses bf16 elsewhere). The old key names
+# (recursion.H_cycles, --model recursive) are the ones every revision accepts.
 set -euo pipefail
 before=$1 after=$2 rounds=${3:-2}
 top=$(git rev-parse --show-toplevel)
@@ -21,8 +22,12 @@ bench() {  # revision-label arch precision steps
     --model "$2" --set "train.precision=$3" --set recursion.H_cycles=1 --set recursion.L_cycles=1 --steps "$4" --json) |
     python -c "import json, sys; r = json.load(sys.stdin); r['revision'] = '$1'; print(json.dumps(r))"
 }
+rows=("baseline fp32 10" "recursive fp32 5")
+if python -c "import sys; from reasonlab.runtime import cpu_has_native_bf16; sys.exit(not cpu_has_native_bf16())"; then
+  rows+=("baseline bf16 10" "recursive bf16 5")
+fi
 for _ in $(seq "$rounds"); do
-  for row in "baseline fp32 10" "baseline bf16 10" "recursive fp32 5" "recursive bf16 5"; do
+  for row in "${rows[@]}"; do
     read -r arch precision steps <<<"$row"
     bench before "$arch" "$precision" "$steps"
     bench after "$arch" "$precision" "$steps"

@@ -82,9 +82,9 @@ def test_bad_calibrate_input_is_one_line_and_exit_2(tmp_path, capsys, flags, mes
 
 @pytest.mark.slow
 def test_decision_rarely_names_a_false_winner_and_finds_a_planted_one(tmp_path):
-    # 40 comparisons at 4 steps, one val batch an evaluation: about 5 s each on 2 cores
+    # 40 comparisons at 4 steps, one val batch an evaluation, no curves.png a run: seconds each on 2 cores
     result = run_calibration("cpu-tiny", repeats=20, handicaps=(100.0,), steps=4, out=tmp_path,
-                             progress=lambda line: None, overrides={"train.eval_batches": 1})
+                             progress=lambda line: None, overrides={"train.eval_batches": 1, "train.curves": False})
     aa, handicap = result["conditions"]["aa"], result["conditions"]["lr-div-100"]
     assert aa["repetitions"] == handicap["repetitions"] == 20
     assert aa["new_rule"]["rate"] < 0.15
