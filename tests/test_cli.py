@@ -109,3 +109,14 @@ def test_a_single_text_file_is_a_corpus(tmp_path, capsys):
     assert main(["train", "--config", TINY, "--data", str(book), "--out", str(tmp_path / "no"),
                  "--set", "data.chunk_chars=0"]) == 2
     assert "set data.chunk_chars to cut one text into chunks" in capsys.readouterr().err
+
+
+def test_reasonlab_alone_lists_the_commands_and_version_names_the_release(capsys):
+    import reasonlab
+
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: reasonlab") and all(f"    {c} " in out for c in ("train", "compare", "bench"))
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"reasonlab {reasonlab.__version__}"

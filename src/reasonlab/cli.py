@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reasonlab import __version__
 from reasonlab.config import ARCH_ALIASES, ARCHS, parse_override, resolve_config
 from reasonlab.errors import Incomplete, Interrupted, TrainingDiverged, UserError, WriteFailed
 from reasonlab.io import write_cause
@@ -315,8 +316,11 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="reasonlab", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = _Parser(prog="reasonlab", epilog="`reasonlab COMMAND --help` shows a command's flags.",
+                     description="Small language models with and without recursion, trained, compared and "
+                                 "reported fairly: equal steps, FLOPs and time, over seeds, with intervals.")
+    parser.add_argument("--version", action="version", version=f"reasonlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="the whole study at CPU scale: two sweeps, a head-to-head, the report")
     p.add_argument("--out", default="runs/demo")
@@ -419,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.set_defaults(func=_tasks)
 
-    p = sub.add_parser("bench", help="matmul peak, then training tokens/s and MFU against it")
+    p = sub.add_parser("bench", help="the matmul peak in the run's precision, then training tokens/s and MFU")
     p.add_argument("--config", default="cpu-bench")
     p.add_argument("--model", choices=MODELS, help="sets model.arch")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
@@ -462,8 +466,12 @@ def _quiet_writer_threads(hook: Callable, args: threading.ExceptHookArgs) -> Non
 
 
 def _run(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # `reasonlab` alone: what it can do
+        parser.print_help()
+        return 0
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
         from reasonlab.runtime import keep_freed_memory
 
         keep_freed_memory()
