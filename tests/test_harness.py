@@ -119,4 +119,4 @@ def test_lm_eval_not_installed_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else real(name, *a))
     assert main(["eval", str(tmp_path / "none"), "--lm-eval", "hellaswag"]) == 2
     assert capsys.readouterr().err.strip() == \
-        "error: --lm-eval needs lm-evaluation-harness: pip install 'reasonlab[eval]'"
+        "error: --lm-eval needs lm-evaluation-harness: pip install -e '.[eval]' in the reasonlab checkout"

@@ -148,7 +148,7 @@ def test_a_missing_tracker_package_is_refused_before_training(tmp_path, capsys, 
     out = tmp_path / "run"
     assert main(["train", "--config", "cpu-tiny", "--out", str(out), "--set", "train.loggers=csv,wandb"]) == 2
     assert capsys.readouterr().err.strip() == \
-        "error: train.loggers: wandb is not installed: pip install 'reasonlab[wandb]'"
+        "error: train.loggers: wandb is not installed: pip install -e '.[wandb]' in the reasonlab checkout"
     assert not out.exists()
     assert main(["train", "--config", "cpu-tiny", "--out", str(out), "--set", "train.loggers=comet"]) == 2
     assert "train.loggers: each must be one of csv, tensorboard, wandb, mlflow, got 'comet'" in capsys.readouterr().err

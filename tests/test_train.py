@@ -162,3 +162,8 @@ def test_task_runs_keep_the_best_val_exact_match_and_stop_when_it_stalls(tmp_pat
     last = evals[-1]["step"]
     assert last < 400 and last - best["step"] == 3 * 10  # three evaluations without a better checkpoint
     assert json.loads((run / "summary.json").read_text())["steps"] == last
+
+
+def test_the_api_applies_overrides_to_a_config_object_too(tmp_path):
+    run = reasonlab.train(tiny_config(), tmp_path / "run", overrides={"train.max_steps": 3}, quiet=True)
+    assert json.loads((run / "summary.json").read_text())["steps"] == 3

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reasonlab.config import Config, resolve_config
+from reasonlab.config import Config, resolve_config, with_overrides
 from reasonlab.data.tokenizer import Tokenizer
 from reasonlab.errors import UserError
 from reasonlab.io import resolve_dir
@@ -73,8 +73,11 @@ def load(checkpoint_dir: str | Path, device: str = "auto") -> LoadedModel:
 
 def train(config: Config | str | Path | None = None, out: str | Path | None = None,
           overrides: dict[str, Any] | None = None, quiet: bool = False) -> Path:
-    """Train a new run (a Config, or a YAML path plus dotted-key overrides); return its run directory."""
-    cfg = config if isinstance(config, Config) else resolve_config(config, overrides)
+    """Train a new run (a Config or a YAML path, plus dotted-key overrides); return its run directory."""
+    if isinstance(config, Config):
+        cfg = with_overrides(config, overrides) if overrides else config
+    else:
+        cfg = resolve_config(config, overrides)
     if out is None:
         out = Path("runs") / f"{cfg.model.arch}-{datetime.now():%Y%m%d-%H%M%S}"
     return trainer.train(cfg, out, quiet)

@@ -31,7 +31,7 @@ from reasonlab.model.generate import sample
 
 def require_lm_eval() -> None:
     if importlib.util.find_spec("lm_eval") is None:
-        raise UserError("--lm-eval needs lm-evaluation-harness: pip install 'reasonlab[eval]'")
+        raise UserError("--lm-eval needs lm-evaluation-harness: pip install -e '.[eval]' in the reasonlab checkout")
 
 
 def harness_lm(loaded: LoadedModel, segments: int | None = None, depth: int | None = None) -> Any:

@@ -92,7 +92,7 @@ def hf_documents(spec: str, max_documents: int) -> list[Document]:
     try:
         from datasets import load_dataset
     except ImportError:
-        raise UserError("hf: sources need the hf extra: pip install 'reasonlab[hf]'") from None
+        raise UserError("hf: sources need the hf extra: pip install -e '.[hf]' in the reasonlab checkout") from None
     if not max_documents:
         raise UserError("hf: sources stream without end; set data.max_documents")
     docs = []

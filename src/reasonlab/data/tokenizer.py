@@ -98,7 +98,7 @@ def load_pretrained(name_or_path: str) -> Tokenizer:
         from transformers import AutoTokenizer
     except ImportError:
         raise UserError(f"tokenizer {name_or_path!r} is not a local file; "
-                        "hub names need: pip install 'reasonlab[hf]'") from None
+                        "hub names need: pip install -e '.[hf]' in the reasonlab checkout") from None
     try:
         hf = AutoTokenizer.from_pretrained(name_or_path)
     except Exception as exc:

@@ -33,7 +33,8 @@ def read_rows(source: str, split: str) -> list[dict[str, str]]:
     try:
         from datasets import load_dataset
     except ImportError:
-        raise UserError("task.source needs the hf extra (datasets): pip install 'reasonlab[hf]'") from None
+        raise UserError("task.source needs the hf extra (datasets): "
+                        "pip install -e '.[hf]' in the reasonlab checkout") from None
     if source.startswith("hf:"):
         name, files = source[3:], {split: f"{split}.csv"}
     else:

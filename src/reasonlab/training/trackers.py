@@ -43,7 +43,8 @@ def require_trackers(names: list[str]) -> None:
     for name in names:
         package = PACKAGES[name]
         if package is not None and importlib.util.find_spec(package) is None:
-            raise UserError(f"train.loggers: {name} is not installed: pip install 'reasonlab[{name}]'")
+            raise UserError(f"train.loggers: {name} is not installed: "
+                            f"pip install -e '.[{name}]' in the reasonlab checkout")
 
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:
