@@ -4,9 +4,10 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from conftest import CONFIGS, without_hashes
-from reasonlab.cli import main
+from reasonlab.cli import build_parser, main
 
 TINY = str(CONFIGS / "cpu-tiny.yaml")
 
@@ -120,3 +121,89 @@ def test_reasonlab_alone_lists_the_commands_and_version_names_the_release(capsys
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"reasonlab {reasonlab.__version__}"
+
+
+def test_presets_lists_every_preset_and_suite_and_config_show_prints_the_resolved_yaml(capsys):
+    from reasonlab.config import PRESETS_DIR, resolve_config
+
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for path in [*PRESETS_DIR.glob("*.yaml"), *(PRESETS_DIR / "suites").glob("*.yaml")]:
+        assert f"  {path.stem} " in out, path.stem
+    assert "cpu-tiny" in out and "Seconds on a laptop CPU" in out
+    assert main(["config", "show", "cpu-tiny", "--set", "train.lr=0.001"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown == resolve_config("cpu-tiny", {"train.lr": 0.001}).to_dict()
+
+
+def test_mistyped_names_get_the_closest_valid_ones(tmp_path, capsys):
+    for command, message in ((["config", "show", "cpu-tny"], "unknown preset 'cpu-tny' (did you mean cpu-tiny"),
+                             (["config", "show", "cpu-tiny", "--set", "train.lrr=1"],
+                              "unknown config key 'train.lrr' (did you mean train.lr"),
+                             (["ablate", "--suite", "baselin", "--out", str(tmp_path / "a")],
+                              "unknown suite 'baselin' (did you mean baseline?)")):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {message}") and "\n" not in err, err
+    assert not (tmp_path / "a").exists()
+
+
+def test_one_flag_vocabulary_keeps_the_old_names_as_hidden_aliases():
+    parser = build_parser()
+    assert parser.parse_args(["train", "--steps", "7"]).max_steps == 7
+    assert parser.parse_args(["train", "--max-steps", "7"]).max_steps == 7
+    for command, old, default in (("calibrate", "--preset", "cpu-tiny"), ("demo", "--base", "cpu-demo"),
+                                  ("ablate", "--base", None)):
+        extra = ["--suite", "baseline", "--out", "x"] if command == "ablate" else ["--out", "x"]
+        assert parser.parse_args([command, *extra]).config == default
+        assert parser.parse_args([command, *extra, "--config", "cpu-small"]).config == "cpu-small"
+        assert parser.parse_args([command, *extra, old, "cpu-small"]).config == "cpu-small"
+        assert old not in parser._subparsers._group_actions[0].choices[command].format_help()
+
+
+def test_eval_refuses_harness_flags_without_lm_eval_and_points_a_run_to_its_checkpoint(trained_run, capsys):
+    assert main(["eval", str(trained_run / "checkpoints" / "final"), "--segments", "2", "--out", "x.json"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --segments, --out: only with --lm-eval "
+                                               "(they set how lm-evaluation-harness scores)")
+    assert main(["eval", str(trained_run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a run directory, not a checkpoint" in err and str(trained_run / "checkpoints" / "best") in err
+
+
+def test_extends_finds_a_bundled_preset_when_no_such_file_is_beside_the_yaml(tmp_path):
+    from reasonlab.config import resolve_config
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("extends: cpu-tiny.yaml\ntrain:\n  lr: 0.002\n")
+    assert resolve_config(mine) == resolve_config("cpu-tiny", {"train.lr": 0.002})
+    (tmp_path / "cpu-tiny.yaml").write_text("train:\n  lr: 0.005\n")  # a file beside it wins
+    assert resolve_config(mine).train.lr == 0.002 and resolve_config(mine).model.d_model == 128
+
+
+def test_dry_runs_print_the_plan_and_write_nothing(tmp_path, capsys):
+    from reasonlab.config import resolve_config
+    from reasonlab.model import config_step_flops
+    from reasonlab.training.data import prepare_data
+
+    out = tmp_path / "study"
+    assert main(["compare", "--arms", f"{TINY},cpu-tiny-recursive", "--steps", "20", "--seeds", "2",
+                 "--out", str(out), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "compare at equal flops, the costliest arm at 20 steps"
+    rows = {line.split()[0]: line.split() for line in lines[2:4]}
+    assert rows["cpu-tiny"][2] == "0..1" and rows["cpu-tiny-recursive"][1:3] == ["20", "2..3"]
+    tiny, recursive = (prepare_data(cfg).adjust_config(cfg)
+                       for cfg in (resolve_config(name) for name in ("cpu-tiny", "cpu-tiny-recursive")))
+    assert int(rows["cpu-tiny"][1].replace(",", "")) == round(20 * config_step_flops(recursive)
+                                                              / config_step_flops(tiny))
+    assert lines[-1].startswith("4 runs, about ") and lines[-1].endswith("nothing was written")
+    for command in (["tasks", "--task", "parity", "--a", TINY, "--b", TINY, "--steps", "5", "--seeds", "1"],
+                    ["ablate", "--suite", "baseline", "--only", "1_baseline,3_low_lr", "--config", TINY,
+                     "--steps", "5"],
+                    ["calibrate", "--config", TINY, "--repeats", "3", "--handicaps", "2", "--steps", "5",
+                     "--seeds", "1"]):
+        assert main([*command, "--out", str(out), "--dry-run"]) == 0, command
+        printed = capsys.readouterr().out
+        assert printed.rstrip().endswith("nothing was written"), printed
+    assert "every row 6 times: 12 runs" in printed  # calibrate: 3 repeats of 2 conditions, 2 arms x 1 seed
+    assert not out.exists()

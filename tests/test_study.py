@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import re
 
 import optuna
@@ -303,3 +304,18 @@ def test_a_sweep_whose_trials_fail_writes_its_report_and_exits_1(tmp_path, monke
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: 2 of 2 trials did not finish (a_base seed 0, a_base seed 1)")
     assert json.loads((out / "ablation_results.json").read_text())["configs"]["a_base"]["status"] == "missing"
+
+
+def test_local_workers_are_dealt_the_gpus_round_robin(monkeypatch):
+    """The GPUs are counted, not used (this machine may have none): each worker process is given its
+    own CUDA_VISIBLE_DEVICES before it touches CUDA."""
+    assert sweep.worker_gpus(3, None, 2) == ["0", "1", "0"]
+    assert sweep.worker_gpus(2, "5,7", 2) == ["5", "7"]
+    assert sweep.worker_gpus(2, None, 0) == [None, None]
+    seen = []
+    monkeypatch.setattr(sweep, "work",
+                        lambda spec, threads, progress: seen.append(os.environ.get("CUDA_VISIBLE_DEVICES")))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    sweep._worker_main(None, 1, "1")
+    sweep._worker_main(None, 1, None)
+    assert seen == ["1", "1"]

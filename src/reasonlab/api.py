@@ -60,6 +60,9 @@ def load(checkpoint_dir: str | Path, device: str = "auto") -> LoadedModel:
     directory = resolve_dir(checkpoint_dir)
     if not directory.is_dir():
         raise UserError(f"checkpoint not found: {checkpoint_dir}")
+    if (directory / "checkpoints").is_dir():
+        raise UserError(f"{checkpoint_dir} is a run directory, not a checkpoint: "
+                        f"pass {Path(checkpoint_dir) / 'checkpoints' / 'best'} (or final, or step_N)")
     cfg = read_config(directory)
     dev = resolve_device(device)
     model = build_model(cfg)

@@ -29,10 +29,14 @@ if TYPE_CHECKING:
 TASK_ARMS = ("task-small", "task-small-recursive")  # tasks' --a and --b when neither they nor --arms are given
 MODELS = [*ARCHS, *ARCH_ALIASES]  # --model: every arm, and the old names that still load
 MAX_NEW_TOKENS = 100_000  # generate: beyond this a sampling loop over reasonlab.load belongs in a script
+DRY_RUN_HELP = "print the plan (arms, steps, seeds, FLOPs, time from a short calibration, disk); write nothing"
 ARM_HELP = ("YAML config, preset name, DIR:best of an ablation, or control:params:SPEC / control:flops:SPEC "
             "(the baseline control of a recursive SPEC)")
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:  # every help page shows the defaults
+        super().__init__(*args, **{"formatter_class": argparse.ArgumentDefaultsHelpFormatter, **kwargs})
+
     def error(self, message: str) -> None:  # one line and exit 2, like every other bad input
         raise UserError(f"{self.prog}: {message}")
 
@@ -86,6 +90,11 @@ def _eval(args: argparse.Namespace) -> None:
     if args.lm_eval:
         _lm_eval(args)
         return
+    harness_only = {"--segments": args.segments, "--depth": args.depth, "--limit": args.limit,
+                    "--include": args.include, "--out": args.out}
+    given = [flag for flag, value in harness_only.items() if value is not None]
+    if given:
+        raise UserError(f"{', '.join(given)}: only with --lm-eval (they set how lm-evaluation-harness scores)")
     loaded = api.load(args.checkpoint)
     cfg = loaded.config
     batches = cfg.train.eval_batches if args.batches is None else args.batches
@@ -191,8 +200,14 @@ def _ablate(args: argparse.Namespace) -> None:
     _at_least(0, args, "seed_offset", "confirm")
     overrides = _overrides(args)
     only = [name.strip() for name in args.only.split(",")] if args.only else None
+    if args.dry_run:
+        from reasonlab.experiments.plan import format_plan, plan_ablation
+
+        plans = plan_ablation(args.suite, args.steps, args.seeds, args.config, overrides, only, args.seed_offset)
+        print(format_plan(f"ablate --suite {args.suite}: {len(plans)} configs", plans))
+        return
     results = run_ablation(args.suite, args.steps, args.seeds, args.out, args.workers, args.storage, args.prune,
-                           args.base, overrides, only, progress=lambda line: print(line, file=sys.stderr, flush=True),
+                           args.config, overrides, only, progress=lambda line: print(line, file=sys.stderr, flush=True),
                            confirm=args.confirm, seed_offset=args.seed_offset)
     confirmed = results.get("confirmation", {}).get("best")
     best = f"best on fresh seeds {confirmed}" if confirmed else f"best {results.get('best', 'none')}"
@@ -238,10 +253,22 @@ def _compare(args: argparse.Namespace) -> None:
     specs = _arm_specs(args)
     _at_least(1, args, "steps", "seeds")
     _at_least(0, args, "seed_offset")
+    if args.dry_run:
+        _print_plan(f"compare at equal {args.match}, the costliest arm at {args.steps} steps", specs, args,
+                    _overrides(args))
+        return
     result = compare_arms(specs, args.steps, args.seeds, args.match, args.out,
                           progress=lambda line: print(line, file=sys.stderr, flush=True), overrides=_overrides(args),
                           seed_offset=args.seed_offset, paired=args.paired)
     print(_verdict_line(result, Path(args.out) / "FINAL_RESULTS.md", args.match))
+
+
+def _print_plan(title: str, specs: list[str], args: argparse.Namespace, overrides: dict) -> None:
+    """compare's and tasks' --dry-run: the plan, from a short calibration, with nothing written."""
+    from reasonlab.experiments.plan import format_plan, plan_comparison
+
+    print(format_plan(title, plan_comparison(specs, args.steps, args.seeds, args.match, overrides, args.seed_offset,
+                                             args.paired)))
 
 
 def _tasks(args: argparse.Namespace) -> None:
@@ -263,6 +290,10 @@ def _tasks(args: argparse.Namespace) -> None:
     if args.format is not None:
         overrides["task.format"] = args.format
         overrides.setdefault("model.causal", args.format == "seq")
+    if args.dry_run:
+        _print_plan(f"tasks {args.task} at equal {args.match}, the costliest arm at {args.steps} steps", specs, args,
+                    {**overrides, "task.name": args.task})
+        return
     result = run_task_study(args.task, specs, args.steps, args.seeds, args.match, args.out, overrides,
                             progress=lambda line: print(line, file=sys.stderr, flush=True),
                             seed_offset=args.seed_offset, paired=args.paired)
@@ -278,7 +309,7 @@ def _demo(args: argparse.Namespace) -> None:
     from reasonlab.report.comparison import headline
 
     tic = time.perf_counter()
-    result = run_demo(args.out, args.base, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    result = run_demo(args.out, args.config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"\nreport: {Path(args.out) / 'comparison' / 'FINAL_RESULTS.md'} ({time.perf_counter() - tic:.0f} s)\n")
     print(headline(result))
 
@@ -302,10 +333,36 @@ def _calibrate(args: argparse.Namespace) -> None:
         handicaps = [float(f) for f in args.handicaps.split(",")] if args.handicaps.strip() else []
     except ValueError:
         raise UserError(f"--handicaps expects numbers separated by commas, got {args.handicaps!r}") from None
-    result = run_calibration(args.preset, args.repeats, handicaps, args.steps, args.seeds, args.match, args.out,
+    if args.dry_run:
+        from reasonlab.experiments.plan import format_plan, plan_comparison
+
+        overrides = _overrides(args)
+        steps = args.steps or resolve_config(args.config, overrides).train.max_steps
+        conditions = 1 + len(handicaps)
+        plans = plan_comparison([args.config, args.config], steps, args.seeds, args.match, overrides)
+        print(format_plan(f"calibrate {args.config}: {args.repeats} comparisons in each of {conditions} conditions "
+                          "(B's lr differs in the handicapped ones)", plans, repeats=args.repeats * conditions))
+        return
+    result = run_calibration(args.config, args.repeats, handicaps, args.steps, args.seeds, args.match, args.out,
                              progress=lambda line: print(line, file=sys.stderr, flush=True),
                              overrides=_overrides(args))
     print(format_calibration(result))
+
+
+def _presets(args: argparse.Namespace) -> None:
+    from reasonlab.config import PRESETS_DIR, describe_preset
+
+    for title, folder, flag in (("presets", PRESETS_DIR, "--config NAME"), ("suites", PRESETS_DIR / "suites",
+                                                                            "ablate --suite NAME")):
+        paths = sorted(folder.glob("*.yaml"))
+        width = max(len(p.stem) for p in paths)
+        print(f"{title} ({flag}):")
+        for path in paths:
+            print(f"  {path.stem.ljust(width)}  {describe_preset(path)}")
+
+
+def _config(args: argparse.Namespace) -> None:
+    print(resolve_config(args.config, _overrides(args)).to_yaml(), end="")
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -313,6 +370,11 @@ def _report(args: argparse.Namespace) -> None:
 
     for path in rebuild(args.dir):
         print(path)
+
+
+def _hidden_alias(parser: argparse.ArgumentParser, flag: str, dest: str) -> None:
+    """An earlier name of a flag, still accepted but no longer shown."""
+    parser.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole study at CPU scale: two sweeps, a head-to-head, the report")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--base", default="cpu-demo", help="base preset of the sweeps")
+    p.add_argument("--config", default="cpu-demo", help="YAML config or preset name the sweeps start from")
+    _hidden_alias(p, "--base", "config")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("train", help="train a model, or resume/extend a run")
@@ -333,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=MODELS, help="the arm to train (sets model.arch)")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory (default runs/<arch>-<time>)")
-    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-steps", "--steps", type=int, dest="max_steps", help="steps to train (default: the config's)")
     p.add_argument("--data", help="shakespeare | PATH (.txt/.jsonl/folder) | hf:NAME[:SUBSET]")
     p.add_argument("--tokenizer", help="bpe (train locally) | tokenizer.json path | HF tokenizer name")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run or extend a finished one")
@@ -372,18 +435,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ablate", help="run an ablation suite through the Optuna sweep engine")
     p.add_argument("--suite", required=True, help="baseline | reasoning | a suite .yaml file")
     p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=1, help="runs per config, each on its own seed")
     p.add_argument("--workers", type=int, default=1, help="local worker processes")
     p.add_argument("--storage", help="Optuna RDB URL shared by workers on several machines (default: SQLite in --out)")
     p.add_argument("--prune", action="store_true", help="stop hopeless trials early (median pruner)")
-    p.add_argument("--base", help="base preset instead of the suite's own")
+    p.add_argument("--config", help="YAML config or preset name the suite starts from instead of its own base")
+    _hidden_alias(p, "--base", "config")
     p.add_argument("--only", metavar="NAME,NAME", help="run just these configs of the suite")
     p.add_argument("--seed-offset", type=int, default=0, metavar="N", help="run seeds N..N+seeds-1 (fresh seeds)")
     p.add_argument("--confirm", type=int, default=0, metavar="K",
                    help="then rerun the top 3 configs (all, if fewer) on K fresh seeds (1000000..1000000+K-1, "
                         "never a sweep's) and rank them on those alone; DIR:best takes that best")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every config (repeatable)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the study's folder; run again, the study continues in it")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     p.set_defaults(func=_ablate)
 
     p = sub.add_parser("compare", help="two or more arms over seeds, at equal steps, FLOPs and time")
@@ -392,14 +457,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arms", metavar="A,B,C,...",
                    help="instead of --a/--b: two or more arms (each like --a), every one judged against the first")
     p.add_argument("--steps", type=int, default=1000, help="steps of the costliest (or slowest) arm")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="runs per arm, each on its own seed")
     p.add_argument("--seed-offset", type=int, default=0, metavar="N",
                    help="shift every seed by N: repeat a comparison on fresh seeds (A: N.., B: after A's, ...)")
     p.add_argument("--paired", action="store_true",
                    help="every arm runs A's seeds; interval of the per-seed differences (arms of the same shape)")
     p.add_argument("--match", choices=["steps", "flops", "time"], default="flops", help="what the budgets equalise")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every arm (repeatable)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the study's folder; run again, the study continues in it")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     p.set_defaults(func=_compare)
 
     p = sub.add_parser("tasks", help="two or more arms on a generated reasoning task, judged on exact match")
@@ -413,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arms", metavar="A,B,C,...",
                    help="instead of --a/--b: two or more arms (each like --a), every one judged against the first")
     p.add_argument("--steps", type=int, default=2000, help="steps of the costliest arm")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="runs per arm, each on its own seed")
     p.add_argument("--seed-offset", type=int, default=0, metavar="N",
                    help="shift every seed by N: repeat a comparison on fresh seeds (A: N.., B: after A's, ...)")
     p.add_argument("--paired", action="store_true",
@@ -421,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--match", choices=["steps", "flops", "time"], default="flops", help="what the budgets equalise")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every arm (repeatable)")
     p.add_argument("--out")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     p.set_defaults(func=_tasks)
 
     p = sub.add_parser("bench", help="the matmul peak in the run's precision, then training tokens/s and MFU")
@@ -432,16 +499,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("calibrate", help="A/A and handicapped comparisons: the decision's false-winner rate and power")
-    p.add_argument("--preset", default="cpu-tiny", help="YAML config or preset name: arm A, and B but for its lr")
+    p.add_argument("--config", default="cpu-tiny", help="YAML config or preset name: arm A, and B but for its lr")
+    _hidden_alias(p, "--preset", "config")
     p.add_argument("--repeats", type=int, default=20, help="comparisons per condition, each on fresh seeds")
     p.add_argument("--handicaps", default="100,3,1.5", metavar="F,F",
                    help="conditions where arm B trains with train.lr divided by F (each F > 1)")
     p.add_argument("--steps", type=int, help="steps per comparison (default: the preset's train.max_steps)")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="runs per arm, each on its own seed")
     p.add_argument("--match", choices=["steps", "flops", "time"], default="steps", help="what the budgets equalise")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override both arms (repeatable)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the study's folder; run again, the study continues in it")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     p.set_defaults(func=_calibrate)
+
+    p = sub.add_parser("presets", help="the bundled presets and suites, each with what it is for")
+    p.set_defaults(func=_presets)
+
+    p = sub.add_parser("config", help="print a config resolved from a preset and --set overrides, as YAML",
+                       description="Print the config a command would run: the preset (and what it extends), then "
+                                   "--set overrides, every key resolved. Example: reasonlab config show cpu-small "
+                                   "--set train.lr=1e-3")
+    p.add_argument("action", choices=["show"])
+    p.add_argument("config", help="YAML config or preset name")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)")
+    p.set_defaults(func=_config)
 
     p = sub.add_parser("report", help="rebuild plots and Markdown from the JSON in an ablation or comparison folder")
     p.add_argument("dir")

@@ -7,6 +7,7 @@ receives a validated `Config` and can trust its types and ranges.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,15 +226,26 @@ def _apply(cfg: Config, key: str, value: Any) -> None:
     key = RENAMED_KEYS.get(key, key)
     section, _, name = key.partition(".")
     if section not in SECTIONS or not name:
-        raise UserError(f"unknown config key {key!r} (sections: {', '.join(SECTIONS)})")
+        raise UserError(f"unknown config key {key!r}{closest(key, all_keys())} (sections: {', '.join(SECTIONS)})")
     sub = getattr(cfg, section)
     hints = get_type_hints(type(sub))
     if name not in hints:
-        raise UserError(f"unknown config key {key!r}")
+        raise UserError(f"unknown config key {key!r}{closest(key, all_keys())}")
     value = _coerce(key, value, hints[name])
     if key == "model.arch":
         value = ARCH_ALIASES.get(value, value)
     setattr(sub, name, value)
+
+
+def all_keys() -> list[str]:
+    """Every `section.key` a config has."""
+    return [f"{section}.{f.name}" for section, kind in SECTIONS.items() for f in dataclasses.fields(kind)]
+
+
+def closest(name: str, names: list[str]) -> str:
+    """`: did you mean X or Y?` for the valid names nearest a mistyped one, or nothing."""
+    found = difflib.get_close_matches(name, names, n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(found)}?)" if found else ""
 
 
 def _flatten(data: Any, origin: str) -> dict[str, Any]:
@@ -258,13 +270,30 @@ def preset_path(name_or_path: str | Path) -> Path:
     bundled = PRESETS_DIR / f"{name_or_path}.yaml"
     if bundled.is_file():
         return bundled
-    known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
-    raise UserError(f"unknown preset {str(name_or_path)!r} (bundled: {known}; or give a .yaml file)")
+    names = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    raise UserError(f"unknown preset {str(name_or_path)!r}{closest(str(name_or_path), names)} "
+                    f"(bundled: {', '.join(names)}; or give a .yaml file)")
+
+
+def describe_preset(path: Path) -> str:
+    """The first sentence of a preset's leading comment: what it is for."""
+    comment = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("# ").strip())
+    text = " ".join(comment)
+    return text.split(". ")[0].rstrip(".") if text else ""
 
 
 def preset_ref(ref: str, origin: Path) -> Path:
-    """A preset named inside another file: a .yaml path relative to that file, or a bundled name."""
-    return origin.parent / ref if ref.endswith((".yaml", ".yml")) else Path(ref)
+    """A preset named inside another file: a .yaml path relative to that file, else a bundled preset
+    of that name (`extends: sudoku-hard-cpu.yaml` in a user's own folder finds the bundled one)."""
+    if not ref.endswith((".yaml", ".yml")):
+        return Path(ref)
+    beside = origin.parent / ref
+    bundled = PRESETS_DIR / ref
+    return bundled if not beside.exists() and bundled.is_file() else beside
 
 
 def read_preset(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:

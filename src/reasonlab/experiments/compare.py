@@ -282,7 +282,7 @@ def plan_steps(configs: dict[str, Config], steps: int, match: str, out: Path,
     calibration = calibrate_step_times(configs)
     progress("calibrated step times: "
              + ", ".join(f"{arm} {t * 1000:.0f} ms" for arm, t in calibration["step_s"].items()))
-    planned = _matched_steps(configs, steps, match, calibration["step_s"])
+    planned = matched_steps(configs, steps, match, calibration["step_s"])
     atomic_write_json(plan_file, {"key": key, "steps": planned, "calibration": calibration})
     return planned, calibration
 
@@ -293,7 +293,7 @@ def arm_step_flops(arm: Arm) -> int:
     return config_step_flops(cfg)
 
 
-def _matched_steps(configs: dict[str, Config], steps: int, match: str, step_s: dict[str, float]) -> dict[str, int]:
+def matched_steps(configs: dict[str, Config], steps: int, match: str, step_s: dict[str, float]) -> dict[str, int]:
     """Steps per arm such that each spends what the costliest arm spends in `steps` steps."""
     if match == "steps":
         return {arm: steps for arm in configs}

@@ -22,6 +22,7 @@ from typing import Any
 from reasonlab.config import (
     PRESETS_DIR,
     Config,
+    closest,
     preset_ref,
     read_preset,
     read_yaml,
@@ -51,8 +52,9 @@ def suite_path(name_or_path: str) -> Path:
         return path
     builtin = SUITES_DIR / f"{name_or_path}.yaml"
     if not builtin.is_file():
-        known = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.yaml")))
-        raise UserError(f"unknown suite {name_or_path!r} (built in: {known}; or give a .yaml file)")
+        known = sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+        raise UserError(f"unknown suite {name_or_path!r}{closest(name_or_path, known)} "
+                        f"(built in: {', '.join(known)}; or give a .yaml file)")
     return builtin
 
 

@@ -266,7 +266,19 @@ def work(spec: SweepSpec, threads: int | None = None, progress: Callable[[str], 
         say(f"trial {name} seed {seed}: {status}" + (f", val loss {final:.4f}" if final is not None else ""))
 
 
-def _worker_main(spec: SweepSpec, threads: int) -> None:
+def worker_gpus(workers: int, visible: str | None, count: int) -> list[str | None]:
+    """Each local worker's CUDA_VISIBLE_DEVICES: the machine's GPUs (those `visible` names, else
+    0..count-1) dealt round-robin, so two workers on a 2-GPU machine train on different GPUs; None
+    for every worker where there is no GPU."""
+    if count < 1:
+        return [None] * workers
+    ids = [d.strip() for d in visible.split(",") if d.strip()][:count] if visible else [str(i) for i in range(count)]
+    return [ids[i % len(ids)] for i in range(workers)]
+
+
+def _worker_main(spec: SweepSpec, threads: int, gpu: str | None) -> None:
+    if gpu is not None:  # before this process touches CUDA: "cuda" is then this worker's own GPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     work(spec, threads, progress=lambda line: print(line, flush=True))
 
 
@@ -277,8 +289,10 @@ def run_workers(spec: SweepSpec, workers: int, progress: Callable[[str], None]) 
         work(spec, progress=progress)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
+    gpus = worker_gpus(workers, os.environ.get("CUDA_VISIBLE_DEVICES"),
+                       torch.cuda.device_count() if torch.cuda.is_available() else 0)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(spec, threads)) for _ in range(workers)]
+    procs = [ctx.Process(target=_worker_main, args=(spec, threads, gpu)) for gpu in gpus]
     for proc in procs:
         proc.start()
     for proc in procs:
