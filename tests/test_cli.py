@@ -197,6 +197,12 @@ def test_dry_runs_print_the_plan_and_write_nothing(tmp_path, capsys):
     assert int(rows["cpu-tiny"][1].replace(",", "")) == round(20 * config_step_flops(recursive)
                                                               / config_step_flops(tiny))
     assert lines[-1].startswith("4 runs, about ") and lines[-1].endswith("nothing was written")
+    assert not out.exists()
+
+
+@pytest.mark.slow  # generates a task, calibrates a suite's configs and a calibration's arms
+def test_the_dry_runs_of_tasks_ablate_and_calibrate_write_nothing(tmp_path, capsys):
+    out = tmp_path / "study"
     for command in (["tasks", "--task", "parity", "--a", TINY, "--b", TINY, "--steps", "5", "--seeds", "1"],
                     ["ablate", "--suite", "baseline", "--only", "1_baseline,3_low_lr", "--config", TINY,
                      "--steps", "5"],

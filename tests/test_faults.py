@@ -69,7 +69,7 @@ def test_a_read_only_folder_is_one_line_for_every_command_that_writes_there(tmp_
                     ["compare", "--a", "cpu-tiny", "--b", "cpu-tiny", "--steps", "2", "--seeds", "1",
                      "--out", str(read_only / "cmp")],
                     ["tasks", "--task", "parity", "--a", "cpu-tiny", "--b", "cpu-tiny", "--steps", "2", "--seeds", "1",
-                     "--out", str(read_only / "tasks")],
+                     "--set", "task.train_examples=64", "--out", str(read_only / "tasks")],
                     ["ablate", "--suite", "baseline", "--steps", "2", "--seeds", "1", "--out", str(read_only / "abl")],
                     ["calibrate", "--preset", "cpu-tiny", "--repeats", "1", "--handicaps", "", "--steps", "2",
                      "--seeds", "1", "--out", str(read_only / "cal")],
