@@ -107,3 +107,18 @@ def test_renamed_key_in_a_stored_config(tmp_path):
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(_stored_with_old_key(5)))
     assert read_config(run).recursion.max_segments == 5
+
+
+def test_every_config_key_is_documented_in_the_generated_reference(capsys):
+    """The reference page is generated from config.py's field comments: a key without one fails here."""
+    from reasonlab.cli import main
+    from reasonlab.config import all_keys
+    from reasonlab.config_keys import key_docs, reference_markdown
+
+    docs = key_docs()
+    assert [d.key for d in docs] == all_keys()
+    assert [d.key for d in docs if not d.meaning] == []
+    reference = reference_markdown()
+    assert all(f"| `{key}` |" in reference for key in all_keys())
+    assert "| `train.curves` | `bool` | `True` | draw curves.png" in reference
+    assert main(["config", "keys"]) == 0 and capsys.readouterr().out.strip() == reference.strip()

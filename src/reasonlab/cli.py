@@ -362,6 +362,15 @@ def _presets(args: argparse.Namespace) -> None:
 
 
 def _config(args: argparse.Namespace) -> None:
+    if args.action == "keys":
+        from reasonlab.config_keys import reference_markdown
+
+        if args.config or args.set:
+            raise UserError("config keys takes no preset and no --set: it lists every key")
+        print(reference_markdown())
+        return
+    if not args.config:
+        raise UserError("config show: name a preset or YAML file")
     print(resolve_config(args.config, _overrides(args)).to_yaml(), end="")
 
 
@@ -515,12 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="the bundled presets and suites, each with what it is for")
     p.set_defaults(func=_presets)
 
-    p = sub.add_parser("config", help="print a config resolved from a preset and --set overrides, as YAML",
-                       description="Print the config a command would run: the preset (and what it extends), then "
-                                   "--set overrides, every key resolved. Example: reasonlab config show cpu-small "
-                                   "--set train.lr=1e-3")
-    p.add_argument("action", choices=["show"])
-    p.add_argument("config", help="YAML config or preset name")
+    p = sub.add_parser("config", help="show: a preset resolved with --set overrides, as YAML; keys: every config key",
+                       description="show: the config a command would run, the preset (and what it extends) then the "
+                                   "--set overrides, every key resolved (reasonlab config show cpu-small --set "
+                                   "train.lr=1e-3); keys: every key with its type, default and meaning")
+    p.add_argument("action", choices=["show", "keys"])
+    p.add_argument("config", nargs="?", help="show: YAML config or preset name")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)")
     p.set_defaults(func=_config)
 

@@ -27,20 +27,20 @@ ARCH_ALIASES = {"recursive": "hrm"}  # old name -> arm: old configs and checkpoi
 
 @dataclass
 class ModelConfig:
-    """The MoE transformer LM (README: "The baseline model")."""
+    """The MoE transformer LM (docs: "The models")."""
 
-    arch: str = "baseline"
+    arch: str = "baseline"  # baseline, hrm, trm or looped (the recursive arms over the same block stack)
     vocab_size: int = 4096  # BPE size to train; replaced by the tokenizer's size for a named tokenizer
     seq_len: int = 128  # context length and training window
-    d_model: int = 128
-    n_layers: int = 4
-    n_heads: int = 4
-    d_ff: int = 512
-    n_experts: int = 4
-    top_k: int = 2
-    dropout: float = 0.1
-    router_noise_std: float = 0.1
-    balance_loss_weight: float = 0.01
+    d_model: int = 128  # width of the residual stream
+    n_layers: int = 4  # blocks in the stack (a recursive arm runs the stack several times)
+    n_heads: int = 4  # attention heads; d_model must divide by it
+    d_ff: int = 512  # hidden width of each expert's feed-forward
+    n_experts: int = 4  # experts of each MoE layer
+    top_k: int = 2  # experts each token is routed to
+    dropout: float = 0.1  # dropout on attention, residual branches and expert hidden units
+    router_noise_std: float = 0.1  # Gaussian noise on the router's logits in training
+    balance_loss_weight: float = 0.01  # weight of the Switch-style load-balancing loss
     causal: bool = True  # false = bidirectional attention (the grid format of reasoning tasks)
     positions: str = "1d"  # rotary positions: 1d (token index) or 2d (row and column of a square grid task)
 
@@ -52,7 +52,7 @@ class RecursionConfig:
     max_segments: int = 2  # most segments a token is refined for (deep supervision steps)
     halt_exploration_prob: float = 0.1  # chance a token is made to run 2..max_segments segments in training
     use_act: bool = True  # learned per-token halting; false = every token runs max_segments segments
-    halt_loss_weight: float = 0.5
+    halt_loss_weight: float = 0.5  # weight of the halting loss (BCE of the halt logit) beside the LM loss
     carry_across_steps: bool = False  # one segment per optimizer step, the state carried to the same rows
     halt_at_eval: bool = True  # false: evaluation runs every segment, halting off, as HRM and TRM score
 
@@ -108,47 +108,44 @@ class TaskConfig:
     size: int = 0  # grid side of sudoku (4, 6, 9) and maze; 0 = the task's default
     reverse: bool = True  # addition: every number written least-significant digit first
     min_search: int = 0  # sudoku: only puzzles whose solver needs at least this many guesses
-    # seq: prompt, "=", answer decoded greedily; grid: every answer cell at its input position, one pass
-    format: str = "seq"
+    format: str = "seq"  # seq: prompt, "=", answer decoded token by token (causal); grid: every cell in one pass
     train_min_level: int = 0  # levels (digits, bits, blanks, path length) trained on; 0 = the task's default
-    train_max_level: int = 0
+    train_max_level: int = 0  # highest level trained on; 0 = the task's default
     test_min_level: int = 0  # the harder range tested after training; 0 = the task's default
-    test_max_level: int = 0
-    train_examples: int = 20000
+    test_max_level: int = 0  # highest level tested; 0 = the task's default
+    train_examples: int = 20000  # instances in the train split
     eval_examples: int = 256  # held-out instances per split (val at the train levels, test at the harder ones)
     test_examples: int = 0  # test instances where not eval_examples; past a published test split's size, all of it
     seed: int = 1234  # the dataset's seed: every arm and training seed sees the same instances
     augment: bool = False  # train on a fresh symmetric variant of each instance every time (sudoku, maze)
     source: str = ""  # "" = generated; else a published set: hf:NAME, a folder or a CSV (tasks/published.py)
-    # how instances are drawn (tasks/generate.py): 2 = each from its own seed, in worker processes;
-    # 1 = one stream per split, as runs stored without this key drew them
-    generator: int = 2
+    generator: int = 2  # how instances are drawn: 2 = each from its own seed; 1 = one stream a split (older runs)
 
 
 @dataclass
 class TrainConfig:
     """Optimisation, schedule, precision and bookkeeping."""
 
-    seed: int = 0
-    max_steps: int = 300
+    seed: int = 0  # fixes init, data order, dropout and router noise
+    max_steps: int = 300  # optimizer steps of the run
     batch_size: int = 16  # the global batch: rows per optimizer step over every process
     micro_batch_size: int = 0  # rows per forward/backward of one process (gradient accumulation); 0 = its whole share
-    lr: float = 6e-4
-    warmup_steps: int = 0
+    lr: float = 6e-4  # peak learning rate of AdamW
+    warmup_steps: int = 0  # linear warmup from 0 to lr
     min_lr_ratio: float = 0.1  # linear decay ends at this fraction of the peak lr
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
+    weight_decay: float = 0.1  # AdamW's decoupled weight decay
+    beta1: float = 0.9  # AdamW's first-moment decay
+    beta2: float = 0.95  # AdamW's second-moment decay
+    eps: float = 1e-8  # AdamW's epsilon
     grad_clip: float = 1.0  # 0 disables clipping
     precision: str = "auto"  # auto = bf16 autocast on CUDA with bf16 support, else fp32
-    compile: bool = False
+    compile: bool = False  # run the model through torch.compile (compiled before the first, timed, step)
     cuda_graphs: bool = False  # with compile on CUDA: replay each step as CUDA graphs (small batches are launch-bound)
     activation_checkpointing: bool = False  # recompute each block's activations in backward
     loss_chunk_tokens: int = 0  # LM head + loss in checkpointed chunks of this many tokens; 0 = all at once
-    device: str = "auto"
-    log_every: int = 10
-    eval_every: int = 100
+    device: str = "auto"  # auto (CUDA when there is one), cpu or cuda
+    log_every: int = 10  # steps between train records in metrics.jsonl
+    eval_every: int = 100  # steps between evaluations on the val split
     eval_batches: int = 20  # val batches per evaluation, always the same slice of the val split
     save_every: int = 0  # periodic checkpoints every N steps; 0 = only best and final
     curves: bool = True  # draw curves.png when the run ends (about 0.2 s: half of a run of seconds)
