@@ -1,0 +1,66 @@
+"""The README and the docs stay true: every `reasonlab` command they show names a real command,
+real flags and real presets and suites, and the blocks marked runnable (`<!-- runnable -->` on
+the line before the block) run."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from reasonlab.cli import build_parser, main
+from reasonlab.config import preset_path
+from reasonlab.experiments.suites import suite_path
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"(<!-- runnable -->\n)?```[a-z]*\n(.*?)```", re.S)
+COMMAND = re.compile(r"^(?:\$ )?(?:[A-Z_]+=\S+ )*reasonlab(?=\s|$)(.*)$")
+PRESET_FLAGS = ("--config", "--a", "--b", "--preset", "--base")
+
+
+def commands(page: Path) -> list[tuple[bool, list[str]]]:
+    """(runnable, argv after `reasonlab`) of every command line in the page's code blocks."""
+    found = []
+    for marker, block in BLOCK.findall(page.read_text()):
+        for line in block.replace("\\\n", " ").splitlines():  # a continued line is one command
+            match = COMMAND.match(line.strip())
+            if match:
+                found.append((bool(marker), shlex.split(match.group(1).replace("[", "").replace("]", ""),
+                                                       comments=True)))
+    return found
+
+
+def _check_preset(value: str) -> None:
+    for name in value.split(","):
+        if "/" not in name and ":" not in name and not name.endswith((".yaml", ".yml")):
+            preset_path(name)  # raises on an unknown preset
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_command_shown_has_real_flags_and_presets(page):
+    subparsers = build_parser()._subparsers._group_actions[0].choices
+    for _, argv in commands(page):
+        if not argv or argv[0].startswith("-"):
+            continue
+        assert argv[0] in subparsers, f"{page.name}: no command {argv[0]!r}"
+        flags = subparsers[argv[0]]._option_string_actions
+        for i, token in enumerate(argv[1:], 1):
+            flag = token.split("=")[0]
+            if not token.startswith("--"):
+                continue
+            assert flag in flags, f"{page.name}: reasonlab {argv[0]} has no flag {flag}"
+            if flag in PRESET_FLAGS or flag == "--arms":
+                _check_preset(argv[i + 1])
+            if flag == "--suite" and not argv[i + 1].endswith((".yaml", ".yml")):
+                suite_path(argv[i + 1])
+
+
+@pytest.mark.slow  # a dry run calibrates its arms
+def test_the_runnable_blocks_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    runnable = [argv for page in PAGES for marked, argv in commands(page) if marked]
+    assert runnable, "no block is marked runnable"
+    for argv in runnable:
+        assert main(argv) == 0, argv
+    capsys.readouterr()
