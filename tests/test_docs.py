@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reasonlab.cli import build_parser, main
+from reasonlab.cli import EXAMPLES, build_parser, main
 from reasonlab.config import preset_path
 from reasonlab.experiments.suites import suite_path
 
@@ -37,23 +37,37 @@ def _check_preset(value: str) -> None:
             preset_path(name)  # raises on an unknown preset
 
 
+def check_command(argv: list[str], where: str) -> None:
+    """A command line names a real command, its real flags, and presets and suites that exist."""
+    subparsers = build_parser()._subparsers._group_actions[0].choices
+    if not argv or argv[0].startswith("-"):
+        return
+    assert argv[0] in subparsers, f"{where}: no command {argv[0]!r}"
+    flags = subparsers[argv[0]]._option_string_actions
+    for i, token in enumerate(argv[1:], 1):
+        flag = token.split("=")[0]
+        if not token.startswith("--"):
+            continue
+        assert flag in flags, f"{where}: reasonlab {argv[0]} has no flag {flag}"
+        if flag in PRESET_FLAGS or flag == "--arms":
+            _check_preset(argv[i + 1])
+        if flag == "--suite" and not argv[i + 1].endswith((".yaml", ".yml")):
+            suite_path(argv[i + 1])
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_every_command_shown_has_real_flags_and_presets(page):
-    subparsers = build_parser()._subparsers._group_actions[0].choices
     for _, argv in commands(page):
-        if not argv or argv[0].startswith("-"):
-            continue
-        assert argv[0] in subparsers, f"{page.name}: no command {argv[0]!r}"
-        flags = subparsers[argv[0]]._option_string_actions
-        for i, token in enumerate(argv[1:], 1):
-            flag = token.split("=")[0]
-            if not token.startswith("--"):
-                continue
-            assert flag in flags, f"{page.name}: reasonlab {argv[0]} has no flag {flag}"
-            if flag in PRESET_FLAGS or flag == "--arms":
-                _check_preset(argv[i + 1])
-            if flag == "--suite" and not argv[i + 1].endswith((".yaml", ".yml")):
-                suite_path(argv[i + 1])
+        check_command(argv, page.name)
+
+
+def test_every_help_page_has_a_description_an_example_and_every_flag_its_help():
+    subparsers = build_parser()._subparsers._group_actions[0].choices
+    assert set(EXAMPLES) == set(subparsers)
+    for name, parser in subparsers.items():
+        assert parser.description and parser.epilog == f"example: {EXAMPLES[name]}", name
+        check_command(shlex.split(EXAMPLES[name])[1:], f"the example of {name}")
+        assert all(action.help for action in parser._actions), name
 
 
 @pytest.mark.slow  # a dry run calibrates its arms

@@ -29,6 +29,21 @@ if TYPE_CHECKING:
 TASK_ARMS = ("task-small", "task-small-recursive")  # tasks' --a and --b when neither they nor --arms are given
 MODELS = [*ARCHS, *ARCH_ALIASES]  # --model: every arm, and the old names that still load
 MAX_NEW_TOKENS = 100_000  # generate: beyond this a sampling loop over reasonlab.load belongs in a script
+EXAMPLES = {  # one per command, shown under its --help
+    "demo": "reasonlab demo --out runs/demo",
+    "train": "reasonlab train --config cpu-small --set train.lr=1e-3 --out runs/s1",
+    "eval": "reasonlab eval runs/s1/checkpoints/best",
+    "generate": "reasonlab generate runs/s1/checkpoints/best --prompt 'To be, or not' --temperature 0",
+    "export": "reasonlab export runs/s1/checkpoints/best --hf runs/s1-hf",
+    "ablate": "reasonlab ablate --suite baseline --config cpu-tiny --steps 50 --seeds 2 --out runs/abl",
+    "compare": "reasonlab compare --arms cpu-small,cpu-small-trm --steps 300 --seeds 3 --out runs/cmp",
+    "tasks": "reasonlab tasks --task addition --a task-small --b task-small-trm --steps 500 --out runs/add",
+    "bench": "reasonlab bench --config cpu-bench --steps 5",
+    "calibrate": "reasonlab calibrate --config cpu-tiny --repeats 20 --steps 50 --out runs/calibration",
+    "presets": "reasonlab presets",
+    "config": "reasonlab config show cpu-small --set train.lr=1e-3",
+    "report": "reasonlab report runs/cmp",
+}
 DRY_RUN_HELP = "print the plan (arms, steps, seeds, FLOPs, time from a short calibration, disk); write nothing"
 ARM_HELP = ("YAML config, preset name, DIR:best of an ablation, or control:params:SPEC / control:flops:SPEC "
             "(the baseline control of a recursive SPEC)")
@@ -394,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="the whole study at CPU scale: two sweeps, a head-to-head, the report")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default="runs/demo", help="the study's folder; run again, the demo continues in it")
     p.add_argument("--config", default="cpu-demo", help="YAML config or preset name the sweeps start from")
     _hidden_alias(p, "--base", "config")
     p.set_defaults(func=_demo)
@@ -403,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML preset, e.g. configs/cpu-small.yaml")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)")
     p.add_argument("--model", choices=MODELS, help="the arm to train (sets model.arch)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="sets train.seed: init, data order, dropout, router noise")
     p.add_argument("--out", help="run directory (default runs/<arch>-<time>)")
     p.add_argument("--max-steps", "--steps", type=int, dest="max_steps", help="steps to train (default: the config's)")
     p.add_argument("--data", help="shakespeare | PATH (.txt/.jsonl/folder) | hf:NAME[:SUBSET]")
@@ -413,9 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="validation metrics of a checkpoint")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint folder: RUN/checkpoints/best, final or step_N")
     p.add_argument("--batches", type=int, help="val batches (default: the run's train.eval_batches)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--vote", type=int, metavar="K",
                    help="task checkpoints: also exact match voted over K symmetric variants (sudoku, maze)")
     p.add_argument("--lm-eval", metavar="TASK,TASK", help="score with lm-evaluation-harness tasks instead")
@@ -427,23 +442,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("generate", help="sample text from a checkpoint")
-    p.add_argument("checkpoint")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=50)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("checkpoint", help="a checkpoint folder: RUN/checkpoints/best, final or step_N")
+    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy")
+    p.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest tokens; 0 = all")
+    p.add_argument("--seed", type=int, default=0, help="the sampling seed")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole text for every token (no KV cache)")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("export", help="a checkpoint as a Hugging Face folder (transformers loads it offline)")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint folder: RUN/checkpoints/best, final or step_N")
     p.add_argument("--hf", required=True, metavar="DIR", help="the folder to write (new or empty)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("ablate", help="run an ablation suite through the Optuna sweep engine")
     p.add_argument("--suite", required=True, help="baseline | reasoning | a suite .yaml file")
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--steps", type=int, default=100, help="steps of every trial")
     p.add_argument("--seeds", type=int, default=1, help="runs per config, each on its own seed")
     p.add_argument("--workers", type=int, default=1, help="local worker processes")
     p.add_argument("--storage", help="Optuna RDB URL shared by workers on several machines (default: SQLite in --out)")
@@ -495,16 +510,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every arm runs A's seeds; interval of the per-seed differences (arms of the same shape)")
     p.add_argument("--match", choices=["steps", "flops", "time"], default="flops", help="what the budgets equalise")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every arm (repeatable)")
-    p.add_argument("--out")
+    p.add_argument("--out", help="the study's folder (required unless --list); run again, the study continues in it")
     p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     p.set_defaults(func=_tasks)
 
     p = sub.add_parser("bench", help="the matmul peak in the run's precision, then training tokens/s and MFU")
-    p.add_argument("--config", default="cpu-bench")
+    p.add_argument("--config", default="cpu-bench", help="YAML config or preset name")
     p.add_argument("--model", choices=MODELS, help="sets model.arch")
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)")
     p.add_argument("--steps", type=int, default=10, help="timed steps, after 3 untimed warm-up steps")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("calibrate", help="A/A and handicapped comparisons: the decision's false-winner rate and power")
@@ -528,14 +543,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="show: the config a command would run, the preset (and what it extends) then the "
                                    "--set overrides, every key resolved (reasonlab config show cpu-small --set "
                                    "train.lr=1e-3); keys: every key with its type, default and meaning")
-    p.add_argument("action", choices=["show", "keys"])
+    p.add_argument("action", choices=["show", "keys"], help="show a resolved config, or list every key")
     p.add_argument("config", nargs="?", help="show: YAML config or preset name")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)")
     p.set_defaults(func=_config)
 
     p = sub.add_parser("report", help="rebuild plots and Markdown from the JSON in an ablation or comparison folder")
-    p.add_argument("dir")
+    p.add_argument("dir", help="an ablation, comparison or task study folder")
     p.set_defaults(func=_report)
+    for name, command in sub.choices.items():
+        command.description = command.description or next(a.help for a in sub._choices_actions if a.dest == name)
+        command.epilog = f"example: {EXAMPLES[name]}"
     return parser
 
 
