@@ -21,8 +21,7 @@ def command_pages() -> dict[str, str]:
             if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
                 continue
             flag = ", ".join(action.option_strings) or action.dest.upper()
-            shown = action.default is not None and action.default is not argparse.SUPPRESS and action.default is not False
-            default = f"`{action.default}`" if shown else ""
+            default = "" if any(action.default is x for x in (None, argparse.SUPPRESS, False)) else f"`{action.default}`"
             rows.append(f"| `{flag}` | {default} | {(action.help or '').replace('|', '/')} |")
         description = parser.description if parser.description != helps.get(name) else ""
         pages[f"commands/{name}.md"] = "\n".join([
@@ -30,7 +29,7 @@ def command_pages() -> dict[str, str]:
             "```", parser.format_usage().strip(), "```", "",
             "| flag | default | meaning |", "|---|---|---|", *rows, "",
             "Example:", "", "```bash", (parser.epilog or "").removeprefix("example: "), "```", "",
-            f"Examples and what it writes: [the CLI guide](../cli.md). Generated from the parser, so "
+            f"More examples and what it writes: [the CLI guide](../cli.md). Generated from the parser, so "
             f"`reasonlab {name} --help` says the same."])
     return pages
 
