@@ -21,7 +21,8 @@ def command_pages() -> dict[str, str]:
             if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
                 continue
             flag = ", ".join(action.option_strings) or action.dest.upper()
-            default = "" if any(action.default is x for x in (None, argparse.SUPPRESS, False)) else f"`{action.default}`"
+            unset = any(action.default is x for x in (None, argparse.SUPPRESS, False))
+            default = "" if unset else f"`{action.default}`"
             rows.append(f"| `{flag}` | {default} | {(action.help or '').replace('|', '/')} |")
         description = parser.description if parser.description != helps.get(name) else ""
         pages[f"commands/{name}.md"] = "\n".join([
