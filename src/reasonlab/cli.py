@@ -457,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_export)
 
     p = sub.add_parser("ablate", help="run an ablation suite through the Optuna sweep engine")
-    p.add_argument("--suite", required=True, help="baseline | reasoning | a suite .yaml file")
+    p.add_argument("--suite", required=True,
+                   help="a bundled suite (baseline, reasoning, recursion: `reasonlab presets` lists them) or a .yaml file")
     p.add_argument("--steps", type=int, default=100, help="steps of every trial")
     p.add_argument("--seeds", type=int, default=1, help="runs per config, each on its own seed")
     p.add_argument("--workers", type=int, default=1, help="local worker processes")
