@@ -458,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ablate", help="run an ablation suite through the Optuna sweep engine")
     p.add_argument("--suite", required=True,
-                   help="a bundled suite (baseline, reasoning, recursion: `reasonlab presets` lists them) or a .yaml file")
+                   help="a bundled suite (baseline, reasoning, recursion: see reasonlab presets) or a YAML file")
     p.add_argument("--steps", type=int, default=100, help="steps of every trial")
     p.add_argument("--seeds", type=int, default=1, help="runs per config, each on its own seed")
     p.add_argument("--workers", type=int, default=1, help="local worker processes")
