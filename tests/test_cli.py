@@ -213,3 +213,13 @@ def test_the_dry_runs_of_tasks_ablate_and_calibrate_write_nothing(tmp_path, caps
         assert printed.rstrip().endswith("nothing was written"), printed
     assert "every row 6 times: 12 runs" in printed  # calibrate: 3 repeats of 2 conditions, 2 arms x 1 seed
     assert not out.exists()
+
+
+def test_an_unknown_command_choice_or_flag_names_the_closest(capsys):
+    for argv, message in ((["trian"], "invalid choice: 'trian'"), (["compare", "--match", "flop", "--out", "x"],
+                                                                    "invalid choice: 'flop'"),
+                          (["train", "--stesp", "3"], "unrecognized arguments: --stesp 3")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "did you mean" in err and "\n" not in err, err
+    assert main(["trian"]) == 2 and "(did you mean train?)" in capsys.readouterr().err

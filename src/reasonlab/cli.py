@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reasonlab import __version__
-from reasonlab.config import ARCH_ALIASES, ARCHS, parse_override, resolve_config
+from reasonlab.config import ARCH_ALIASES, ARCHS, closest, parse_override, resolve_config
 from reasonlab.errors import Incomplete, Interrupted, TrainingDiverged, UserError, WriteFailed
 from reasonlab.io import write_cause
 
@@ -53,6 +54,9 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **{"formatter_class": argparse.ArgumentDefaultsHelpFormatter, **kwargs})
 
     def error(self, message: str) -> None:  # one line and exit 2, like every other bad input
+        invalid = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if invalid:  # an unknown command or choice: the closest valid ones
+            message += closest(invalid.group(1), re.findall(r"'([^']*)'", invalid.group(2)))
         raise UserError(f"{self.prog}: {message}")
 
 
@@ -580,7 +584,11 @@ def _run(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return 0
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # an unknown flag: the closest of the command's own
+            flags = list(parser._subparsers._group_actions[0].choices[args.command]._option_string_actions)
+            hints = "".join(closest(u.split("=")[0], flags) for u in unknown if u.startswith("--"))
+            raise UserError(f"reasonlab {args.command}: unrecognized arguments: {' '.join(unknown)}{hints}")
         from reasonlab.runtime import keep_freed_memory
 
         keep_freed_memory()
