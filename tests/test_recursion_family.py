@@ -240,13 +240,20 @@ def test_controls_match_parameters_or_flops(arm):
     same_flops = control_config(cfg, "flops")
     passes = {"hrm": 2 * 2 * 2, "trm": 2 * 6, "looped": 2 * 3, "looped-random": 2 * 3}[arm]
     assert same_flops.model.n_layers == passes * cfg.model.n_layers
+    same_depth = control_config(cfg, "depth")  # the untied stack of the arm's training FLOPs per step
+    target = config_step_flops(cfg)
+    miss = {n: abs(config_step_flops(with_overrides(same_depth, {"model.n_layers": n})) - target)
+            for n in (same_depth.model.n_layers - 1, same_depth.model.n_layers, same_depth.model.n_layers + 1) if n}
+    assert same_depth.model.arch == "baseline" and min(miss, key=miss.get) == same_depth.model.n_layers
+    if arm == "trm":  # T-1 of T recursions run without gradient: fewer layers than its passes
+        assert same_depth.model.n_layers < same_flops.model.n_layers
 
 
 def test_a_control_of_a_baseline_or_an_unknown_kind_is_refused():
     with pytest.raises(UserError, match="needs a recursive config"):
         control_config(resolve_config(None, TINY), "params")
-    with pytest.raises(UserError, match="unknown control 'depth'"):
-        control_config(config("trm"), "depth")
+    with pytest.raises(UserError, match="unknown control 'deep'"):
+        control_config(config("trm"), "deep")
 
 
 @pytest.mark.parametrize("key, value", [("looped.depth", 0), ("looped.mean_depth", 0.5), ("train.ema_decay", 1.0),
@@ -270,3 +277,12 @@ def test_the_recursion_suite_builds_every_arm():
     assert set(archs.values()) == {"baseline", "hrm", "trm", "looped"}
     for name, cfg in suite.configs.items():
         assert config_step_flops(cfg) > 0, name
+
+
+def test_a_control_of_a_carry_recipe_drops_the_carry_and_depth_matches_its_step():
+    """trm-sudoku-hard-cpu carries its state across optimizer steps, one 24-pass segment a step; a
+    plain stack has no state to carry, and the stack of trm's training FLOPs per step is 8 layers."""
+    cfg = resolve_config("trm-sudoku-hard-cpu")
+    controls = {kind: control_config(cfg, kind) for kind in ("params", "flops", "depth")}
+    assert not any(c.recursion.carry_across_steps for c in controls.values())
+    assert [controls[k].model.n_layers for k in ("params", "flops", "depth")] == [2, 48, 8]

@@ -21,8 +21,9 @@ of the per-seed differences. A `DIR:best` arm's seeds start past every seed its 
 the best is not judged on the seeds it was selected on.
 
 An arm is a YAML config, a preset name, `DIR:best`, or `control:params:SPEC` /
-`control:flops:SPEC`: the baseline control of the recursive arm SPEC with its parameters, or its
-FLOPs per token (`reasonlab.model.control_config`).
+`control:flops:SPEC` / `control:depth:SPEC`: the baseline control of the recursive arm SPEC with
+its parameters, its forward FLOPs per token, or its training FLOPs per step
+(`reasonlab.model.control_config`).
 """
 
 from __future__ import annotations
@@ -140,11 +141,12 @@ def arm_config(spec: str, overrides: dict[str, Any] | None = None) -> tuple[str,
 
 
 def control_spec(spec: str) -> tuple[str, str]:
-    """`control:KIND:SPEC` -> (KIND, SPEC); KIND is params (same parameters, no recursion) or flops
-    (as many layers as the recursion makes passes: same FLOPs per token), checked by control_config."""
+    """`control:KIND:SPEC` -> (KIND, SPEC); KIND is params (same parameters, no recursion), flops
+    (as many layers as the recursion makes passes: same FLOPs per token) or depth (same training
+    FLOPs per step), checked by control_config."""
     kind, _, inner = spec.removeprefix("control:").partition(":")
     if not kind or not inner:
-        raise UserError(f"arm {spec!r}: a control is control:KIND:SPEC, KIND params or flops, "
+        raise UserError(f"arm {spec!r}: a control is control:KIND:SPEC, KIND params, flops or depth, "
                         "SPEC a recursive arm's YAML config, preset name or DIR:best")
     return kind, inner
 

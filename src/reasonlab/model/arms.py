@@ -7,9 +7,11 @@ config section and one preset.
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import nn
 
-from reasonlab.config import Config, with_overrides
+from reasonlab.config import Config, ModelConfig, with_overrides
 from reasonlab.errors import UserError
 from reasonlab.model.flops import base_param_counts, step_flops
 from reasonlab.model.hrm import HRM
@@ -19,7 +21,7 @@ from reasonlab.model.transformer import MoETransformerLM
 from reasonlab.model.trm import TRM
 
 RECURSIVE_ARMS: dict[str, type[RecursiveLM]] = {"hrm": HRM, "trm": TRM, "looped": Looped}
-CONTROLS = ("params", "flops")
+CONTROLS = ("params", "flops", "depth")
 
 
 def build_model(cfg: Config) -> nn.Module:
@@ -47,8 +49,9 @@ def control_config(cfg: Config, kind: str) -> Config:
 
     "params": the stack once (equal parameters, less the arm's few own ones). "flops": an untied
     stack with as many layers as the recursion makes passes per token over all its segments
-    (equal forward FLOPs per token, more parameters). Training FLOPs can still differ where the
-    recursion runs passes without gradient; compare's equal-FLOPs budget accounts for that.
+    (equal forward FLOPs per token, more parameters). "depth": an untied stack with the recursion's
+    training FLOPs per step (the nearest whole number of layers): the "just make it deeper"
+    competitor, which a recursion's passes without gradient make shallower than "flops".
     """
     arm = RECURSIVE_ARMS.get(cfg.model.arch)
     if arm is None:
@@ -59,4 +62,15 @@ def control_config(cfg: Config, kind: str) -> Config:
     n_layers = cfg.model.n_layers
     if kind == "flops":
         n_layers = max(1, round(arm.passes_per_token(cfg) * n_layers))
-    return with_overrides(cfg, {"model.arch": "baseline", "model.n_layers": n_layers})
+    if kind == "depth":
+        n_layers = _layers_for_step_flops(cfg.model, cfg.train.batch_size * cfg.model.seq_len, config_step_flops(cfg))
+    # a plain stack has no state to carry between optimizer steps: its rows take new examples every step
+    return with_overrides(cfg, {"model.arch": "baseline", "model.n_layers": n_layers,
+                                "recursion.carry_across_steps": False})
+
+
+def _layers_for_step_flops(m: ModelConfig, tokens: int, target: int) -> int:
+    """The whole number of baseline layers whose training step costs nearest `target` FLOPs (a
+    step's FLOPs are the head's plus the same amount per layer)."""
+    one, two = (step_flops(dataclasses.replace(m, n_layers=n), tokens) for n in (1, 2))
+    return max(1, round((target - (2 * one - two)) / (two - one)))
