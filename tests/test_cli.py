@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import CONFIGS, without_hashes
-from reasonlab.cli import build_parser, main
+from reasonlab.cli import build_parser, main, subcommands
 
 TINY = str(CONFIGS / "cpu-tiny.yaml")
 
@@ -158,7 +158,7 @@ def test_one_flag_vocabulary_keeps_the_old_names_as_hidden_aliases():
         assert parser.parse_args([command, *extra]).config == default
         assert parser.parse_args([command, *extra, "--config", "cpu-small"]).config == "cpu-small"
         assert parser.parse_args([command, *extra, old, "cpu-small"]).config == "cpu-small"
-        assert old not in parser._subparsers._group_actions[0].choices[command].format_help()
+        assert old not in subcommands(parser)[command].format_help()
 
 
 def test_eval_refuses_harness_flags_without_lm_eval_and_points_a_run_to_its_checkpoint(trained_run, capsys):

@@ -14,6 +14,7 @@ import torch
 
 from reasonlab import runtime
 from reasonlab.runtime import cpu_capability, cpu_has_native_bf16, matmul_peak, resolve_precision
+from test_bench import FP32_CEILING_PER_THREAD
 
 AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 x86 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="an x86 CPU's instruction sets")
@@ -45,9 +46,8 @@ def test_auto_is_fp32_on_the_cpu_and_fp32_is_never_refused():
 
 
 def test_the_matmul_peak_of_one_precision_is_a_physical_number():
-    """No CPU core multiplies fp32 faster than 2 FMA units x 16 lanes x 2 FLOPs at 6 GHz (0.38 TFLOP/s)."""
     peak = matmul_peak("fp32", torch.device("cpu"), budget_s=0.3)
-    assert 1e8 < peak < 2e12 * torch.get_num_threads()
+    assert 1e8 < peak < FP32_CEILING_PER_THREAD * torch.get_num_threads()
 
 
 @x86

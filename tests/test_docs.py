@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reasonlab.cli import EXAMPLES, build_parser, main
+from reasonlab.cli import EXAMPLES, build_parser, main, subcommands
 from reasonlab.config import preset_path
 from reasonlab.experiments.suites import suite_path
 
@@ -39,7 +39,7 @@ def _check_preset(value: str) -> None:
 
 def check_command(argv: list[str], where: str) -> None:
     """A command line names a real command, its real flags, and presets and suites that exist."""
-    subparsers = build_parser()._subparsers._group_actions[0].choices
+    subparsers = subcommands(build_parser())
     if not argv or argv[0].startswith("-"):
         return
     assert argv[0] in subparsers, f"{where}: no command {argv[0]!r}"
@@ -62,7 +62,7 @@ def test_every_command_shown_has_real_flags_and_presets(page):
 
 
 def test_every_help_page_has_a_description_an_example_and_every_flag_its_help():
-    subparsers = build_parser()._subparsers._group_actions[0].choices
+    subparsers = subcommands(build_parser())
     assert set(EXAMPLES) == set(subparsers)
     for name, parser in subparsers.items():
         assert parser.description and parser.epilog == f"example: {EXAMPLES[name]}", name

@@ -6,30 +6,27 @@ import argparse
 
 from mkdocs.structure.files import File
 
-from reasonlab.cli import build_parser
+from reasonlab.cli import build_parser, subcommands
 from reasonlab.config_keys import reference_markdown
 
 
 def command_pages() -> dict[str, str]:
     """commands/<name>.md for every `reasonlab` command."""
-    commands = build_parser()._subparsers._group_actions[0]
-    helps = {choice.dest: choice.help for choice in commands._choices_actions}
     pages = {}
-    for name, parser in commands.choices.items():
+    for name, command in subcommands(build_parser()).items():
         rows = []
-        for action in parser._actions:
+        for action in command._actions:
             if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
                 continue
             flag = ", ".join(action.option_strings) or action.dest.upper()
             unset = any(action.default is x for x in (None, argparse.SUPPRESS, False))
             default = "" if unset else f"`{action.default}`"
             rows.append(f"| `{flag}` | {default} | {(action.help or '').replace('|', '/')} |")
-        description = parser.description if parser.description != helps.get(name) else ""
         pages[f"commands/{name}.md"] = "\n".join([
-            f"# reasonlab {name}", "", helps.get(name) or "", "", description, "",
-            "```", parser.format_usage().strip(), "```", "",
+            f"# reasonlab {name}", "", command.description or "", "",
+            "```", command.format_usage().strip(), "```", "",
             "| flag | default | meaning |", "|---|---|---|", *rows, "",
-            "Example:", "", "```bash", (parser.epilog or "").removeprefix("example: "), "```", "",
+            "Example:", "", "```bash", (command.epilog or "").removeprefix("example: "), "```", "",
             f"More examples and what it writes: [the CLI guide](../cli.md). Generated from the parser, so "
             f"`reasonlab {name} --help` says the same."])
     return pages

@@ -400,6 +400,11 @@ def _report(args: argparse.Namespace) -> None:
         print(path)
 
 
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each command's own parser, by name (argparse keeps them on a private attribute)."""
+    return parser._subparsers._group_actions[0].choices
+
+
 def _hidden_alias(parser: argparse.ArgumentParser, flag: str, dest: str) -> None:
     """An earlier name of a flag, still accepted but no longer shown."""
     parser.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -586,7 +591,7 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         args, unknown = parser.parse_known_args(argv)
         if unknown:  # an unknown flag: the closest of the command's own
-            flags = list(parser._subparsers._group_actions[0].choices[args.command]._option_string_actions)
+            flags = list(subcommands(parser)[args.command]._option_string_actions)
             hints = "".join(closest(u.split("=")[0], flags) for u in unknown if u.startswith("--"))
             raise UserError(f"reasonlab {args.command}: unrecognized arguments: {' '.join(unknown)}{hints}")
         from reasonlab.runtime import keep_freed_memory
