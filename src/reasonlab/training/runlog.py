@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from reasonlab.errors import WriteFailed
 from reasonlab.io import atomic_write_text, writing
 from reasonlab.training.trackers import Trackers
 
@@ -86,8 +87,12 @@ class RunLog:
         self.metrics_path, self.log_path = run_dir / "metrics.jsonl", run_dir / "train.log"
         with writing(self.metrics_path):
             self.metrics = self.metrics_path.open("a")
-        with writing(self.log_path):
-            self.log_file = self.log_path.open("a")
+        try:
+            with writing(self.log_path):
+                self.log_file = self.log_path.open("a")
+        except WriteFailed:
+            self.metrics.close()
+            raise
         interactive = sys.stderr.isatty() and not quiet
         self.quiet = quiet
         self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, disable=not interactive, unit="step")
