@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from reasonlab.config import resolve_config, with_overrides
 from reasonlab.errors import UserError
-from reasonlab.model import build_model, control_config, param_counts
+from reasonlab.model import build_model, control_config, inference_layers, param_counts
 from reasonlab.model.arms import config_step_flops
 from reasonlab.model.looped import draw_depth, expected_passes
 from reasonlab.model.loss import IGNORE_INDEX
@@ -277,6 +277,11 @@ def test_the_recursion_suite_builds_every_arm():
     assert set(archs.values()) == {"baseline", "hrm", "trm", "looped"}
     for name, cfg in suite.configs.items():
         assert config_step_flops(cfg) > 0, name
+    for kind in ("depth", "outer"):  # the suite's controls are what control:KIND:trm builds
+        built, listed = control_config(suite.configs["trm"], kind), suite.configs[f"control_{kind}_trm"]
+        assert (listed.model.arch, listed.model.n_layers, config_step_flops(listed)) == \
+            (built.model.arch, built.model.n_layers, config_step_flops(built))
+    assert suite.configs["trm_one_step"].trm.grad == "one_step"
 
 
 def test_a_control_of_a_carry_recipe_drops_the_carry_and_depth_matches_its_step():
@@ -286,3 +291,34 @@ def test_a_control_of_a_carry_recipe_drops_the_carry_and_depth_matches_its_step(
     controls = {kind: control_config(cfg, kind) for kind in ("params", "flops", "depth")}
     assert not any(c.recursion.carry_across_steps for c in controls.values())
     assert [controls[k].model.n_layers for k in ("params", "flops", "depth")] == [2, 48, 8]
+
+
+@pytest.mark.parametrize("grad, pattern", [("full", [False] * 3 + [True] * 3), ("one_step", [False] * 4 + [True] * 2)])
+def test_trm_gradient_runs_through_the_passes_it_names(grad, pattern):
+    """A segment of 2 recursions of 2 latent updates and an answer update is 6 stack passes: the full
+    gradient takes the last recursion's 3, the 1-step gradient its last latent update and the answer's."""
+    model = make("trm", 2, False, **{"trm.grad": grad}).train()
+    enabled = []
+    model.core.blocks[0].register_forward_hook(lambda *_: enabled.append(torch.is_grad_enabled()))
+    step = model.compute_loss(tokens(), tokens(seed=2))
+    assert enabled == pattern * 2  # two segments
+    grad_passes, free_passes = type(model).passes(model.config)
+    assert (grad_passes, free_passes) == (pattern.count(True), pattern.count(False))
+    assert step.flops == config_step_flops(model.config)
+    step.loss.backward()
+    assert model.core.embed.weight.grad.abs().sum() > 0
+
+
+def test_the_outer_control_keeps_the_outer_loop_and_runs_the_stack_once_a_segment():
+    cfg = resolve_config("trm-sudoku-hard-cpu")
+    outer = control_config(cfg, "outer")
+    assert (outer.model.arch, outer.looped.depth, outer.looped.act) == ("looped", 1, False)
+    assert (outer.recursion, outer.train.ema_decay, outer.model.n_layers) == (cfg.recursion, cfg.train.ema_decay, 2)
+    assert inference_layers(outer) == cfg.recursion.max_segments * cfg.model.n_layers
+    assert inference_layers(cfg) == cfg.recursion.max_segments * 6 * cfg.model.n_layers  # 2 recursions of 3 passes
+    model = make("trm", 3, False)
+    control = build_model(control_config(model.config, "outer"))
+    passes = []
+    control.core.blocks[0].register_forward_hook(lambda *_: passes.append(1))
+    control.compute_loss(tokens(), tokens(seed=2))
+    assert len(passes) == 3  # one a segment

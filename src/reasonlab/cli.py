@@ -46,8 +46,8 @@ EXAMPLES = {  # one per command, shown under its --help
     "report": "reasonlab report runs/cmp",
 }
 DRY_RUN_HELP = "print the plan (arms, steps, seeds, FLOPs, time from a short calibration, disk); write nothing"
-ARM_HELP = ("YAML config, preset name, DIR:best of an ablation, or control:KIND:SPEC, KIND params, flops or "
-            "depth (the baseline control of a recursive SPEC)")
+ARM_HELP = ("YAML config, preset name, DIR:best of an ablation, or control:KIND:SPEC, KIND params, flops, "
+            "depth or outer (a matched control of a recursive SPEC)")
 
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:  # every help page shows the defaults

@@ -22,6 +22,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 ARCHS = ("baseline", "hrm", "trm", "looped")
 POSITIONS = ("1d", "2d")
+TRM_GRADS = ("full", "one_step")
 ARCH_ALIASES = {"recursive": "hrm"}  # old name -> arm: old configs and checkpoints keep loading
 
 
@@ -72,6 +73,7 @@ class TRMConfig:
 
     latent_steps: int = 2  # n: latent updates z <- f(x + y + z) per recursion
     recursions: int = 2  # T: recursions per segment; the first T-1 run without gradient
+    grad: str = "full"  # full: gradient through every pass of the last recursion; one_step: its last two passes only
 
 
 @dataclass
@@ -427,6 +429,7 @@ def validate(cfg: Config, new: bool = False) -> None:
     _check(h.grad_cycles <= h.H_cycles, "hrm.grad_cycles", f"must be <= hrm.H_cycles ({h.H_cycles})", h.grad_cycles)
     for key in ("latent_steps", "recursions"):
         _check(getattr(cfg.trm, key) >= 1, f"trm.{key}", "must be >= 1", getattr(cfg.trm, key))
+    _check(cfg.trm.grad in TRM_GRADS, "trm.grad", f"must be one of {', '.join(TRM_GRADS)}", cfg.trm.grad)
     lp = cfg.looped
     _check(lp.depth >= 1, "looped.depth", "must be >= 1", lp.depth)
     _check(0.0 < lp.act_threshold <= 1.0, "looped.act_threshold", "must be in (0, 1]", lp.act_threshold)

@@ -22,7 +22,8 @@ the best is not judged on the seeds it was selected on.
 
 An arm is a YAML config, a preset name, `DIR:best`, or `control:params:SPEC` /
 `control:flops:SPEC` / `control:depth:SPEC`: the baseline control of the recursive arm SPEC with
-its parameters, its forward FLOPs per token, or its training FLOPs per step
+its parameters, its forward FLOPs per token, or its training FLOPs per step; or
+`control:outer:SPEC`: SPEC's outer loop around the stack run once per segment
 (`reasonlab.model.control_config`).
 """
 
@@ -56,7 +57,7 @@ from reasonlab.experiments.stats import (
     welch_diff,
 )
 from reasonlab.io import atomic_write_json
-from reasonlab.model import config_step_flops, control_config, param_counts
+from reasonlab.model import config_step_flops, control_config, inference_layers, param_counts
 from reasonlab.outdir import claim_out, other_study
 from reasonlab.report.comparison import write_comparison_report
 from reasonlab.runtime import check_runtime
@@ -142,11 +143,12 @@ def arm_config(spec: str, overrides: dict[str, Any] | None = None) -> tuple[str,
 
 def control_spec(spec: str) -> tuple[str, str]:
     """`control:KIND:SPEC` -> (KIND, SPEC); KIND is params (same parameters, no recursion), flops
-    (as many layers as the recursion makes passes: same FLOPs per token) or depth (same training
-    FLOPs per step), checked by control_config."""
+    (as many layers as the recursion makes passes: same FLOPs per token), depth (same training
+    FLOPs per step) or outer (the stack once per segment of SPEC's outer loop), checked by
+    control_config."""
     kind, _, inner = spec.removeprefix("control:").partition(":")
     if not kind or not inner:
-        raise UserError(f"arm {spec!r}: a control is control:KIND:SPEC, KIND params, flops or depth, "
+        raise UserError(f"arm {spec!r}: a control is control:KIND:SPEC, KIND params, flops, depth or outer, "
                         "SPEC a recursive arm's YAML config, preset name or DIR:best")
     return kind, inner
 
@@ -616,10 +618,12 @@ def judge_many(arms: dict[str, dict[str, Any]], steps: int, match: str, metric: 
 
 
 def arm_size(stored: dict[str, Any]) -> dict[str, Any]:
-    """An arm's parameters (total, active, embedding) and training FLOPs per token of one step."""
+    """An arm's parameters (total, active, embedding), training FLOPs per token of one step and the
+    layers a token passes through at inference."""
     cfg = config_from_dict(stored)
     tokens = cfg.train.batch_size * cfg.model.seq_len
-    return {"params": param_counts(cfg), "flops_per_token": config_step_flops(cfg) / tokens}
+    return {"params": param_counts(cfg), "flops_per_token": config_step_flops(cfg) / tokens,
+            "inference_layers": inference_layers(cfg)}
 
 
 def holm_across(pairs: dict[str, dict[str, Any]], match: str, metric: dict[str, Any]) -> None:

@@ -43,7 +43,7 @@ METRIC = "exact_match"  # what the head to head judges
 SHARE = (0.0, 1.0)  # exact match and accuracy are shares: their intervals are clipped to it
 JUDGED = ("match", "n_seeds", "ci_level", "paired", "metric", "verdicts", "winner",  # repeated from comparison.json
           "reference", "pairs")  # (the last two, and no verdicts or winner, where more than two arms were judged)
-SIZE = ("params", "flops_per_token")  # repeated from comparison.json's arms where more than two arms were judged
+SIZE = ("params", "flops_per_token", "inference_layers")  # repeated from comparison.json's arms (more than two)
 
 
 def _grouped(data: TaskData, scored: dict[str, SplitResult], attribute: str) -> dict[str, dict[str, float]]:

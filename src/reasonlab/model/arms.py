@@ -21,7 +21,7 @@ from reasonlab.model.transformer import MoETransformerLM
 from reasonlab.model.trm import TRM
 
 RECURSIVE_ARMS: dict[str, type[RecursiveLM]] = {"hrm": HRM, "trm": TRM, "looped": Looped}
-CONTROLS = ("params", "flops", "depth")
+CONTROLS = ("params", "flops", "depth", "outer")
 
 
 def build_model(cfg: Config) -> nn.Module:
@@ -44,14 +44,24 @@ def config_step_flops(cfg: Config) -> int:
     return step_flops(cfg.model, tokens) if arm is None else arm.step_flops(cfg, tokens)
 
 
+def inference_layers(cfg: Config) -> float:
+    """Layers one token passes through to be answered, every segment run (halting can only stop
+    sooner): what an arm spends at inference, beside its training FLOPs."""
+    arm = RECURSIVE_ARMS.get(cfg.model.arch)
+    return cfg.model.n_layers * (1 if arm is None else arm.passes_per_token(cfg))
+
+
 def control_config(cfg: Config, kind: str) -> Config:
-    """A recursive config's matched control: the same block stack without recursion.
+    """A recursive config's matched control: the same block stack without its inner recursion.
 
     "params": the stack once (equal parameters, less the arm's few own ones). "flops": an untied
     stack with as many layers as the recursion makes passes per token over all its segments
     (equal forward FLOPs per token, more parameters). "depth": an untied stack with the recursion's
     training FLOPs per step (the nearest whole number of layers): the "just make it deeper"
     competitor, which a recursion's passes without gradient make shallower than "flops".
+    "outer": the stack once per segment inside the arm's outer loop (`looped` at depth 1, no
+    per-pass ACT): the same segments, deep supervision, carry, halting and EMA, so what the arm
+    gains over it is its inner recursion's.
     """
     arm = RECURSIVE_ARMS.get(cfg.model.arch)
     if arm is None:
@@ -59,6 +69,9 @@ def control_config(cfg: Config, kind: str) -> Config:
                         f"got model.arch {cfg.model.arch}")
     if kind not in CONTROLS:
         raise UserError(f"unknown control {kind!r} (controls: {', '.join(CONTROLS)})")
+    if kind == "outer":
+        return with_overrides(cfg, {"model.arch": "looped", "looped.depth": 1, "looped.act": False,
+                                    "looped.mean_depth": 0.0, "looped.backprop_depth": 0})
     n_layers = cfg.model.n_layers
     if kind == "flops":
         n_layers = max(1, round(arm.passes_per_token(cfg) * n_layers))

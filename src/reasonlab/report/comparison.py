@@ -342,7 +342,7 @@ def many_arm_table(result: dict[str, Any]) -> str:
     readings = {dim: [pair["verdicts"][dim] for pair in pairs.values()] for dim, _, _ in VERDICT_ROWS}
     own_point = {dim: len({v["point"] for v in vs if v["available"]}) > 1 for dim, vs in readings.items()}
     furthest = {dim: max(vs, key=lambda v: v["point"] if v["available"] else -math.inf) for dim, vs in readings.items()}
-    header = ["arm", "params (active)", "train FLOPs/token", "steps",
+    header = ["arm", "params (active)", "train FLOPs/token", "layers/token at inference", "steps",
               *(_budget_header(readings[dim], f"{label} at {name}", fmt) for dim, name, fmt in VERDICT_ROWS),
               f"verdict vs {reference.upper()} at equal {MATCH_LABELS[result['match']]}"]
     rows = []
@@ -351,7 +351,7 @@ def many_arm_table(result: dict[str, Any]) -> str:
         side = "a" if arm == reference else "b"
         rows.append([arm_label(arm, data["name"]),
                      f"{fint(data['params']['total'])} ({fint(data['params']['active'])})",
-                     fsci(data["flops_per_token"]), fint(data["max_steps"]),
+                     fsci(data["flops_per_token"]), fnum(data.get("inference_layers"), 1), fint(data["max_steps"]),
                      *(_budget_cell(own[dim], side, fmt, own_point[dim]) for dim, _, fmt in VERDICT_ROWS),
                      "reference" if arm == reference else many_verdict_text(result, arm)])
     return table(header, rows)
@@ -362,7 +362,9 @@ def many_arm_note(result: dict[str, Any]) -> str:
     return (f"{result['metric']['label'].capitalize()} of each arm on each axis at the largest budget every run of it "
             "and of the reference reached (interpolated along its eval curve where that falls mid-run); the "
             "reference's row is read at the furthest of these points. Params: total "
-            "(active per token); training FLOPs per token of one step. Each arm minus the reference with "
+            "(active per token); training FLOPs per token of one step; layers a token passes through to be "
+            "answered (every segment run; n/a in comparisons written before it was recorded). Each arm minus the "
+            "reference with "
             f"{interval_name(result)}; its p Holm-corrected across the {n} comparisons with the reference on each "
             f"axis: an arm wins, loses, is ahead or behind only where the corrected p is below "
             f"{(100 - result['ci_level']) / 100:g}. {_MANY_NOTE}")
