@@ -45,6 +45,9 @@ EXAMPLES = {  # one per command, shown under its --help
     "config": "reasonlab config show cpu-small --set train.lr=1e-3",
     "report": "reasonlab report runs/cmp",
 }
+SEEDS_HELP = ("runs per arm, each on its own seed. At 80%% power, two arms' difference is detectable only from "
+              "at least 5.7 run-to-run standard deviations with 2 seeds, 3.1 with 3, 2.0 with 5: 'within noise' from "
+              "2 or 3 seeds rules out only large differences (each verdict states its own)")
 DRY_RUN_HELP = "print the plan (arms, steps, seeds, FLOPs, time from a short calibration, disk); write nothing"
 ARM_HELP = ("YAML config, preset name, DIR:best of an ablation, or control:KIND:SPEC, KIND params, flops, "
             "depth or outer (a matched control of a recursive SPEC)")
@@ -491,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arms", metavar="A,B,C,...",
                    help="instead of --a/--b: two or more arms (each like --a), every one judged against the first")
     p.add_argument("--steps", type=int, default=1000, help="steps of the costliest (or slowest) arm")
-    p.add_argument("--seeds", type=int, default=3, help="runs per arm, each on its own seed")
+    p.add_argument("--seeds", type=int, default=3, help=SEEDS_HELP)
     p.add_argument("--seed-offset", type=int, default=0, metavar="N",
                    help="shift every seed by N: repeat a comparison on fresh seeds (A: N.., B: after A's, ...)")
     p.add_argument("--paired", action="store_true",
@@ -513,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arms", metavar="A,B,C,...",
                    help="instead of --a/--b: two or more arms (each like --a), every one judged against the first")
     p.add_argument("--steps", type=int, default=2000, help="steps of the costliest arm")
-    p.add_argument("--seeds", type=int, default=3, help="runs per arm, each on its own seed")
+    p.add_argument("--seeds", type=int, default=3, help=SEEDS_HELP)
     p.add_argument("--seed-offset", type=int, default=0, metavar="N",
                    help="shift every seed by N: repeat a comparison on fresh seeds (A: N.., B: after A's, ...)")
     p.add_argument("--paired", action="store_true",
@@ -539,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--handicaps", default="100,3,1.5", metavar="F,F",
                    help="conditions where arm B trains with train.lr divided by F (each F > 1)")
     p.add_argument("--steps", type=int, help="steps per comparison (default: the preset's train.max_steps)")
-    p.add_argument("--seeds", type=int, default=3, help="runs per arm, each on its own seed")
+    p.add_argument("--seeds", type=int, default=3, help=SEEDS_HELP)
     p.add_argument("--match", choices=["steps", "flops", "time"], default="steps", help="what the budgets equalise")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override both arms (repeatable)")
     p.add_argument("--out", required=True, help="the study's folder; run again, the study continues in it")

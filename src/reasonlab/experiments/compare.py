@@ -48,6 +48,7 @@ from reasonlab.experiments.ablation import RESULTS as ABLATION_RESULTS
 from reasonlab.experiments.ablation import best_config
 from reasonlab.experiments.stats import (
     CI_LEVEL,
+    detectable,
     holm,
     mean_ci,
     mean_curve,
@@ -526,7 +527,8 @@ def _verdict(arms: dict[str, dict[str, Any]], axis: str, metric: dict[str, Any],
                      "of": arms[arm]["max_steps"]} for arm, arm_runs in histories.items()}
     return {"axis": axis, "point": point, "available": True,
             "a": mean_ci(values["a"], bounds=bounds), "b": mean_ci(values["b"], bounds=bounds),
-            "diff_b_minus_a": diff, "ahead": _ahead_by_diff(diff, metric) if diff["significant"] else None,
+            "diff_b_minus_a": diff, "detectable": diff["detectable"],
+            "ahead": _ahead_by_diff(diff, metric) if diff["significant"] else None,
             "margin": margin(values, diff["diff"], metric), "read_at": read_at}
 
 
@@ -637,6 +639,9 @@ def holm_across(pairs: dict[str, dict[str, Any]], match: str, metric: dict[str, 
         for key, v in judged.items():
             significant = adjusted.get(key, 1.0) < 1 - CI_LEVEL
             v["p_holm"] = adjusted.get(key)
+            if key in adjusted:  # at Holm's strictest step: what an arm needs when no other differs
+                diff = v["diff_b_minus_a"]
+                v["detectable"] = detectable(diff["se"], diff["df"], tests=len(tested))
             v["ahead"] = _ahead_by_diff(v["diff_b_minus_a"], metric) if significant else None
             v["winner"] = v["ahead"] if v["matched"] else None
     for pair in pairs.values():

@@ -1,4 +1,5 @@
-"""Seed statistics: means with t-intervals, and Welch intervals for the difference of two arms."""
+"""Seed statistics: means with t-intervals, Welch intervals for the difference of two arms, and the
+smallest difference a design could have detected."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import operator
 import statistics
 from typing import Any
 
+from scipy import optimize
 from scipy import stats as sps
 
 CI_LEVEL = 0.95
+POWER = 0.8  # the power at which a design's detectable difference is stated
 
 
 def mean_ci(
@@ -86,15 +89,39 @@ def paired_diff(a: list[float], b: list[float], level: float = CI_LEVEL) -> dict
 
 
 def _unmeasured(diff: float) -> dict[str, float | bool | None]:
-    """A difference whose noise was not measured: no interval, no p, no claim."""
-    return {"diff": diff, "ci_low": None, "ci_high": None, "p": None, "significant": False}
+    """A difference whose noise was not measured: no interval, no p, no claim, no power."""
+    return {"diff": diff, "ci_low": None, "ci_high": None, "p": None, "significant": False, "se": None, "df": None,
+            "detectable": None}
 
 
 def _t_test(diff: float, se: float, df: float, level: float) -> dict[str, float | bool | None]:
     half = sps.t.ppf(0.5 + level / 2, df) * se
     low, high = diff - half, diff + half
     return {"diff": diff, "ci_low": low, "ci_high": high, "p": float(2 * sps.t.sf(abs(diff) / se, df)),
-            "significant": not (low <= 0.0 <= high)}
+            "significant": not (low <= 0.0 <= high), "se": se, "df": df, "detectable": detectable(se, df, level)}
+
+
+def detectable(se: float, df: float, level: float = CI_LEVEL, power: float = POWER, tests: int = 1) -> float:
+    """The smallest true difference that a two-sided t-test with this standard error and df finds
+    with probability `power`, at alpha = (1 - level) / tests (Holm's strictest step where `tests`
+    comparisons are corrected together): the noncentral t's answer, exact for a t-test whose df is
+    fixed (paired, equal spreads), an approximation for Welch's, whose df is itself estimated.
+
+    "Within noise" says little when this is large: two arms 20 points apart are "within noise" to a
+    design that could only have detected 40. The spread is the one observed, so this is itself an
+    estimate from the same few seeds.
+    """
+    critical = sps.t.ppf(1 - (1 - level) / tests / 2, df)
+    reach = sps.t.ppf(power, df) + critical  # the normal-theory guess, a little short at few df
+    # the far tail's share (a wrong-signed rejection) is below 1e-3 at these sizes and left out
+    return float(optimize.brentq(lambda d: sps.nct.sf(critical, df, d / se) - power, 0.0, 3 * reach * se))
+
+
+def detectable_in_spreads(seeds: int, level: float = CI_LEVEL, power: float = POWER) -> float:
+    """The detectable difference of two independent arms of `seeds` runs each, in units of one run's
+    standard deviation, at the largest df Welch's test can have (equal spreads, 2 (seeds - 1)):
+    what --seeds buys at best."""
+    return detectable(math.sqrt(2 / seeds), 2 * (seeds - 1), level, power)
 
 
 def holm(p_values: list[float]) -> list[float]:

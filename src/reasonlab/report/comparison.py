@@ -135,10 +135,19 @@ def _verdict_text(result: dict[str, Any], dim: str) -> str:
         return "no significant difference" if v["winner"] is None else \
             f"{result['arms'][v['winner']]['name']} wins by {margin_text(result, v)}"
     if v["role"] == "decision":
-        return "within noise" if v["winner"] is None else \
+        return f"within noise{_power(result, v)}" if v["winner"] is None else \
             f"{result['arms'][v['winner']]['name']} wins by {margin_text(result, v)}"
     ahead = "within noise" if v["ahead"] is None else f"{v['ahead'].upper()} ahead by {margin_text(result, v)}"
     return f"{ahead} (descriptive; {_read_at(v)})"
+
+
+def _power(result: dict[str, Any], v: dict[str, Any]) -> str:
+    """What "within noise" could have seen: the smallest difference the seeds detect at 80% power
+    (absent from comparisons written before it was recorded, and where the noise was not measured)."""
+    if v.get("detectable") is None:
+        return ""
+    size = fnum(v["detectable"]) if result["metric"]["lower_is_better"] else f"{100 * v['detectable']:.1f} points"
+    return f"; these seeds detect only differences of {size} or more at 80% power"
 
 
 def _read_at(v: dict[str, Any]) -> str:
@@ -331,7 +340,7 @@ def many_verdict_text(result: dict[str, Any], arm: str) -> str:
     p = fnum(v["p_holm"], 3) if v["p_holm"] >= 1e-3 else f"{v['p_holm']:.1e}"
     test = f"{arm.upper()} - {result['reference'].upper()} {_interval(ci)}, Holm p {p}"
     if v["winner"] is None:
-        return f"within noise ({test})"
+        return f"within noise ({test}{_power(result, v)})"
     return f"{'wins' if v['winner'] == 'b' else 'loses'} by {margin_text(result, v)} ({test})"
 
 
