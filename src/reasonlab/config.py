@@ -23,6 +23,7 @@ DEVICES = ("auto", "cpu", "cuda")
 ARCHS = ("baseline", "hrm", "trm", "looped")
 POSITIONS = ("1d", "2d")
 TRM_GRADS = ("full", "one_step")
+SCHEDULES = ("linear", "wsd")
 ARCH_ALIASES = {"recursive": "hrm"}  # old name -> arm: old configs and checkpoints keep loading
 
 
@@ -135,6 +136,8 @@ class TrainConfig:
     lr: float = 6e-4  # peak learning rate of AdamW
     warmup_steps: int = 0  # linear warmup from 0 to lr
     min_lr_ratio: float = 0.1  # linear decay ends at this fraction of the peak lr
+    schedule: str = "linear"  # linear: decay over every step after warmup; wsd: stable at lr, then the cooldown
+    cooldown_fraction: float = 0.2  # wsd: the last fraction of the steps, decaying linearly to min_lr_ratio * lr
     weight_decay: float = 0.1  # AdamW's decoupled weight decay
     beta1: float = 0.9  # AdamW's first-moment decay
     beta2: float = 0.95  # AdamW's second-moment decay
@@ -464,6 +467,8 @@ def validate(cfg: Config, new: bool = False) -> None:
         _check(math.isfinite(value) and value > 0, f"train.{key}", "must be > 0", value)
     _check(0.0 <= t.min_lr_ratio <= 1.0, "train.min_lr_ratio", "must be in [0, 1]", t.min_lr_ratio)
     _check(t.weight_decay >= 0.0, "train.weight_decay", "must be >= 0", t.weight_decay)
+    _check(t.schedule in SCHEDULES, "train.schedule", f"must be one of {', '.join(SCHEDULES)}", t.schedule)
+    _check(0.0 < t.cooldown_fraction < 1.0, "train.cooldown_fraction", "must be in (0, 1)", t.cooldown_fraction)
     _check(0.0 <= t.beta1 < 1.0, "train.beta1", "must be in [0, 1)", t.beta1)
     _check(0.0 <= t.beta2 < 1.0, "train.beta2", "must be in [0, 1)", t.beta2)
     _check(t.grad_clip >= 0.0, "train.grad_clip", "must be >= 0 (0 disables clipping)", t.grad_clip)

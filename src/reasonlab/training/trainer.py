@@ -95,18 +95,23 @@ class Trainer:
         self.engine.carry = None if carry is None else Carry.from_tensors(carry, self.engine.device)
         self.engine.reseed(self.state.step)
 
-    def run(self, on_eval: EvalCallback | None = None) -> dict:
-        """Train to max_steps; `on_eval(step, val_metrics)` runs after each evaluation and may raise to stop."""
+    def run(self, on_eval: EvalCallback | None = None, stop_at: int | None = None) -> dict:
+        """Train to max_steps; `on_eval(step, val_metrics)` runs after each evaluation and may raise to stop.
+
+        `stop_at` pauses the run at that step instead, with a checkpoint `step_N` to resume or branch
+        from (no final checkpoint, no summary: the run is not finished); returns {} then.
+        """
         st = self.state
         trackers = Trackers(self.cfg, self.run_dir, self.already_logged) if self.world.is_main else None
         log = RunLog(self.run_dir, st.max_steps, st.step, self.quiet, enabled=self.world.is_main, trackers=trackers)
         self._wall_start = time.perf_counter() - st.wall_time_s
-        finished = False
+        target = st.max_steps if stop_at is None else min(stop_at, st.max_steps)
+        finished = paused = False
         try:
             with StopRequest().installed() as stop:
                 self._start(log)
                 spent = self._patience_spent()  # a resumed run may have stopped early already
-                while st.step < st.max_steps and not spent:
+                while st.step < target and not spent:
                     self._step(log)
                     self._log_if_due(log)
                     self._evaluate_if_due(log, on_eval)
@@ -114,7 +119,11 @@ class Trainer:
                     interrupted, spent = self._agreed(stop.signum is not None, self._patience_spent())
                     if interrupted and st.step < st.max_steps:
                         self._interrupt(log, stop.signum or signal.SIGTERM)
-                self._finish()
+                paused = st.step < st.max_steps and not spent
+                if paused:
+                    self._pause(log)
+                else:
+                    self._finish()
             finished = True
         except TrainingDiverged as exc:
             log.event({"kind": "diverged", "step": st.step + 1, "message": str(exc)})
@@ -122,7 +131,7 @@ class Trainer:
             raise TrainingDiverged(f"{exc}; {checkpoints_note(self.run_dir)}") from None
         finally:
             log.close(ok=finished)
-        return self._write_summary() if self.world.is_main else {}
+        return self._write_summary() if self.world.is_main and not paused else {}
 
     def _start(self, log: RunLog) -> None:
         st = self.state
@@ -232,6 +241,13 @@ class Trainer:
         log.info(f"interrupted by {message}")
         raise Interrupted(message, signum)
 
+    def _pause(self, log: RunLog) -> None:
+        """Checkpoint the step a run was asked to stop at (unless save_every just did)."""
+        name = f"step_{self.state.step}"
+        if not (self.run_dir / "checkpoints" / name).is_dir():
+            self._save(name, self._gathered_carry())
+        log.info(f"paused at step {self.state.step} of {self.state.max_steps} with checkpoint {name}")
+
     def _finish(self) -> None:
         if self.world.is_main and self.final_val is None:  # resumed at an already finished step count
             self.final_val = self._evaluate()
@@ -329,8 +345,10 @@ def _prepare_data(cfg: Config, world: World) -> TrainingData:
     return data
 
 
-def train(cfg: Config, out: str | Path, quiet: bool = False, on_eval: EvalCallback | None = None) -> Path:
-    """Start a new run in `out` (which must be empty or absent); return the run directory."""
+def train(cfg: Config, out: str | Path, quiet: bool = False, on_eval: EvalCallback | None = None,
+          stop_at: int | None = None) -> Path:
+    """Start a new run in `out` (which must be empty or absent); return the run directory. `stop_at`
+    pauses it at that step with a checkpoint (`Trainer.run`)."""
     run_dir = Path(out)
     check_runtime(cfg.train)
     world = init_world(resolve_device(cfg.train.device).type)
@@ -341,24 +359,26 @@ def train(cfg: Config, out: str | Path, quiet: bool = False, on_eval: EvalCallba
         data = _prepare_data(cfg, world)  # bad data is refused before the run directory is made
         cfg = data.adjust_config(cfg)
         with run_lock(run_dir, world):
-            _train_fresh(cfg, data, run_dir, world, quiet, on_eval)
+            _train_fresh(cfg, data, run_dir, world, quiet, on_eval, stop_at)
     finally:
         shutdown(world)
     return run_dir
 
 
 def _train_fresh(cfg: Config, data: TrainingData, run_dir: Path, world: World, quiet: bool,
-                 on_eval: EvalCallback | None = None) -> None:
+                 on_eval: EvalCallback | None = None, stop_at: int | None = None) -> None:
     trainer = Trainer(cfg, run_dir, data, world, quiet)
     if world.is_main:
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    trainer.run(on_eval)
+    trainer.run(on_eval, stop_at)
     barrier(world)  # the others wait for the main process's final writes before leaving the group
     trainer.engine.release_process_group()
 
 
-def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = False) -> Path:
-    """Continue a killed run from its latest checkpoint, or extend a finished one to `max_steps`."""
+def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = False,
+           stop_at: int | None = None) -> Path:
+    """Continue a killed run from its latest checkpoint, or extend a finished one to `max_steps`;
+    `stop_at` pauses it again at that step (`Trainer.run`)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"no run to resume in {run_dir} (no config.yaml)")
@@ -382,15 +402,16 @@ def resume(run_dir: str | Path, max_steps: int | None = None, quiet: bool = Fals
                     for name in ("metrics.jsonl", "train.log"):
                         (run_dir / name).unlink(missing_ok=True)
                 data = _prepare_data(cfg, world)
-                _train_fresh(data.adjust_config(cfg), data, run_dir, world, quiet)
+                _train_fresh(data.adjust_config(cfg), data, run_dir, world, quiet, stop_at=stop_at)
             else:
-                _resume_from(checkpoint, run_dir, world, max_steps, quiet)
+                _resume_from(checkpoint, run_dir, world, max_steps, quiet, stop_at)
     finally:
         shutdown(world)
     return run_dir
 
 
-def _resume_from(checkpoint: Path, run_dir: Path, world: World, max_steps: int | None, quiet: bool) -> None:
+def _resume_from(checkpoint: Path, run_dir: Path, world: World, max_steps: int | None, quiet: bool,
+                 stop_at: int | None = None) -> None:
     cfg = read_config(checkpoint)
     if max_steps is None:  # the run's own config holds the latest target, also of an extension killed midway
         max_steps = read_config(run_dir).train.max_steps
@@ -410,7 +431,7 @@ def _resume_from(checkpoint: Path, run_dir: Path, world: World, max_steps: int |
         trainer.already_logged = logged_steps(read_metrics(run_dir / "metrics.jsonl"))
         truncate_metrics(run_dir / "metrics.jsonl", trainer.state.step)
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    trainer.run()
+    trainer.run(stop_at=stop_at)
     barrier(world)
     trainer.engine.release_process_group()
 
