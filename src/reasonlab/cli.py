@@ -40,6 +40,7 @@ EXAMPLES = {  # one per command, shown under its --help
     "compare": "reasonlab compare --arms cpu-small,cpu-small-trm --steps 300 --seeds 3 --out runs/cmp",
     "tasks": "reasonlab tasks --task addition --a task-small --b task-small-trm --steps 500 --out runs/add",
     "bench": "reasonlab bench --config cpu-bench --steps 5",
+    "scale": "reasonlab scale --arms cpu-tiny,cpu-tiny-recursive --budgets 4 --span 8 --max-flops 2e12 --out runs/sc",
     "calibrate": "reasonlab calibrate --config cpu-tiny --repeats 20 --steps 50 --out runs/calibration",
     "presets": "reasonlab presets",
     "config": "reasonlab config show cpu-small --set train.lr=1e-3",
@@ -258,15 +259,18 @@ def _arm_specs(args: argparse.Namespace, defaults: tuple[str | None, str | None]
     if args.arms is not None:
         if args.a is not None or args.b is not None:
             raise UserError("--arms replaces --a and --b; give one or the other")
-        specs = [spec.strip() for spec in args.arms.split(",")]
-        if len(specs) < 2 or not all(specs):
-            raise UserError(f"--arms takes two or more arms separated by commas, the first the reference; "
-                            f"got {args.arms!r}")
-        return specs
+        return _arm_list(args.arms)
     a, b = (given if given is not None else default for given, default in zip((args.a, args.b), defaults))
     if a is None or b is None:
         raise UserError(f"{args.command}: --a and --b are required (or --arms)")
     return [a, b]
+
+
+def _arm_list(text: str) -> list[str]:
+    specs = [spec.strip() for spec in text.split(",")]
+    if len(specs) < 2 or not all(specs):
+        raise UserError(f"--arms takes two or more arms separated by commas, the first the reference; got {text!r}")
+    return specs
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -283,6 +287,42 @@ def _compare(args: argparse.Namespace) -> None:
                           progress=lambda line: print(line, file=sys.stderr, flush=True), overrides=_overrides(args),
                           seed_offset=args.seed_offset, paired=args.paired)
     print(_verdict_line(result, Path(args.out) / "FINAL_RESULTS.md", args.match))
+
+
+def _floats(flag: str, text: str | None) -> list[float] | None:
+    """A comma-separated list of numbers, or one line naming the flag."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{flag} takes numbers separated by commas, got {text!r}") from None
+
+
+def _scale(args: argparse.Namespace) -> None:
+    from reasonlab.experiments.scale import budget_points
+
+    specs = _arm_list(args.arms)
+    _at_least(1, args, "seeds", "workers", "resamples")
+    _at_least(0, args, "seed_offset")
+    budgets = budget_points(_floats("--budgets", args.budgets), args.span, args.max_flops)
+    grid = _floats("--lr-grid", args.lr_grid)
+    if args.dry_run:
+        from reasonlab.experiments.plan import format_plan, plan_scale
+
+        plans = plan_scale(specs, budgets, args.seeds, args.schedule, grid, _overrides(args), args.seed_offset)
+        print(format_plan(f"scale: {len(specs)} arms x {len(budgets)} budgets "
+                          f"({', '.join(f'{b:.3g}' for b in budgets)} FLOPs), {args.schedule}", plans))
+        return
+    from reasonlab.experiments.scale import run_scale
+
+    result = run_scale(specs, budgets, args.seeds, args.out, args.schedule, grid, _overrides(args), args.workers,
+                       args.storage, args.seed_offset, args.resamples,
+                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+    crossings = [f"{c['arm'].upper()} " + ("no crossing" if c["flops"]["estimate"] is None
+                                             else f"crosses at {c['flops']['estimate']:.3g} FLOPs")
+                 for c in result.crossovers]
+    print(f"{Path(args.out) / 'SCALING.md'}: against {result.reference.upper()}, " + "; ".join(crossings))
 
 
 def _print_plan(title: str, specs: list[str], args: argparse.Namespace, overrides: dict) -> None:
@@ -526,6 +566,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the study's folder (required unless --list); run again, the study continues in it")
     p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     p.set_defaults(func=_tasks)
+
+    p = sub.add_parser("scale", help="arms x compute budgets x seeds: loss against FLOPs fitted per arm, crossovers",
+                       description="Train every arm to every training-FLOP budget on every seed (one warmup-stable-"
+                                   "decay run per arm and seed, each smaller budget a cooldown branched from it), fit "
+                                   "L(C) = E + A C^-alpha per arm with seed-bootstrap intervals, judge each arm "
+                                   "against the first at every budget, and estimate where the fits cross. Writes "
+                                   "scaling.json, SCALING.md and scaling.png; run again, the study continues.")
+    p.add_argument("--arms", required=True, metavar="A,B,C,...",
+                   help=f"two or more arms, every one judged against the first; each a {ARM_HELP}")
+    p.add_argument("--budgets", required=True, metavar="F,F,F | K",
+                   help="training FLOPs of each budget (at least 3, spanning at least 4x); or a count K with --span "
+                        "and --max-flops")
+    p.add_argument("--span", type=float, help="with --budgets K: the largest budget over the smallest (>= 4)")
+    p.add_argument("--max-flops", type=float, help="with --budgets K: the largest budget in FLOPs")
+    p.add_argument("--seeds", type=int, default=3, help=SEEDS_HELP)
+    p.add_argument("--seed-offset", type=int, default=0, metavar="N", help="shift every seed by N (fresh seeds)")
+    p.add_argument("--schedule", choices=["wsd", "independent"], default="wsd",
+                   help="wsd: one run to the largest budget per arm and seed, cooldowns branched from it; "
+                        "independent: every budget from scratch with the arm's own schedule")
+    p.add_argument("--lr-grid", metavar="M,M,M",
+                   help="multipliers of each arm's train.lr (1 among them), tried at the smallest and the largest "
+                        "budget on the first seed; each budget uses the nearer one's best")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the seeds for the fits")
+    p.add_argument("--workers", type=int, default=1, help="local processes sharing the queue of (arm, lr, seed) units")
+    p.add_argument("--storage", metavar="URL",
+                   help="the queue's database (default: SQLite in --out); postgresql://... lets machines share it")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every arm (repeatable)")
+    p.add_argument("--out", required=True, help="the study's folder; run again, the study continues in it")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
+    p.set_defaults(func=_scale)
 
     p = sub.add_parser("bench", help="the matmul peak in the run's precision, then training tokens/s and MFU")
     p.add_argument("--config", default="cpu-bench", help="YAML config or preset name")

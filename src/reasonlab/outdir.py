@@ -19,7 +19,7 @@ from reasonlab.io import atomic_write_json
 
 MARKER = ".reasonlab.json"
 # what each kind of study left in its folder before folders were claimed: such a folder is its own
-EARLIER_FILES = {"comparison": "plan.json", "ablation": "study.db"}
+EARLIER_FILES = {"comparison": "plan.json", "ablation": "study.db", "scaling": "scale_plan.json"}
 
 
 def fingerprint(key: Any) -> str:

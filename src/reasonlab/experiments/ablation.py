@@ -202,7 +202,7 @@ def _run_confirmation(
     queued = _queue(study, spec, top, seeds)
     progress(f"confirmation: top {len(top)} configs ({', '.join(top)}) x {k} fresh seeds {seeds[0]}..{seeds[-1]}, "
              f"{len(top) * k - queued} already done or running, {queued} queued")
-    run_until_settled(spec, study, top, seeds, workers, progress)
+    run_until_settled(spec, study, [(name, seed) for name in top for seed in seeds], workers, progress)
     return confirm_ranking(configs, top, seeds, finished_trials(study))
 
 
@@ -253,7 +253,7 @@ def run_ablation(
     progress(f"suite {loaded.name}: {total} trials ({len(loaded.configs)} configs x {seeds} seeds), "
              f"{total - queued} already done or running, {queued} queued; "
              f"study {spec.study_name} in {shown_url(spec.storage_url)}")
-    run_until_settled(spec, study, list(loaded.configs), seed_list, workers, progress)
+    run_until_settled(spec, study, [(name, seed) for name in loaded.configs for seed in seed_list], workers, progress)
     finished = finished_trials(study)
     results = aggregate(loaded.configs, seed_list, finished)
     if confirm and results["ranking"]:

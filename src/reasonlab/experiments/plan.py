@@ -75,6 +75,28 @@ def plan_ablation(suite: str, steps: int, seeds: int, base: str | None = None,
                   {name: list(range(seed_offset, seed_offset + seeds)) for name in adjusted}, _step_times(adjusted))
 
 
+def plan_scale(specs: list[str], budgets: list[float], seeds: int, schedule: str, grid: list[float],
+               overrides: dict[str, Any] | None = None, seed_offset: int = 0) -> list[RunPlan]:
+    """The steps `scale` would train per arm and seed (a wsd trunk and its cooldowns, or every budget
+    from scratch), and the lr grid's extra runs on each arm's first seed."""
+    from reasonlab.experiments.scale import branch_points, lr_multipliers, plan_arms
+
+    grid = lr_multipliers(grid)
+    arms = plan_arms(specs, budgets, seeds, schedule, overrides, seed_offset)
+    step_s = _step_times({key: arm.cfg for key, arm in arms.items()})
+    plans = []
+    for key, arm in arms.items():
+        points = branch_points(arm) if schedule == "wsd" else {}
+        per_seed = arm.steps[-1] + sum(s - points.get(i, 0) for i, s in enumerate(arm.steps[:-1]))
+        size = checkpoint_bytes(arm.cfg)
+        plans.append(RunPlan(arm.name, per_seed, list(arm.seeds), per_seed * arm.step_flops, step_s[key], size))
+        if len(grid) > 1:  # the other multipliers at the smallest and the largest budget, on the first seed
+            extra = (len(grid) - 1) * (arm.steps[-1] + arm.steps[0] - points.get(0, 0))
+            plans.append(RunPlan(f"{arm.name}, lr grid", extra, list(arm.seeds[:1]), extra * arm.step_flops,
+                                 step_s[key], size))
+    return plans
+
+
 def format_plan(title: str, plans: list[RunPlan], repeats: int = 1) -> str:
     """The plan as a table and its totals; `repeats`: how many times the whole table runs (calibrate)."""
     header = ["arm", "steps", "seeds", "FLOPs a run", "step ms", "training time", "disk"]

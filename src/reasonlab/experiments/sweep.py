@@ -21,7 +21,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,15 +43,26 @@ SEED_RANGE = (0, 2**31 - 1)
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+Key = tuple[str, int]  # a trial's (config name, seed)
+
+
 @dataclass
 class SweepSpec:
-    """What a worker needs to run any trial of the study."""
+    """What a worker needs to run any trial of the study.
+
+    By default a trial trains its config once, in a fresh folder under `trials/`. A study whose
+    unit of work is more than one run (`scale`: a trunk and its cooldown branches) gives `job`, a
+    module-level function (workers are spawned processes) that runs (config name, seed) in
+    folders of its own, resumes what a killed worker left, and returns the trial's result.
+    """
 
     storage_url: str
     study_name: str
     out: Path
     configs: dict[str, dict[str, Any]]  # name -> resolved config as a dict (picklable, JSON-able)
     prune: bool = False
+    job: Callable[[SweepSpec, str, int], dict[str, Any]] | None = None
+    plan: dict[str, Any] = field(default_factory=dict)  # what `job` needs beyond the configs (JSON-able)
 
 
 @contextlib.contextmanager
@@ -134,6 +145,11 @@ def trial_key(trial: optuna.trial.FrozenTrial) -> tuple[str, int] | None:
 
 
 def enqueue_missing(study: optuna.Study, names: list[str], seeds: list[int], retry_errors: bool = True) -> int:
+    """Queue every (config, seed) of names x seeds that has no finished, running or waiting trial."""
+    return enqueue_keys(study, [(name, seed) for name in names for seed in seeds], retry_errors)
+
+
+def enqueue_keys(study: optuna.Study, keys: list[Key], retry_errors: bool = True) -> int:
     """Queue every (config, seed) that has no finished, running or waiting trial; return how many.
     Without `retry_errors`, a (config, seed) whose trial raised is left failed (a trial whose worker
     died is still queued again)."""
@@ -144,11 +160,10 @@ def enqueue_missing(study: optuna.Study, names: list[str], seeds: list[int], ret
         live |= {trial_key(t) for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
                  if "error" in t.user_attrs}
     added = 0
-    for name in names:
-        for seed in seeds:
-            if (name, seed) not in live:
-                study.enqueue_trial({"config": name, "seed": seed})
-                added += 1
+    for name, seed in keys:
+        if (name, seed) not in live:
+            study.enqueue_trial({"config": name, "seed": seed})
+            added += 1
     return added
 
 
@@ -235,18 +250,8 @@ def work(spec: SweepSpec, threads: int | None = None, progress: Callable[[str], 
         with _Heartbeat(study._storage, trial._trial_id):
             name = trial.suggest_categorical("config", names)
             seed = trial.suggest_int("seed", *SEED_RANGE)
-            cfg = config_from_dict(spec.configs[name])
-            cfg.train.seed = seed
-            cfg.train.tracker_group = cfg.train.tracker_group or spec.out.resolve().name
-            run_dir = spec.out / "trials" / f"{name}-s{seed}-t{trial.number}"
-
-            def report(step: int, metrics: dict[str, float], trial: optuna.Trial = trial) -> None:
-                trial.report(metrics["loss"], step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-
             try:
-                status = run_trial(cfg, run_dir, report if spec.prune else None)
+                status, result, final = _run_one(spec, trial, name, seed)
             except Exception as exc:
                 trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
                 study.tell(trial, state=TrialState.FAIL)
@@ -255,15 +260,33 @@ def work(spec: SweepSpec, threads: int | None = None, progress: Callable[[str], 
             except BaseException:
                 study.tell(trial, state=TrialState.FAIL)
                 raise
-            result = {"status": status, **run_result(run_dir)}
             trial.set_user_attr("result", result)
-            final = result.get("summary", {}).get("final_val", {}).get("loss")
             if status == "pruned":
                 study.tell(trial, state=TrialState.PRUNED)
             else:
                 study.tell(trial, float("inf") if final is None else final)
         done += 1
         say(f"trial {name} seed {seed}: {status}" + (f", val loss {final:.4f}" if final is not None else ""))
+
+
+def _run_one(spec: SweepSpec, trial: optuna.Trial, name: str, seed: int) -> tuple[str, dict[str, Any], float | None]:
+    """Run one claimed trial: the study's own job, or one training run. Returns its status, its
+    result and the value the study records (the final val loss of a training run)."""
+    if spec.job is not None:
+        return "complete", spec.job(spec, name, seed), None
+    cfg = config_from_dict(spec.configs[name])
+    cfg.train.seed = seed
+    cfg.train.tracker_group = cfg.train.tracker_group or spec.out.resolve().name
+    run_dir = spec.out / "trials" / f"{name}-s{seed}-t{trial.number}"
+
+    def report(step: int, metrics: dict[str, float]) -> None:
+        trial.report(metrics["loss"], step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+
+    status = run_trial(cfg, run_dir, report if spec.prune else None)
+    result = {"status": status, **run_result(run_dir)}
+    return status, result, result.get("summary", {}).get("final_val", {}).get("loss")
 
 
 def worker_gpus(workers: int, visible: str | None, count: int) -> list[str | None]:
@@ -303,16 +326,16 @@ def run_workers(spec: SweepSpec, workers: int, progress: Callable[[str], None]) 
                  "by that signal); their trials are run again once their heartbeats go stale")
 
 
-def run_until_settled(spec: SweepSpec, study: optuna.Study, names: list[str], seeds: list[int], workers: int,
+def run_until_settled(spec: SweepSpec, study: optuna.Study, keys: list[Key], workers: int,
                       progress: Callable[[str], None]) -> None:
     """Run the queue, then wait for trials running elsewhere (other machines, or workers that died:
     their heartbeats go stale after GRACE_S and the trials are queued and run again) until every
-    (config, seed) is finished or has failed with an error of its own."""
+    (config, seed) of `keys` is finished or has failed with an error of its own."""
     waiting_said = False
     run_workers(spec, workers, progress)
     while True:
         with storage_lock(spec.storage_url):
-            enqueue_missing(study, names, seeds, retry_errors=False)
+            enqueue_keys(study, keys, retry_errors=False)
         if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             run_workers(spec, workers, progress)
             continue

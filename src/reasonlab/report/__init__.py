@@ -12,9 +12,10 @@ __all__ = ["plot_run_curves", "rebuild"]
 
 
 def rebuild(directory: str | Path) -> list[Path]:
-    """Re-create the plots and Markdown of an ablation, comparison or task folder from its JSON."""
+    """Re-create the plots and Markdown of an ablation, comparison, task or scaling folder from its JSON."""
     from reasonlab.report.ablation import write_ablation_report
     from reasonlab.report.comparison import write_comparison_report
+    from reasonlab.report.scaling import write_scaling_report
     from reasonlab.report.tasks import write_task_report
 
     directory = Path(directory)
@@ -23,6 +24,7 @@ def rebuild(directory: str | Path) -> list[Path]:
         "ablation_results.json": (write_ablation_report, ["ablation.png", "ABLATION_SUMMARY.md"]),
         "comparison.json": (write_comparison_report, ["comparison.png", "comparison_compute.png", "FINAL_RESULTS.md"]),
         "tasks.json": (write_task_report, ["accuracy_by_level.png", "test_time_segments.png", "TASK_RESULTS.md"]),
+        "scaling.json": (write_scaling_report, ["scaling.png", "SCALING.md"]),
     }
     for name, (write, outputs) in sources.items():
         path = directory / name
@@ -34,5 +36,6 @@ def rebuild(directory: str | Path) -> list[Path]:
             write(data, directory)
             written += [directory / o for o in outputs if (directory / o).is_file()]
     if not written:
-        raise UserError(f"nothing to report in {directory}: no ablation_results.json, comparison.json or tasks.json")
+        raise UserError(f"nothing to report in {directory}: no ablation_results.json, comparison.json, "
+                        "tasks.json or scaling.json")
     return written
