@@ -34,6 +34,11 @@ def runs(law: PowerLaw, rng: np.random.Generator, seeds: int = 3, noise: float =
     return {s: list(zip(BUDGETS.tolist(), losses[s].tolist())) for s in range(seeds)}
 
 
+def losses(per_seed: dict[int, list]) -> list[list[float]]:
+    """Per budget, every seed's loss: what `resolution` takes."""
+    return [[points[i][1] for points in per_seed.values()] for i in range(BUDGETS.size)]
+
+
 def pooled(per_seed: dict[int, list]) -> tuple[list[float], list[float]]:
     points = [p for seed_points in per_seed.values() for p in seed_points]
     return [c for c, _ in points], [y for _, y in points]
@@ -107,26 +112,27 @@ def test_bad_input_is_refused():
 
 
 def test_a_planted_crossing_inside_the_budgets_is_found():
-    """The arm starts 0.2 above the reference and ends 0.04 below it, crossing at 2e12. Over 100
-    noise draws the interval held 2e12 in 85 (a percentile bootstrap over 3 seeds runs narrow:
-    10 distinct draws, spread shrunk by sqrt(2/3)), and at most 0.7% of draws missed the crossing."""
+    """The arm starts 0.2 above the reference and ends 0.04 below it, crossing at 2e12. Over 200
+    noise draws the estimate lay in 1.1e12-4.4e12, the interval held 2e12 in 86% (a percentile
+    bootstrap over 3 seeds runs narrow: 10 distinct draws, spread shrunk by sqrt(2/3)), and at most
+    0.7% of a fit's draws missed the crossing."""
     rng = np.random.default_rng(5)
     arm_runs, ref_runs = runs(through(2e12, E=1.9, alpha=0.25), rng), runs(TRUTH, rng)
     found = crossover(fit_arm(arm_runs, seed=1), fit_arm(ref_runs, seed=2), "arm", "ref",
-                      resolution(arm_runs, ref_runs))
+                      resolution(losses(arm_runs), losses(ref_runs)))
     assert found.flops.low <= 2e12 <= found.flops.high
-    assert found.flops.estimate == pytest.approx(2e12, rel=0.5)
+    assert 1e12 < found.flops.estimate < 5e12
     assert found.no_crossing_share < 0.05 and not found.extrapolated
     assert found.search_range == (1e11, 4 * 5e13)
 
 
 def test_a_crossing_past_the_largest_budget_is_marked_extrapolated():
-    """Planted at 8e13, past the largest budget (5e13) and within the 2e14 searched; in 40 noise
-    draws the estimate always lay beyond 5e13 (5th percentile 6.4e13)."""
+    """Planted at 8e13, past the largest budget (5e13) and within the 2e14 searched; over 60 noise
+    draws the estimate always lay beyond it, in 5.7e13-1.3e14."""
     rng = np.random.default_rng(6)
     arm_runs, ref_runs = runs(through(8e13, E=1.5, alpha=0.2), rng), runs(TRUTH, rng)
     found = crossover(fit_arm(arm_runs, seed=1), fit_arm(ref_runs, seed=2), "arm", "ref",
-                      resolution(arm_runs, ref_runs))
+                      resolution(losses(arm_runs), losses(ref_runs)))
     assert found.extrapolated and 5e13 < found.flops.estimate < 2e14
 
 
@@ -153,28 +159,28 @@ def test_the_first_of_two_crossings_is_reported():
     assert crossover(arm, ref, "arm", "ref", 0.0).flops.estimate == pytest.approx(2e12, rel=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured, not yet met: with the resolution at one standard error, two arms with one true law "
-    "(3 seeds, 0.5% noise) keep >= 95% of draws uncrossed in only ~5% of noise draws (median 0.71); "
-    "a threshold of 3 standard errors meets it in ~93%"))
 def test_identical_arms_do_not_cross():
-    rng = np.random.default_rng(7)
-    a_runs, b_runs = runs(TRUTH, rng), runs(TRUTH, rng)
-    found = crossover(fit_arm(a_runs, seed=1), fit_arm(b_runs, seed=2), "a", "b", resolution(a_runs, b_runs))
-    assert found.no_crossing_share >= 0.95
+    """Two arms of one true law, 3 seeds each: over 10 noise draws, the median share of resamples
+    without a resolved crossing is at least 95% (in single draws it is about 93% likely)."""
+    shares = []
+    for draw in range(10):
+        rng = np.random.default_rng(100 + draw)
+        a_runs, b_runs = runs(TRUTH, rng), runs(TRUTH, rng)
+        found = crossover(fit_arm(a_runs, seed=1), fit_arm(b_runs, seed=2), "a", "b",
+                          resolution(losses(a_runs), losses(b_runs)))
+        shares.append(found.no_crossing_share)
+    assert statistics.median(shares) >= 0.95
 
 
-def test_resolution_is_the_mean_welch_standard_error_over_shared_budgets():
-    a = {0: [(1.0, 2.0), (2.0, 1.5), (3.0, 1.2)], 1: [(1.0, 2.2), (2.0, 1.7), (3.0, 1.0)]}
-    b = {7: [(1.0, 2.5), (2.0, 1.1), (4.0, 9.0)], 8: [(1.0, 2.4), (2.0, 1.4), (4.0, 9.9)],
-         9: [(1.0, 2.0), (2.0, 1.3), (4.0, 9.5)]}
-    # by hand, budgets 1 and 2 only (3 and 4 are not shared): sample variances over seeds
-    at_1 = math.sqrt(statistics.variance([2.0, 2.2]) / 2 + statistics.variance([2.5, 2.4, 2.0]) / 3)
-    at_2 = math.sqrt(statistics.variance([1.5, 1.7]) / 2 + statistics.variance([1.1, 1.4, 1.3]) / 3)
-    assert resolution(a, b) == pytest.approx((at_1 + at_2) / 2, rel=1e-12)
-    # by hand: (sqrt(0.02/2 + 0.07/3) + sqrt(0.02/2 + 0.07/3/3)) / 2
-    assert resolution(a, b) == pytest.approx(0.1579538, rel=1e-6)
-    assert resolution({0: a[0]}, b) == 0.0
+def test_resolution_is_three_mean_welch_standard_errors_over_the_budgets():
+    a = [[2.0, 2.2], [1.5, 1.7]]
+    b = [[2.5, 2.4, 2.0], [1.1, 1.4, 1.3]]
+    at_1 = math.sqrt(statistics.variance(a[0]) / 2 + statistics.variance(b[0]) / 3)
+    at_2 = math.sqrt(statistics.variance(a[1]) / 2 + statistics.variance(b[1]) / 3)
+    assert resolution(a, b) == pytest.approx(3 * (at_1 + at_2) / 2, rel=1e-12)
+    # by hand: 3 (sqrt(0.02/2 + 0.07/3) + sqrt(0.02/2 + 0.07/3/3)) / 2
+    assert resolution(a, b) == pytest.approx(3 * 0.1579538, rel=1e-6)
+    assert resolution([[2.0], [1.5]], b) == 0.0
 
 
 def test_results_round_trip_through_json():
@@ -183,7 +189,7 @@ def test_results_round_trip_through_json():
     arm, ref = fit_arm(arm_runs, resamples=200), fit_arm(ref_runs, resamples=200, seed=1)
     single = fit_arm({0: arm_runs[0]})
     results: list[ArmFit | Crossover | PowerLaw] = [
-        arm, single, arm.law, crossover(arm, ref, "arm", "ref", resolution(arm_runs, ref_runs)),
+        arm, single, arm.law, crossover(arm, ref, "arm", "ref", resolution(losses(arm_runs), losses(ref_runs))),
         crossover(single, ref, "single", "ref", 0.0)]
     for result in results:
         as_dict = result.to_dict()

@@ -310,14 +310,15 @@ def _scale(args: argparse.Namespace) -> None:
     if args.dry_run:
         from reasonlab.experiments.plan import format_plan, plan_scale
 
-        plans = plan_scale(specs, budgets, args.seeds, args.schedule, grid, _overrides(args), args.seed_offset)
+        plans = plan_scale(specs, budgets, args.seeds, args.schedule, grid, _overrides(args), args.seed_offset,
+                           args.lr_grid_at)
         print(format_plan(f"scale: {len(specs)} arms x {len(budgets)} budgets "
                           f"({', '.join(f'{b:.3g}' for b in budgets)} FLOPs), {args.schedule}", plans))
         return
     from reasonlab.experiments.scale import run_scale
 
     result = run_scale(specs, budgets, args.seeds, args.out, args.schedule, grid, _overrides(args), args.workers,
-                       args.storage, args.seed_offset, args.resamples,
+                       args.storage, args.seed_offset, args.resamples, args.lr_grid_at,
                        progress=lambda line: print(line, file=sys.stderr, flush=True))
     crossings = [f"{c['arm'].upper()} " + ("no crossing" if c["flops"]["estimate"] is None
                                              else f"crosses at {c['flops']['estimate']:.3g} FLOPs")
@@ -588,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-grid", metavar="M,M,M",
                    help="multipliers of each arm's train.lr (1 among them), tried at the smallest and the largest "
                         "budget on the first seed; each budget uses the nearer one's best")
+    p.add_argument("--lr-grid-at", choices=["smallest", "both"], default="both",
+                   help="where the lr grid is tried: the smallest budget (a short run and a cooldown per multiplier "
+                        "under wsd), or it and the largest (a whole run per multiplier)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the seeds for the fits")
     p.add_argument("--workers", type=int, default=1, help="local processes sharing the queue of (arm, lr, seed) units")
     p.add_argument("--storage", metavar="URL",

@@ -76,7 +76,7 @@ def plan_ablation(suite: str, steps: int, seeds: int, base: str | None = None,
 
 
 def plan_scale(specs: list[str], budgets: list[float], seeds: int, schedule: str, grid: list[float],
-               overrides: dict[str, Any] | None = None, seed_offset: int = 0) -> list[RunPlan]:
+               overrides: dict[str, Any] | None = None, seed_offset: int = 0, grid_at: str = "both") -> list[RunPlan]:
     """The steps `scale` would train per arm and seed (a wsd trunk and its cooldowns, or every budget
     from scratch), and the lr grid's extra runs on each arm's first seed."""
     from reasonlab.experiments.scale import branch_points, lr_multipliers, plan_arms
@@ -90,8 +90,9 @@ def plan_scale(specs: list[str], budgets: list[float], seeds: int, schedule: str
         per_seed = arm.steps[-1] + sum(s - points.get(i, 0) for i, s in enumerate(arm.steps[:-1]))
         size = checkpoint_bytes(arm.cfg)
         plans.append(RunPlan(arm.name, per_seed, list(arm.seeds), per_seed * arm.step_flops, step_s[key], size))
-        if len(grid) > 1:  # the other multipliers at the smallest and the largest budget, on the first seed
-            extra = (len(grid) - 1) * (arm.steps[-1] + arm.steps[0] - points.get(0, 0))
+        if len(grid) > 1:  # the other multipliers at the smallest budget (and the largest), on the first seed
+            trunk = arm.steps[-1] if grid_at == "both" else points.get(0, 0)
+            extra = (len(grid) - 1) * (trunk + arm.steps[0] - points.get(0, 0))
             plans.append(RunPlan(f"{arm.name}, lr grid", extra, list(arm.seeds[:1]), extra * arm.step_flops,
                                  step_s[key], size))
     return plans

@@ -9,8 +9,8 @@ largest run plus the cooldowns per arm and seed, not the sum of all budgets. Wit
 `schedule="independent"` every budget is trained from scratch with the arm's own schedule.
 
 With an lr grid (multipliers of each arm's train.lr, 1 among them), the grid is first trained
-on the first seed at the smallest and the largest budget; each budget then uses the multiplier
-that did best (lowest val loss) at the nearer of the two in log-compute.
+on the first seed at the smallest budget, and unless told otherwise at the largest; each budget
+then uses the multiplier that did best (lowest val loss) at the nearer of the two in log-compute.
 
 The unit of work is (arm, lr multiplier, seed): a trunk and its branches, in folders
 `runs/<arm>/lr<m>/s<seed>/b<budget>`. Units go through the sweep queue (`experiments/sweep.py`),
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from reasonlab.experiments.scaling_result import ScalingResult
 
 SCHEDULES = ("wsd", "independent")
+GRID_AT = ("smallest", "both")  # where the lr grid is tried: the smallest budget, or it and the largest
 PLAN = "scale_plan.json"
 MIN_BUDGETS = 3
 MIN_SPAN = 4.0
@@ -228,15 +229,23 @@ class Stage:
         return [(name, seed) for name in self.units for seed in self.seeds[name]]
 
 
-def grid_stage(arms: dict[str, ScaleArm], grid: list[float]) -> Stage:
-    """Every lr multiplier of every arm at the smallest and the largest budget, on the arm's first seed."""
+def grid_stage(arms: dict[str, ScaleArm], grid: list[float], at: str = "both") -> Stage:
+    """Every lr multiplier of every arm at the smallest budget (and with `at` "both" the largest), on
+    the arm's first seed. At the smallest alone a wsd grid costs a short trunk and a cooldown per
+    multiplier; at the largest, a whole run."""
     units, seeds = {}, {}
     for key, arm in arms.items():
         for lr in grid:
             name = unit_name(key, lr, grid=True)
-            units[name] = (key, lr, (0, len(arm.steps) - 1))
+            units[name] = (key, lr, _grid_ends(len(arm.steps), at))
             seeds[name] = arm.seeds[:1]
     return Stage(units, seeds)
+
+
+def _grid_ends(budgets: int, at: str) -> tuple[int, ...]:
+    if at not in GRID_AT:
+        raise UserError(f"the lr grid is tried at one of {', '.join(GRID_AT)}, got {at!r}")
+    return (0, budgets - 1) if at == "both" else (0,)
 
 
 def study_stage(arms: dict[str, ScaleArm], chosen: dict[str, list[float]]) -> Stage:
@@ -251,11 +260,12 @@ def study_stage(arms: dict[str, ScaleArm], chosen: dict[str, list[float]]) -> St
 
 
 def choose_lr(arms: dict[str, ScaleArm], grid: list[float], budgets: list[float],
-              finished: dict[Key, dict[str, Any]]) -> tuple[dict[str, list[float]], dict[str, Any]]:
-    """Each budget's lr multiplier per arm, from the grid's val losses at the smallest and the largest
-    budget (the nearer in log-compute decides), and the grid's record for the report."""
+              finished: dict[Key, dict[str, Any]], at: str = "both") -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Each budget's lr multiplier per arm, from the grid's val losses at the smallest budget and, where
+    it was tried there, the largest (the nearer in log-compute decides); and the grid's record."""
     chosen, record = {}, {}
-    ends = (0, len(budgets) - 1)
+    ends = _grid_ends(len(budgets), at)
+    middle = math.sqrt(budgets[0] * budgets[-1])
     for key, arm in arms.items():
         losses: dict[int, dict[str, float]] = {end: {} for end in ends}
         for lr in grid:
@@ -264,11 +274,10 @@ def choose_lr(arms: dict[str, ScaleArm], grid: list[float], budgets: list[float]
                 if result is not None:
                     losses[end][f"{lr:g}"] = result["runs"][str(end)]["final_val"]["loss"]
         best = {end: float(min(found, key=found.get)) if (found := losses[end]) else 1.0 for end in ends}
-        middle = math.sqrt(budgets[0] * budgets[-1])
-        chosen[key] = [best[0] if b < middle else best[ends[1]] for b in budgets]
-        record[key] = {"losses": {"smallest": losses[0], "largest": losses[ends[1]]},
-                       "best": {"smallest": best[0], "largest": best[ends[1]]},
-                       "moved": best[0] != best[ends[1]], "seed": arm.seeds[0]}
+        chosen[key] = [best[0] if b < middle else best[ends[-1]] for b in budgets]
+        record[key] = {"losses": {"smallest": losses[0], "largest": losses.get(ends[-1]) if at == "both" else None},
+                       "best": {"smallest": best[0], "largest": best[ends[-1]] if at == "both" else None},
+                       "moved": best[0] != best[ends[-1]] if at == "both" else None, "seed": arm.seeds[0]}
     return chosen, record
 
 
@@ -284,10 +293,11 @@ def sweep_spec(arms: dict[str, ScaleArm], stage: Stage, out: Path, storage: str 
                      job=run_unit, plan={"units": units})
 
 
-def claim(out: Path, arms: dict[str, ScaleArm], budgets: list[float], schedule: str, grid: list[float]) -> str:
+def claim(out: Path, arms: dict[str, ScaleArm], budgets: list[float], schedule: str, grid: list[float],
+          grid_at: str) -> str:
     """Claim `out` for this study (refusing one of other arms, budgets or schedule); the study's name."""
     key = {"arms": {k: a.cfg.to_dict() for k, a in arms.items()}, "seeds": {k: a.seeds for k, a in arms.items()},
-           "budgets": budgets, "schedule": schedule, "lr_grid": grid}
+           "budgets": budgets, "schedule": schedule, "lr_grid": grid, "lr_grid_at": grid_at}
     claim_out(out, "scaling", key)
     name = f"scale-{json.loads((out / '.reasonlab.json').read_text())['fingerprint']}"
     try:
@@ -308,7 +318,7 @@ def run_stage(arms: dict[str, ScaleArm], stage: Stage, out: Path, storage: str |
 
 def run_scale(specs: list[str], budgets: list[float], seeds: int, out: str | Path, schedule: str = "wsd",
               grid: list[float] | None = None, overrides: dict[str, Any] | None = None, workers: int = 1,
-              storage: str | None = None, seed_offset: int = 0, resamples: int = 1000,
+              storage: str | None = None, seed_offset: int = 0, resamples: int = 1000, grid_at: str = "both",
               progress: Progress = print) -> ScalingResult:
     """Train every arm at every budget on every seed, fit each arm's loss against compute, compare
     the arms at each budget and where their fits cross; write scaling.json, SCALING.md and
@@ -316,20 +326,22 @@ def run_scale(specs: list[str], budgets: list[float], seeds: int, out: str | Pat
     from reasonlab.experiments.scaling_result import build_result, write_result
 
     grid = lr_multipliers(grid)
+    _grid_ends(len(budgets), grid_at)
     if workers < 1:
         raise UserError(f"workers must be >= 1, got {workers}")
     arms = plan_arms(specs, budgets, seeds, schedule, overrides, seed_offset)
     out = Path(out)
-    study_name = claim(out, arms, budgets, schedule, grid)
+    study_name = claim(out, arms, budgets, schedule, grid, grid_at)
     for arm in arms.values():
         progress(f"arm {arm.key.upper()} {arm.name}: steps {', '.join(map(str, arm.steps))} at budgets "
                  f"{', '.join(f'{b:.3g}' for b in budgets)} FLOPs, seeds {arm.seeds[0]}..{arm.seeds[-1]}")
     lr_record = None
     chosen = {key: [1.0] * len(budgets) for key in arms}
     if len(grid) > 1:
-        progress(f"lr grid {', '.join(f'{g:g}' for g in grid)} at the smallest and the largest budget")
-        finished = run_stage(arms, grid_stage(arms, grid), out, storage, study_name, workers, progress)
-        chosen, lr_record = choose_lr(arms, grid, budgets, finished)
+        where = "the smallest and the largest budget" if grid_at == "both" else "the smallest budget"
+        progress(f"lr grid {', '.join(f'{g:g}' for g in grid)} at {where}")
+        finished = run_stage(arms, grid_stage(arms, grid, grid_at), out, storage, study_name, workers, progress)
+        chosen, lr_record = choose_lr(arms, grid, budgets, finished, grid_at)
     stage = study_stage(arms, chosen)
     finished = run_stage(arms, stage, out, storage, study_name, workers, progress)
     missing = [f"{name} seed {seed}" for name, seed in stage.keys() if (name, seed) not in finished]

@@ -11,13 +11,12 @@ reference's. Exact match is compared per budget only: no power law is fitted to 
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from reasonlab.experiments.fits import ArmFit, crossover, fit_arm
+from reasonlab.experiments.fits import ArmFit, crossover, fit_arm, resolution
 from reasonlab.experiments.scale import ScaleArm, unit_name
 from reasonlab.experiments.stats import CI_LEVEL, detectable, holm, mean_ci, welch_diff
 from reasonlab.experiments.sweep import Key
@@ -149,14 +148,6 @@ def _curve(fit: ArmFit, low: float, high: float) -> Curve:
                  band[1].tolist() if band is not None else [None] * len(grid))
 
 
-def resolution(a: list[Reading], b: list[Reading]) -> float:
-    """The gap between two arms that their seeds resolve: Welch's standard error of the difference
-    of mean losses, averaged over the budgets (0 where a side has fewer than 2 seeds)."""
-    errors = [math.sqrt(x.loss_ci["std"] ** 2 / x.loss_ci["n"] + y.loss_ci["std"] ** 2 / y.loss_ci["n"])
-              for x, y in zip(a, b) if x.loss_ci.get("std") is not None and y.loss_ci.get("std") is not None]
-    return float(np.mean(errors)) if errors else 0.0
-
-
 def _verdicts(arms: dict[str, ArmResult], reference: str, metric: str, n_budgets: int) -> list[Verdict]:
     """Each arm against the reference at each budget, Holm-corrected across the arms at that budget."""
     lower = METRICS[metric]["lower_is_better"]
@@ -202,7 +193,7 @@ def build_result(arms: dict[str, ScaleArm], budgets: list[float], schedule: str,
     metrics = ["loss"] + (["exact_match"] if all(r.exact_match for rs in readings.values() for r in rs) else [])
     verdicts = [v for metric in metrics for v in _verdicts(results, reference, metric, len(budgets))]
     crossings = [crossover(fits[key], fits[reference], key, reference,
-                           resolution(readings[key], readings[reference])).to_dict()
+                           resolution([r.loss for r in readings[key]], [r.loss for r in readings[reference]])).to_dict()
                  for key in arms if key != reference and fits[key] is not None and fits[reference] is not None]
     return ScalingResult(SCHEMA_VERSION, reference, budgets, schedule, grid, lr_search, metrics, results, verdicts,
                          crossings, _cost(readings, finished), resamples=resamples)

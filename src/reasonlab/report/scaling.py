@@ -113,13 +113,17 @@ def _lr_lines(result: dict[str, Any]) -> list[str]:
     search = result["lr_search"]
     if not search:
         return ["Every arm trained at its own train.lr (no --lr-grid)."]
+    both = any(s["losses"]["largest"] is not None for s in search.values())
+    where = ("at the smallest and the largest budget; each budget used the best at the nearer of the two (in "
+             "log-compute)." if both else "at the smallest budget only (not at the largest: whether the best moves "
+             "with budget is not measured); every budget used its best.")
     lines = [f"Multipliers {', '.join(f'{g:g}' for g in result['lr_grid'])} of each arm's train.lr, trained on its "
-             "first seed at the smallest and the largest budget; each budget used the best at the nearer of the two "
-             "(in log-compute).", ""]
+             f"first seed {where}", ""]
     rows = [[arm_label(key, result["arms"][key]["name"]),
              ", ".join(f"{m}: {fnum(v)}" for m, v in s["losses"]["smallest"].items()),
+             "not tried" if s["losses"]["largest"] is None else
              ", ".join(f"{m}: {fnum(v)}" for m, v in s["losses"]["largest"].items()),
-             "yes" if s["moved"] else "no"] for key, s in search.items()]
+             "not measured" if s["moved"] is None else "yes" if s["moved"] else "no"] for key, s in search.items()]
     lines.append(table(["arm", "val loss by multiplier, smallest budget", "largest budget", "best moved"], rows))
     return lines
 
@@ -167,8 +171,9 @@ def scaling_markdown(result: dict[str, Any]) -> str:
         "## Crossovers", "", _crossover_table(result) if result["crossovers"] else "No arm has a fit to compare.", "",
         f"Where an arm's fitted curve crosses the reference's, searched from the smallest budget to 4x the largest "
         f"({budgets[-1]:.3g} FLOPs); a crossing counts only where the curves differ by more than the seeds resolve "
-        "on both sides of it. Extrapolated: the estimate or its interval's high end lies beyond the largest budget, "
-        "where no arm was trained and the fitted form alone speaks.", "",
+        "(3 standard errors of the arms' mean-loss difference) on both sides of it. Extrapolated: the estimate "
+        "or its interval's high end lies beyond the largest budget, where no arm was trained and the fitted form "
+        "alone speaks.", "",
         "## Learning rate", "", *_lr_lines(result), "",
         "## Cost", "",
         f"{cost['runs']} runs, {cost['spent_flops']:.3g} training FLOPs and {cost['spent_hours']:.2f} hours of "
