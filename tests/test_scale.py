@@ -171,3 +171,20 @@ def test_a_killed_study_resumes_and_reuses_what_finished(tmp_path, monkeypatch, 
     assert shared == [e["loss"] for e in trunk if e["kind"] == "train" and e["step"] <= start]
     assert math.isfinite(result["arms"]["b"]["fit"]["E"]["estimate"])
     assert "SCALING.md" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_an_lr_grid_at_the_smallest_budget_feeds_the_study(tmp_path, capsys):
+    """The grid's units and the study's share one queue and their folders: each arm's first seed at
+    its best multiplier keeps the grid's run of the smallest budget."""
+    out = tmp_path / "study"
+    assert main(["scale", *STUDY, "--lr-grid", "0.5,1,2", "--lr-grid-at", "smallest", "--out", str(out)]) == 0
+    result = json.loads((out / "scaling.json").read_text())
+    for key, arm in result["arms"].items():
+        search = result["lr_search"][key]
+        best = search["best"]["smallest"]
+        assert search["losses"]["smallest"][f"{best:g}"] == min(search["losses"]["smallest"].values())
+        assert [r["lr_multiplier"] for r in arm["readings"]] == [best] * 3
+        first = arm["readings"][0]
+        assert first["loss"][0] == search["losses"]["smallest"][f"{best:g}"]  # the grid's run, reused
+    assert "not measured" in (out / "SCALING.md").read_text()

@@ -281,14 +281,20 @@ def choose_lr(arms: dict[str, ScaleArm], grid: list[float], budgets: list[float]
     return chosen, record
 
 
-def sweep_spec(arms: dict[str, ScaleArm], stage: Stage, out: Path, storage: str | None, study_name: str) -> SweepSpec:
+def sweep_spec(arms: dict[str, ScaleArm], grid: list[float], stage: Stage, out: Path, storage: str | None,
+               study_name: str) -> SweepSpec:
+    """The queue's spec for one stage. It names every unit the study can have (each arm at each lr,
+    grid and study), not just this stage's: the queue's trials choose among the names, and one study
+    keeps one set of them from stage to stage and run to run."""
     configs, units = {}, {}
-    for name, (key, lr, wanted) in stage.units.items():
-        arm = arms[key]
-        configs[name] = _at(arm.cfg, lr=arm.cfg.train.lr * lr).to_dict()
-        units[name] = {"dir": unit_dir(key, lr), "steps": list(arm.steps), "budgets": list(wanted),
-                       "branch_points": {str(i): k for i, k in branch_points(arm).items()}
-                       if arm.cfg.train.schedule == "wsd" else {}}
+    for key, arm in arms.items():
+        points = {str(i): k for i, k in branch_points(arm).items()} if arm.cfg.train.schedule == "wsd" else {}
+        for lr in grid:
+            for name in (unit_name(key, lr), unit_name(key, lr, grid=True)):
+                configs[name] = _at(arm.cfg, lr=arm.cfg.train.lr * lr).to_dict()
+                wanted = stage.units[name][2] if name in stage.units else ()
+                units[name] = {"dir": unit_dir(key, lr), "steps": list(arm.steps), "budgets": list(wanted),
+                               "branch_points": points}
     return SweepSpec(storage or f"sqlite:///{(out / 'study.db').resolve()}", study_name, out, configs,
                      job=run_unit, plan={"units": units})
 
@@ -307,9 +313,9 @@ def claim(out: Path, arms: dict[str, ScaleArm], budgets: list[float], schedule: 
     return name
 
 
-def run_stage(arms: dict[str, ScaleArm], stage: Stage, out: Path, storage: str | None, study_name: str,
-              workers: int, progress: Progress) -> dict[Key, dict[str, Any]]:
-    spec = sweep_spec(arms, stage, out, storage, study_name)
+def run_stage(arms: dict[str, ScaleArm], grid: list[float], stage: Stage, out: Path, storage: str | None,
+              study_name: str, workers: int, progress: Progress) -> dict[Key, dict[str, Any]]:
+    spec = sweep_spec(arms, grid, stage, out, storage, study_name)
     study = open_study(spec)
     progress(f"{len(stage.keys())} units (arm x lr x seed) in study {study_name} in {shown_url(spec.storage_url)}")
     run_until_settled(spec, study, stage.keys(), workers, progress)
@@ -340,10 +346,11 @@ def run_scale(specs: list[str], budgets: list[float], seeds: int, out: str | Pat
     if len(grid) > 1:
         where = "the smallest and the largest budget" if grid_at == "both" else "the smallest budget"
         progress(f"lr grid {', '.join(f'{g:g}' for g in grid)} at {where}")
-        finished = run_stage(arms, grid_stage(arms, grid, grid_at), out, storage, study_name, workers, progress)
+        finished = run_stage(arms, grid, grid_stage(arms, grid, grid_at), out, storage, study_name, workers,
+                             progress)
         chosen, lr_record = choose_lr(arms, grid, budgets, finished, grid_at)
     stage = study_stage(arms, chosen)
-    finished = run_stage(arms, stage, out, storage, study_name, workers, progress)
+    finished = run_stage(arms, grid, stage, out, storage, study_name, workers, progress)
     missing = [f"{name} seed {seed}" for name, seed in stage.keys() if (name, seed) not in finished]
     result = build_result(arms, budgets, schedule, grid, chosen, lr_record, finished, resamples)
     write_result(result, out)
