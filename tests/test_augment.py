@@ -10,7 +10,7 @@ import torch
 
 from reasonlab.config import TaskConfig, resolve_config
 from reasonlab.errors import UserError
-from reasonlab.experiments.compare import Arm
+from reasonlab.experiments.arms import Arm
 from reasonlab.experiments.tasks import _task_data
 from reasonlab.tasks.base import Example
 from reasonlab.tasks.dataset import TaskData

@@ -9,8 +9,9 @@ import yaml
 from conftest import CONFIGS, tiny_config
 from reasonlab.cli import main
 from reasonlab.errors import UserError
-from reasonlab.experiments import compare
-from reasonlab.experiments.compare import Arm, plan_steps, seed_lists
+from reasonlab.experiments import budgets, runs
+from reasonlab.experiments.arms import Arm, seed_lists
+from reasonlab.experiments.budgets import plan_steps
 from reasonlab.outdir import MARKER, fingerprint
 
 
@@ -47,7 +48,7 @@ def test_identical_arms_get_identical_time_budgets_and_the_plan_is_kept(tmp_path
     def no_second_calibration(*args, **kwargs):
         raise AssertionError("a rerun must read plan.json")
 
-    monkeypatch.setattr(compare, "calibrate_step_times", no_second_calibration)
+    monkeypatch.setattr(budgets, "calibrate_step_times", no_second_calibration)
     assert plan_steps({"a": cfg, "b": cfg}, 10, "time", tmp_path, lambda line: None) == (planned, calibration)
 
 
@@ -79,7 +80,7 @@ def test_a_plan_written_before_a_config_key_existed_is_continued(tmp_path, monke
         del stored["train"]["micro_batch_size"]
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     (tmp_path / MARKER).write_text(json.dumps({"kind": "comparison", "fingerprint": fingerprint(plan["key"])}))
-    monkeypatch.setattr(compare, "calibrate_step_times", lambda *a, **k: pytest.fail("a rerun must read plan.json"))
+    monkeypatch.setattr(budgets, "calibrate_step_times", lambda *a, **k: pytest.fail("a rerun must read plan.json"))
     assert plan_steps({"a": cfg, "b": cfg}, 10, "flops", tmp_path, lambda line: None) == (planned, calibration)
     assert plan_steps({"a": cfg, "b": cfg}, 10, "flops", tmp_path, lambda line: None) == (planned, calibration)
     other = tiny_config(**{"train.batch_size": 4})
@@ -98,11 +99,11 @@ def test_a_finished_task_run_from_before_generator_2_is_trained_again(tmp_path, 
     (run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
     (run_dir / "summary.json").write_text("{}")
     trained = []
-    monkeypatch.setattr(compare.trainer, "train", lambda c, d, quiet: trained.append(c.task.generator) or d.mkdir())
-    monkeypatch.setattr(compare, "run_result", lambda d: {"summary": {"final_val": {"loss": 1.0, "accuracy": 0.5}}})
-    compare._run(cfg, run_dir, lambda line: None)
+    monkeypatch.setattr(runs.trainer, "train", lambda c, d, quiet: trained.append(c.task.generator) or d.mkdir())
+    monkeypatch.setattr(runs, "run_result", lambda d: {"summary": {"final_val": {"loss": 1.0, "accuracy": 0.5}}})
+    runs._run(cfg, run_dir, lambda line: None)
     assert trained == [2]
     (run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
     (run_dir / "summary.json").write_text("{}")
-    compare._run(dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, generator=1)), run_dir, lambda line: None)
+    runs._run(dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, generator=1)), run_dir, lambda line: None)
     assert trained == [2]  # the same instances: reused

@@ -9,19 +9,10 @@ import pytest
 from conftest import CONFIGS, tiny_config
 from reasonlab.cli import build_parser, main
 from reasonlab.errors import UserError
-from reasonlab.experiments import compare
-from reasonlab.experiments.compare import (
-    METRICS,
-    Arm,
-    arm_config,
-    holm_across,
-    make_arms,
-    plan_arms,
-    plan_steps,
-    pooled_step_times,
-    seed_lists,
-    verdicts,
-)
+from reasonlab.experiments import aggregate, budgets, judge
+from reasonlab.experiments.arms import Arm, arm_config, make_arms, seed_lists
+from reasonlab.experiments.budgets import plan_arms, plan_steps, pooled_step_times
+from reasonlab.experiments.judge import METRICS, holm_across, verdicts
 from reasonlab.experiments.stats import welch_diff
 from reasonlab.model import config_step_flops, control_config
 from reasonlab.report.comparison import comparison_markdown
@@ -39,7 +30,7 @@ def test_every_arm_spends_what_the_costliest_spends(tmp_path, monkeypatch):
     # baseline step FLOPs are batch x seq_len x FLOPs per token: batch 2, 4, 8 cost 1 : 2 : 4
     configs = {key: tiny_config(**{"train.batch_size": batch}) for key, batch in (("a", 2), ("b", 4), ("c", 8))}
     assert config_step_flops(configs["c"]) == 2 * config_step_flops(configs["b"]) == 4 * config_step_flops(configs["a"])
-    monkeypatch.setattr(compare, "calibrate_step_times", _fake_calibration({"a": 0.1, "b": 0.3, "c": 0.2}))
+    monkeypatch.setattr(budgets, "calibrate_step_times", _fake_calibration({"a": 0.1, "b": 0.3, "c": 0.2}))
     planned, _ = plan_steps(configs, 10, "flops", tmp_path / "flops", lambda line: None)
     assert planned == {"a": 40, "b": 20, "c": 10}
     planned, _ = plan_steps(configs, 10, "time", tmp_path / "time", lambda line: None)
@@ -49,7 +40,7 @@ def test_every_arm_spends_what_the_costliest_spends(tmp_path, monkeypatch):
 
 
 def test_plan_arms_budgets_and_seeds_every_arm(tmp_path, monkeypatch):
-    monkeypatch.setattr(compare, "calibrate_step_times", _fake_calibration({"a": 0.1, "b": 0.1, "c": 0.1}))
+    monkeypatch.setattr(budgets, "calibrate_step_times", _fake_calibration({"a": 0.1, "b": 0.1, "c": 0.1}))
     arms = {key: Arm(key, "cpu-tiny", tiny_config(**{"train.batch_size": batch}))
             for key, batch in (("a", 8), ("b", 2), ("c", 4))}
     lines = []
@@ -129,18 +120,18 @@ def _aggregated(name, losses, step_s=0.1, steps=30):
         data["per_seed"][seed]["summary"] = summary
     summaries = [run["summary"] for run in data["per_seed"].values()]
     return {**data, "name": name, "source": name, "config": tiny_config().to_dict(), "step_s": step_s,
-            "calibration_s": [step_s] * 4, "aggregate": compare.seed_stats(summaries, "loss")}
+            "calibration_s": [step_s] * 4, "aggregate": aggregate.seed_stats(summaries, "loss")}
 
 
 def test_two_arms_keep_the_head_to_head_and_more_add_pairs_and_one_table():
     a, b, c = (_aggregated(n, losses) for n, losses in (("x", [1.0, 1.1, 1.2]), ("y", [1.3, 1.4, 1.5]),
                                                         ("z", [1.05, 1.2, 1.25])))
-    two = compare.judge({"a": a, "b": b}, 30, "steps", "loss")
+    two = judge.judge({"a": a, "b": b}, 30, "steps", "loss")
     assert list(two) == ["match", "steps", "n_seeds", "ci_level", "paired", "metric", "arms", "metric_table",
                          "speed", "verdicts", "winner", "recommendations"]
     assert "p_holm" not in two["verdicts"]["steps"] and two["winner"] == "a"
 
-    many = compare.judge({"a": a, "b": b, "c": c}, 30, "steps", "loss")
+    many = judge.judge({"a": a, "b": b, "c": c}, 30, "steps", "loss")
     assert {"reference", "pairs", "arms", "recommendations"} <= set(many) and "verdicts" not in many
     assert many["pairs"]["b"]["metric_table"] == two["metric_table"] and many["pairs"]["b"]["speed"] == two["speed"]
     assert many["arms"]["a"]["params"]["total"] > 0 and many["arms"]["a"]["flops_per_token"] > 0
@@ -152,7 +143,7 @@ def test_two_arms_keep_the_head_to_head_and_more_add_pairs_and_one_table():
 def test_an_arm_that_stops_early_is_read_at_its_own_point_in_the_table():
     a, b = _aggregated("x", [1.0, 1.1, 1.2]), _aggregated("y", [1.3, 1.4, 1.5])
     c = _aggregated("z", [1.0, 1.2, 1.2], steps=20)
-    text = comparison_markdown(compare.judge({"a": a, "b": b, "c": c}, 30, "steps", "loss"))
+    text = comparison_markdown(judge.judge({"a": a, "b": b, "c": c}, 30, "steps", "loss"))
     row = {line.split(" |")[0]: line for line in text.splitlines() if line.startswith("| ")}
     assert "val loss at equal steps (decision) |" in text  # two points: the header names none
     assert "at 30 |" in row["| B: y"] and "at 20 |" in row["| C: z"] and "at 30 |" in row["| A: x"]

@@ -4,7 +4,7 @@ import re
 import pytest
 from scipy import stats as sps
 
-from reasonlab.experiments.compare import speed_table, verdicts
+from reasonlab.experiments.judge import speed_table, verdicts
 from reasonlab.experiments.stats import mean_ci, paired_diff, welch_diff
 from reasonlab.report.ablation import ablation_markdown, write_ablation_report
 from reasonlab.training.runlog import read_metrics

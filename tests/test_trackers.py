@@ -158,14 +158,15 @@ def test_a_comparisons_runs_are_grouped_by_its_study(tmp_path, monkeypatch):
     """Each seed of each arm is its own tracker run, grouped under the comparison's folder name; a run
     trained before trackers existed is still reused (tracker settings do not change results)."""
     from reasonlab.config import with_overrides
-    from reasonlab.experiments import compare
+    from reasonlab.experiments import runs
+    from reasonlab.experiments.arms import Arm
 
     trained = []
-    monkeypatch.setattr(compare, "_run", lambda cfg, run_dir, progress: trained.append((cfg, run_dir)) or {})
+    monkeypatch.setattr(runs, "_run", lambda cfg, run_dir, progress: trained.append((cfg, run_dir)) or {})
     cfg = tiny_config()
-    arms = {"a": compare.Arm("a", "cpu-tiny", cfg, seeds=[0, 1]), "b": compare.Arm("b", "cpu-tiny", cfg, seeds=[2, 3])}
-    compare.train_arms(arms, tmp_path / "study-x", lambda line: None)
+    studied = {"a": Arm("a", "cpu-tiny", cfg, seeds=[0, 1]), "b": Arm("b", "cpu-tiny", cfg, seeds=[2, 3])}
+    runs.train_arms(studied, tmp_path / "study-x", lambda line: None)
     assert [(c.train.seed, c.train.tracker_group, d.name) for c, d in trained] == [
         (0, "study-x", "a-s0"), (2, "study-x", "b-s2"), (1, "study-x", "a-s1"), (3, "study-x", "b-s3")]
     logged = with_overrides(cfg, {"train.loggers": ["csv"], "train.tracker_group": "study-x"})
-    assert compare._same_run(cfg, logged)
+    assert runs._same_run(cfg, logged)

@@ -25,7 +25,11 @@ from scipy.stats import binomtest
 
 from reasonlab.config import preset_path, resolve_config
 from reasonlab.errors import UserError
-from reasonlab.experiments.compare import METRICS, Progress, arm_config, check_budget, run_comparison, value_at
+from reasonlab.experiments.arms import arm_config
+from reasonlab.experiments.budgets import check_budget
+from reasonlab.experiments.compare import run_comparison
+from reasonlab.experiments.judge import METRICS, value_at
+from reasonlab.experiments.runs import Progress
 from reasonlab.experiments.stats import CI_LEVEL, welch_diff
 from reasonlab.io import atomic_write_json, atomic_write_text
 from reasonlab.runtime import check_runtime

@@ -17,7 +17,9 @@ from typing import Any
 
 from reasonlab.errors import UserError
 from reasonlab.experiments.ablation import run_ablation
-from reasonlab.experiments.compare import arm_step_flops, pair_arms, run_comparison
+from reasonlab.experiments.arms import pair_arms
+from reasonlab.experiments.budgets import arm_step_flops
+from reasonlab.experiments.compare import run_comparison
 from reasonlab.experiments.suites import load_suite
 from reasonlab.model import config_step_flops
 from reasonlab.training.data import prepare_data

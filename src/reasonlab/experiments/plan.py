@@ -10,7 +10,8 @@ from typing import Any
 
 from reasonlab.config import Config
 from reasonlab.experiments.ablation import sweep_overrides
-from reasonlab.experiments.compare import calibrate_step_times, check_budget, make_arms, matched_steps, seed_lists
+from reasonlab.experiments.arms import make_arms, seed_lists
+from reasonlab.experiments.budgets import calibrate_step_times, check_budget, matched_steps
 from reasonlab.experiments.suites import load_suite
 from reasonlab.model import config_step_flops, param_counts
 from reasonlab.training.data import prepare_data

@@ -24,13 +24,13 @@ import dataclasses
 import json
 import math
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reasonlab.config import Config, config_from_dict
 from reasonlab.errors import Incomplete, UserError, WriteFailed
-from reasonlab.experiments.compare import make_arms
+from reasonlab.experiments.arms import make_arms
+from reasonlab.experiments.runs import Progress, with_train
 from reasonlab.experiments.sweep import Key, SweepSpec, finished_trials, open_study, run_until_settled, shown_url
 from reasonlab.io import atomic_write_json
 from reasonlab.model import config_step_flops
@@ -49,8 +49,6 @@ GRID_AT = ("smallest", "both")  # where the lr grid is tried: the smallest budge
 PLAN = "scale_plan.json"
 MIN_BUDGETS = 3
 MIN_SPAN = 4.0
-
-Progress = Callable[[str], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,24 +152,20 @@ def unit_dir(key: str, lr: float) -> str:
     return f"runs/{key}/lr{lr:g}"
 
 
-def _at(cfg: Config, **train: Any) -> Config:
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
-
-
 def run_unit(spec: SweepSpec, name: str, seed: int) -> dict[str, Any]:
     """One (arm, lr, seed) unit of the queue: its trunk as far as its budgets need, then each budget's
     run (a branch, the trunk itself, or a run from scratch); finished runs are reused. Returns each
     budget's record (`_record`)."""
     unit = spec.plan["units"][name]
-    cfg = _at(config_from_dict(spec.configs[name]), seed=seed)
-    cfg = _at(cfg, tracker_group=cfg.train.tracker_group or spec.out.resolve().name)
+    cfg = with_train(config_from_dict(spec.configs[name]), seed=seed)
+    cfg = with_train(cfg, tracker_group=cfg.train.tracker_group or spec.out.resolve().name)
     steps, wanted = unit["steps"], unit["budgets"]
     root = spec.out / unit["dir"] / f"s{seed}"
     last = len(steps) - 1
     points = {int(i): k for i, k in unit["branch_points"].items()}
     if points and any(i in points or i == last for i in wanted):
         until = None if last in wanted else max(points[i] for i in wanted if i in points)
-        _trunk(_at(cfg, max_steps=steps[last]), root / f"b{last}", sorted(set(points.values())), until)
+        _trunk(with_train(cfg, max_steps=steps[last]), root / f"b{last}", sorted(set(points.values())), until)
     records = {}
     for i in wanted:
         run_dir = root / f"b{i}"
@@ -181,7 +175,7 @@ def run_unit(spec: SweepSpec, name: str, seed: int) -> dict[str, Any]:
             if not (run_dir / "summary.json").is_file():
                 branch(root / f"b{last}", points[i], run_dir, steps[i])
         elif not (run_dir / "summary.json").is_file():
-            _fresh(_at(cfg, max_steps=steps[i]), run_dir)
+            _fresh(with_train(cfg, max_steps=steps[i]), run_dir)
         records[str(i)] = _record(run_dir, source)
     return {"runs": records}
 
@@ -291,7 +285,7 @@ def sweep_spec(arms: dict[str, ScaleArm], grid: list[float], stage: Stage, out: 
         points = {str(i): k for i, k in branch_points(arm).items()} if arm.cfg.train.schedule == "wsd" else {}
         for lr in grid:
             for name in (unit_name(key, lr), unit_name(key, lr, grid=True)):
-                configs[name] = _at(arm.cfg, lr=arm.cfg.train.lr * lr).to_dict()
+                configs[name] = with_train(arm.cfg, lr=arm.cfg.train.lr * lr).to_dict()
                 wanted = stage.units[name][2] if name in stage.units else ()
                 units[name] = {"dir": unit_dir(key, lr), "steps": list(arm.steps), "budgets": list(wanted),
                                "branch_points": points}

@@ -20,17 +20,12 @@ from typing import Any
 from reasonlab import api
 from reasonlab.data.corpus import cache_root
 from reasonlab.errors import UserError
-from reasonlab.experiments.compare import (
-    Arm,
-    Progress,
-    aggregate_arms,
-    check_budget,
-    judge,
-    make_arms,
-    plan_arms,
-    train_arms,
-    write_results,
-)
+from reasonlab.experiments.aggregate import aggregate_arms
+from reasonlab.experiments.arms import Arm, make_arms
+from reasonlab.experiments.budgets import check_budget, plan_arms
+from reasonlab.experiments.compare import write_results
+from reasonlab.experiments.judge import judge
+from reasonlab.experiments.runs import Progress, train_arms
 from reasonlab.experiments.stats import over_seeds
 from reasonlab.io import atomic_write_json
 from reasonlab.report.tasks import write_task_report
