@@ -150,6 +150,27 @@ def test_a_a_comparison_finds_no_difference(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_comparison_spreads_over_workers_and_a_folder_from_before_the_queue_continues(tmp_path, capsys):
+    """Two workers train the 6 runs, each exactly once, and the judged result is a whole one; without
+    its queue (a folder from before compare had one) the rerun reuses every run's folder as it is."""
+    out = tmp_path / "two"
+    args = ["compare", "--arms", "cpu-tiny,cpu-tiny-recursive", "--steps", "8", "--seeds", "3", "--set",
+            "train.curves=false", "--out", str(out)]
+    assert main([*args, "--workers", "2"]) == 0
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == ["a-s0", "a-s1", "a-s2", "b-s3", "b-s4", "b-s5"]
+    result = json.loads((out / "comparison.json").read_text())
+    assert [sorted(arm["per_seed"]) for arm in result["arms"].values()] == [["0", "1", "2"], ["3", "4", "5"]]
+    finished = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/summary.json")}
+    (out / "study.db").unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "6 runs: 0 finished earlier and reused, 6 to train" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # found finished in their folders
+    assert json.loads((out / "comparison.json").read_text())["verdicts"] == result["verdicts"]
+
+
+@pytest.mark.slow
 def test_identical_arms_never_read_better_or_faster(tmp_path):
     out = tmp_path / "paired"
     assert main(["compare", "--a", "cpu-tiny", "--b", "cpu-tiny", "--steps", "12", "--seeds", "2", "--match", "time",
@@ -244,7 +265,7 @@ def test_demo_runs_the_whole_study(tmp_path, monkeypatch, capsys):
     assert result["arms"]["b"]["max_steps"] == 12
     assert main(["demo", "--out", str(out), "--base", "cpu-tiny"]) == 0  # a rerun resumes: nothing trains again
     err = capsys.readouterr().err
-    assert "0 queued" in err and err.count("finished earlier, reused") == 4
+    assert "0 queued" in err and "4 runs: 4 finished earlier and reused, 0 to train" in err
 
 
 def test_a_trial_halfway_through_its_suggests_keeps_its_key():

@@ -160,11 +160,13 @@ def test_a_comparisons_runs_are_grouped_by_its_study(tmp_path, monkeypatch):
     from reasonlab.config import with_overrides
     from reasonlab.experiments import runs
     from reasonlab.experiments.arms import Arm
+    from reasonlab.outdir import claim_out
 
     trained = []
     monkeypatch.setattr(runs, "_run", lambda cfg, run_dir, progress: trained.append((cfg, run_dir)) or {})
     cfg = tiny_config()
     studied = {"a": Arm("a", "cpu-tiny", cfg, seeds=[0, 1]), "b": Arm("b", "cpu-tiny", cfg, seeds=[2, 3])}
+    claim_out(tmp_path / "study-x", "comparison", "key")
     runs.train_arms(studied, tmp_path / "study-x", lambda line: None)
     assert [(c.train.seed, c.train.tracker_group, d.name) for c, d in trained] == [
         (0, "study-x", "a-s0"), (2, "study-x", "b-s2"), (1, "study-x", "a-s1"), (3, "study-x", "b-s3")]

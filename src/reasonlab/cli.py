@@ -49,6 +49,9 @@ EXAMPLES = {  # one per command, shown under its --help
 SEEDS_HELP = ("runs per arm, each on its own seed. At 80%% power, two arms' difference is detectable only from "
               "at least 5.7 run-to-run standard deviations with 2 seeds, 3.1 with 3, 2.0 with 5: 'within noise' from "
               "2 or 3 seeds rules out only large differences (each verdict states its own)")
+WORKERS_HELP = "local processes sharing the study's queue of runs, each given its share of the cores and GPUs"
+STORAGE_HELP = ("the queue's database (default: SQLite in --out); a postgresql:// URL lets machines running the same "
+                "command share it")
 DRY_RUN_HELP = "print the plan (arms, steps, seeds, FLOPs, time from a short calibration, disk); write nothing"
 ARM_HELP = ("YAML config, preset name, DIR:best of an ablation, or control:KIND:SPEC, KIND params, flops, "
             "depth or outer (a matched control of a recursive SPEC)")
@@ -277,7 +280,7 @@ def _compare(args: argparse.Namespace) -> None:
     from reasonlab.experiments.compare import compare_arms
 
     specs = _arm_specs(args)
-    _at_least(1, args, "steps", "seeds")
+    _at_least(1, args, "steps", "seeds", "workers")
     _at_least(0, args, "seed_offset")
     if args.dry_run:
         _print_plan(f"compare at equal {args.match}, the costliest arm at {args.steps} steps", specs, args,
@@ -285,7 +288,8 @@ def _compare(args: argparse.Namespace) -> None:
         return
     result = compare_arms(specs, args.steps, args.seeds, args.match, args.out,
                           progress=lambda line: print(line, file=sys.stderr, flush=True), overrides=_overrides(args),
-                          seed_offset=args.seed_offset, paired=args.paired)
+                          seed_offset=args.seed_offset, paired=args.paired, workers=args.workers,
+                          storage=args.storage)
     print(_verdict_line(result, Path(args.out) / "FINAL_RESULTS.md", args.match))
 
 
@@ -345,7 +349,7 @@ def _tasks(args: argparse.Namespace) -> None:
     if not args.task or not args.out:
         raise UserError("tasks: --task and --out are required (or --list)")
     specs = _arm_specs(args, TASK_ARMS)
-    _at_least(1, args, "steps", "seeds")
+    _at_least(1, args, "steps", "seeds", "workers")
     _at_least(0, args, "seed_offset")
     overrides = _overrides(args)
     if args.size is not None:
@@ -359,7 +363,7 @@ def _tasks(args: argparse.Namespace) -> None:
         return
     result = run_task_study(args.task, specs, args.steps, args.seeds, args.match, args.out, overrides,
                             progress=lambda line: print(line, file=sys.stderr, flush=True),
-                            seed_offset=args.seed_offset, paired=args.paired)
+                            seed_offset=args.seed_offset, paired=args.paired, workers=args.workers)
     for arm, data in result["arms"].items():
         agg = data["aggregate"]
         print(f"{arm.upper()} {data['name']}: val exact match {agg['val']['exact_match']['mean']:.2%}, "
@@ -514,8 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a bundled suite (baseline, reasoning, recursion: see reasonlab presets) or a YAML file")
     p.add_argument("--steps", type=int, default=100, help="steps of every trial")
     p.add_argument("--seeds", type=int, default=1, help="runs per config, each on its own seed")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes")
-    p.add_argument("--storage", help="Optuna RDB URL shared by workers on several machines (default: SQLite in --out)")
+    p.add_argument("--workers", type=int, default=1, help=WORKERS_HELP)
+    p.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
     p.add_argument("--prune", action="store_true", help="stop hopeless trials early (median pruner)")
     p.add_argument("--config", help="YAML config or preset name the suite starts from instead of its own base")
     _hidden_alias(p, "--base", "config")
@@ -541,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paired", action="store_true",
                    help="every arm runs A's seeds; interval of the per-seed differences (arms of the same shape)")
     p.add_argument("--match", choices=["steps", "flops", "time"], default="flops", help="what the budgets equalise")
+    p.add_argument("--workers", type=int, default=1, help=WORKERS_HELP)
+    p.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every arm (repeatable)")
     p.add_argument("--out", required=True, help="the study's folder; run again, the study continues in it")
     p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
@@ -563,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paired", action="store_true",
                    help="every arm runs A's seeds; interval of the per-seed differences (arms of the same shape)")
     p.add_argument("--match", choices=["steps", "flops", "time"], default="flops", help="what the budgets equalise")
+    p.add_argument("--workers", type=int, default=1, help=WORKERS_HELP + " (on this machine: their checkpoints are "
+                                                                          "scored here)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every arm (repeatable)")
     p.add_argument("--out", help="the study's folder (required unless --list); run again, the study continues in it")
     p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
@@ -593,9 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the lr grid is tried: the smallest budget (a short run and a cooldown per multiplier "
                         "under wsd), or it and the largest (a whole run per multiplier)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the seeds for the fits")
-    p.add_argument("--workers", type=int, default=1, help="local processes sharing the queue of (arm, lr, seed) units")
-    p.add_argument("--storage", metavar="URL",
-                   help="the queue's database (default: SQLite in --out); postgresql://... lets machines share it")
+    p.add_argument("--workers", type=int, default=1, help=WORKERS_HELP)
+    p.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every arm (repeatable)")
     p.add_argument("--out", required=True, help="the study's folder; run again, the study continues in it")
     p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)

@@ -58,17 +58,19 @@ def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str 
 
 def compare_arms(specs: list[str], steps: int, seeds: int, match: str, out: str | Path,
                  progress: Progress = print, overrides: dict[str, Any] | None = None,
-                 metric: str = "loss", seed_offset: int = 0, paired: bool = False) -> dict[str, Any]:
+                 metric: str = "loss", seed_offset: int = 0, paired: bool = False, workers: int = 1,
+                 storage: str | None = None) -> dict[str, Any]:
     """Train every arm over seeds and write comparison.json, comparison.png, comparison_compute.png and
     FINAL_RESULTS.md; with more than two arms, the first is the reference (`judge_many`).
 
     `overrides` (dotted keys) apply to every arm; `metric` is what the verdicts judge; `seed_offset`
-    shifts every seed (a repeat with fresh seeds); `paired` runs every arm on A's seeds.
+    shifts every seed (a repeat with fresh seeds); `paired` runs every arm on A's seeds; `workers`
+    local processes and the machines sharing `storage` train the runs (`runs.train_arms`).
     """
     check_budget(steps, seeds, match, seed_offset)
     out = Path(out)
     arms = plan_arms(make_arms(specs, overrides), steps, seeds, match, out, progress, seed_offset, paired)
-    runs = train_arms(arms, out, progress)
+    runs = train_arms(arms, out, progress, workers, storage)
     result = judge(aggregate_arms(arms, runs, metric), steps, match, metric, paired)
     write_results(result, out)
     return result

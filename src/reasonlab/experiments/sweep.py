@@ -273,7 +273,8 @@ def _run_one(spec: SweepSpec, trial: optuna.Trial, name: str, seed: int) -> tupl
     """Run one claimed trial: the study's own job, or one training run. Returns its status, its
     result and the value the study records (the final val loss of a training run)."""
     if spec.job is not None:
-        return "complete", spec.job(spec, name, seed), None
+        result = spec.job(spec, name, seed)
+        return "complete", result, result.get("summary", {}).get("final_val", {}).get("loss")
     cfg = config_from_dict(spec.configs[name])
     cfg.train.seed = seed
     cfg.train.tracker_group = cfg.train.tracker_group or spec.out.resolve().name

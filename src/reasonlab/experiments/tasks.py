@@ -160,16 +160,17 @@ def _score_arm(data: TaskData, key: str, arm: Arm, runs: dict[str, dict[str, Any
 
 def run_task_study(task: str, specs: list[str], steps: int, seeds: int, match: str, out: str | Path,
                    overrides: dict[str, Any] | None = None, progress: Progress = print, seed_offset: int = 0,
-                   paired: bool = False) -> dict[str, Any]:
+                   paired: bool = False, workers: int = 1) -> dict[str, Any]:
     """Train the arms (`specs`, the first the reference) on `task` and write tasks.json + TASK_RESULTS.md
-    beside the comparison's files."""
+    beside the comparison's files; `workers` local processes share the runs (their checkpoints are
+    scored here, so the runs stay on this machine)."""
     check_budget(steps, seeds, match, seed_offset)
     arms = make_arms(specs, {**(overrides or {}), "task.name": task})
     data = _task_data(arms)
     progress(_describe(task, data))
     out = Path(out)
     arms = plan_arms(arms, steps, seeds, match, out, progress, seed_offset, paired)
-    runs = train_arms(arms, out, progress)
+    runs = train_arms(arms, out, progress, workers)
     comparison = judge(aggregate_arms(arms, runs, METRIC), steps, match, METRIC, paired)
     write_results(comparison, out)
     batch_size = arms["a"].cfg.train.batch_size
