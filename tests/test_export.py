@@ -79,3 +79,18 @@ def test_the_exported_model_rotates_positions_as_reasonlab_does(grid):
     x = torch.randn(2, 3, 16, 8)
     torch.testing.assert_close(exported.apply_rope(x, *exported.rope_tables(16, 8, grid)),
                                apply_rope(x, *rope_tables(16, 8, grid=grid)))
+
+
+def test_every_registered_arm_is_exported_and_tested_here():
+    """The export's model file (standalone: it cannot import reasonlab) knows every recursive arm of
+    the registry, and refuses an arm it does not know instead of loading it as the baseline."""
+    from reasonlab.registry import ARCHS, RECURSIVE
+
+    assert {case.split("-")[0] for case in ARMS} == set(ARCHS)
+    spec = importlib.util.spec_from_file_location("modeling_reasonlab", MODELING)
+    modeling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(modeling)
+    assert set(modeling.ARMS) == set(RECURSIVE)
+    config = modeling.ReasonlabConfig(reasonlab={"model": {"arch": "mystery"}})
+    with pytest.raises(ValueError, match="'mystery'"):
+        modeling.ReasonlabForCausalLM(config)

@@ -249,6 +249,18 @@ def test_controls_match_parameters_or_flops(arm):
         assert same_depth.model.n_layers < same_flops.model.n_layers
 
 
+def test_every_recursive_arm_of_the_registry_is_tested_here_and_an_unknown_arm_is_refused(capsys):
+    from reasonlab.cli import main
+    from reasonlab.registry import RECURSIVE, model_class
+
+    assert {arm["model.arch"] for arm in ARMS.values()} == set(RECURSIVE)
+    with pytest.raises(UserError, match="registered arms are baseline, hrm, trm, looped"):
+        model_class("mor")
+    assert main(["train", "--config", "cpu-tiny", "--set", "model.arch=mor", "--out", "never"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown arm 'mor'" in err and "baseline, hrm, trm, looped" in err and len(err.splitlines()) == 1
+
+
 def test_a_control_of_a_baseline_or_an_unknown_kind_is_refused():
     with pytest.raises(UserError, match="needs a recursive config"):
         control_config(resolve_config(None, TINY), "params")

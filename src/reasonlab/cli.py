@@ -20,15 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reasonlab import __version__
-from reasonlab.config import ARCH_ALIASES, ARCHS, closest, parse_override, resolve_config
+from reasonlab.config import closest, parse_override, resolve_config
 from reasonlab.errors import Incomplete, Interrupted, TrainingDiverged, UserError, WriteFailed
 from reasonlab.io import write_cause
+from reasonlab.registry import ALIASES, ARCHS
 
 if TYPE_CHECKING:
     from reasonlab.api import LoadedModel
 
 TASK_ARMS = ("task-small", "task-small-recursive")  # tasks' --a and --b when neither they nor --arms are given
-MODELS = [*ARCHS, *ARCH_ALIASES]  # --model: every arm, and the old names that still load
+MODELS = [*ARCHS, *ALIASES]  # --model: every arm, and the old names that still load
 MAX_NEW_TOKENS = 100_000  # generate: beyond this a sampling loop over reasonlab.load belongs in a script
 EXAMPLES = {  # one per command, shown under its --help
     "demo": "reasonlab demo --out runs/demo",

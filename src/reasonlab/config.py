@@ -16,22 +16,22 @@ from typing import Any, get_origin, get_type_hints
 import yaml
 
 from reasonlab.errors import UserError
+from reasonlab.registry import ALIASES, ARMS
+from reasonlab.registry import arm as registered_arm
 
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"  # also at configs/ in a source checkout
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-ARCHS = ("baseline", "hrm", "trm", "looped")
 POSITIONS = ("1d", "2d")
 TRM_GRADS = ("full", "one_step")
 SCHEDULES = ("linear", "wsd")
-ARCH_ALIASES = {"recursive": "hrm"}  # old name -> arm: old configs and checkpoints keep loading
 
 
 @dataclass
 class ModelConfig:
     """The MoE transformer LM (docs: "The models")."""
 
-    arch: str = "baseline"  # baseline, hrm, trm or looped (the recursive arms over the same block stack)
+    arch: str = "baseline"  # the arm: the baseline or a recursive arm over the same block stack (registry.py)
     vocab_size: int = 4096  # BPE size to train; replaced by the tokenizer's size for a named tokenizer
     seq_len: int = 128  # context length and training window
     d_model: int = 128  # width of the residual stream
@@ -67,6 +67,16 @@ class HRMConfig:
     L_cycles: int = 2  # low-level updates per high-level cycle
     grad_cycles: int = 1  # trailing H cycles per segment that carry gradient
 
+    def check(self) -> None:
+        for key in ("H_cycles", "L_cycles", "grad_cycles"):
+            _check(getattr(self, key) >= 1, f"hrm.{key}", "must be >= 1", getattr(self, key))
+        _check(self.grad_cycles <= self.H_cycles, "hrm.grad_cycles", f"must be <= hrm.H_cycles ({self.H_cycles})",
+               self.grad_cycles)
+
+    def describe(self) -> str:
+        return (f"H_cycles {self.H_cycles}, L_cycles {self.L_cycles} per segment, gradient through the last "
+                f"{self.grad_cycles} H cycle(s)")
+
 
 @dataclass
 class TRMConfig:
@@ -75,6 +85,17 @@ class TRMConfig:
     latent_steps: int = 2  # n: latent updates z <- f(x + y + z) per recursion
     recursions: int = 2  # T: recursions per segment; the first T-1 run without gradient
     grad: str = "full"  # full: gradient through every pass of the last recursion; one_step: its last two passes only
+
+    def check(self) -> None:
+        for key in ("latent_steps", "recursions"):
+            _check(getattr(self, key) >= 1, f"trm.{key}", "must be >= 1", getattr(self, key))
+        _check(self.grad in TRM_GRADS, "trm.grad", f"must be one of {', '.join(TRM_GRADS)}", self.grad)
+
+    def describe(self) -> str:
+        grad = ("the 1-step gradient (the last latent and the answer update)" if self.grad == "one_step"
+                else "the last with full backpropagation")
+        return (f"{self.recursions} recursions of {self.latent_steps} latent steps per segment, the first "
+                f"{self.recursions - 1} without gradient, {grad}")
 
 
 @dataclass
@@ -88,6 +109,24 @@ class LoopedConfig:
     mean_depth: float = 0.0  # > 0: recurrent-depth training, each step's depth drawn with this mean
     depth_sigma: float = 0.5  # spread of the log-normal Poisson depth draw
     backprop_depth: int = 0  # gradient through only the last k passes of a segment; 0 = all
+
+    def check(self) -> None:
+        _check(self.depth >= 1, "looped.depth", "must be >= 1", self.depth)
+        _check(0.0 < self.act_threshold <= 1.0, "looped.act_threshold", "must be in (0, 1]", self.act_threshold)
+        _check(self.ponder_cost >= 0.0, "looped.ponder_cost", "must be >= 0", self.ponder_cost)
+        _check(self.mean_depth == 0.0 or self.mean_depth >= 1.0, "looped.mean_depth",
+               "must be >= 1 (or 0 for a fixed depth)", self.mean_depth)
+        _check(self.depth_sigma >= 0.0, "looped.depth_sigma", "must be >= 0", self.depth_sigma)
+        _check(self.backprop_depth >= 0, "looped.backprop_depth", "must be >= 0 (0 = every pass)",
+               self.backprop_depth)
+
+    def describe(self) -> str:
+        depth = (f"depth drawn around {self.mean_depth} (sigma {self.depth_sigma}) in training, {self.depth} passes"
+                 if self.mean_depth else f"{self.depth} passes")
+        backprop = f", gradient through the last {self.backprop_depth} passes" if self.backprop_depth else ""
+        halting = (f", per-token ACT over passes (threshold {self.act_threshold}, ponder cost {self.ponder_cost})"
+                   if self.act else "")
+        return f"{depth} per segment{backprop}{halting}"
 
 
 @dataclass
@@ -235,7 +274,7 @@ def _apply(cfg: Config, key: str, value: Any) -> None:
         raise UserError(f"unknown config key {key!r}{closest(key, all_keys())}")
     value = _coerce(key, value, hints[name])
     if key == "model.arch":
-        value = ARCH_ALIASES.get(value, value)
+        value = ALIASES.get(value, value)
     setattr(sub, name, value)
 
 
@@ -400,7 +439,7 @@ def validate(cfg: Config, new: bool = False) -> None:
         _check(not cfg.task.name or cfg.task.format != "seq" or m.causal, "model.causal",
                "must be true for task.format seq (a bidirectional model sees the answer it is to predict)",
                m.causal)
-    _check(m.arch in ARCHS, "model.arch", f"must be one of {', '.join(ARCHS)}", m.arch)
+    registered_arm(m.arch)
     for key in ("vocab_size", "seq_len", "d_model", "n_layers", "n_heads", "d_ff", "n_experts", "top_k"):
         _check(getattr(m, key) >= 1, f"model.{key}", "must be >= 1", getattr(m, key))
     if not cfg.task.name and d.tokenizer == "bpe":
@@ -426,21 +465,8 @@ def validate(cfg: Config, new: bool = False) -> None:
     _check(r.halt_loss_weight >= 0.0, "recursion.halt_loss_weight", "must be >= 0", r.halt_loss_weight)
     _check(m.arch != "baseline" or not r.carry_across_steps, "recursion.carry_across_steps",
            "needs a recursive model.arch", r.carry_across_steps)
-    h = cfg.hrm
-    for key in ("H_cycles", "L_cycles", "grad_cycles"):
-        _check(getattr(h, key) >= 1, f"hrm.{key}", "must be >= 1", getattr(h, key))
-    _check(h.grad_cycles <= h.H_cycles, "hrm.grad_cycles", f"must be <= hrm.H_cycles ({h.H_cycles})", h.grad_cycles)
-    for key in ("latent_steps", "recursions"):
-        _check(getattr(cfg.trm, key) >= 1, f"trm.{key}", "must be >= 1", getattr(cfg.trm, key))
-    _check(cfg.trm.grad in TRM_GRADS, "trm.grad", f"must be one of {', '.join(TRM_GRADS)}", cfg.trm.grad)
-    lp = cfg.looped
-    _check(lp.depth >= 1, "looped.depth", "must be >= 1", lp.depth)
-    _check(0.0 < lp.act_threshold <= 1.0, "looped.act_threshold", "must be in (0, 1]", lp.act_threshold)
-    _check(lp.ponder_cost >= 0.0, "looped.ponder_cost", "must be >= 0", lp.ponder_cost)
-    _check(lp.mean_depth == 0.0 or lp.mean_depth >= 1.0, "looped.mean_depth",
-           "must be >= 1 (or 0 for a fixed depth)", lp.mean_depth)
-    _check(lp.depth_sigma >= 0.0, "looped.depth_sigma", "must be >= 0", lp.depth_sigma)
-    _check(lp.backprop_depth >= 0, "looped.backprop_depth", "must be >= 0 (0 = every pass)", lp.backprop_depth)
+    for section in (a.section for a in ARMS.values() if a.section is not None):
+        getattr(cfg, section).check()
 
     _check(bool(d.source.strip()), "data.source", "must not be empty", d.source)
     _check(bool(d.tokenizer.strip()), "data.tokenizer", "must not be empty", d.tokenizer)

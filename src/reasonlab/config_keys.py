@@ -11,6 +11,7 @@ import io
 import tokenize
 
 from reasonlab import config
+from reasonlab.registry import ARMS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +34,10 @@ def key_docs() -> list[KeyDoc]:
                    if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name)}
         for field in dataclasses.fields(kind):
             default = field.default_factory() if field.default is dataclasses.MISSING else field.default
-            docs.append(KeyDoc(f"{section}.{field.name}", str(field.type), repr(default),
-                               comments.get(line_of[field.name], "")))
+            meaning = comments.get(line_of[field.name], "")
+            if (section, field.name) == ("model", "arch"):
+                meaning += "; one of " + ", ".join(f"{a.arch} ({a.summary})" for a in ARMS.values())
+            docs.append(KeyDoc(f"{section}.{field.name}", str(field.type), repr(default), meaning))
     return docs
 
 

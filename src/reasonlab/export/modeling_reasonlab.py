@@ -295,8 +295,11 @@ class ReasonlabForCausalLM(PreTrainedModel, GenerationMixin):
     def __init__(self, config: ReasonlabConfig):
         super().__init__(config)
         c = config.reasonlab
-        arm = ARMS.get(c["model"]["arch"])
-        self.model = Stack(c["model"]) if arm is None else arm(c)
+        arch = c["model"]["arch"]
+        if arch != "baseline" and arch not in ARMS:
+            raise ValueError(f"this model file knows the arms baseline, {', '.join(ARMS)}; the checkpoint's is "
+                             f"{arch!r}: export it with a reasonlab that has it")
+        self.model = Stack(c["model"]) if arch == "baseline" else ARMS[arch](c)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:

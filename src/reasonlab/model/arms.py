@@ -1,9 +1,5 @@
-"""The arms `model.arch` names, and what is computed from a config alone: parameters, a step's
-FLOPs, and the matched controls of a recursive arm.
-
-A new recursive arm is one module (a `RecursiveLM` subclass), one line in `RECURSIVE_ARMS`, one
-config section and one preset.
-"""
+"""The models of the arms `model.arch` names (reasonlab/registry.py), and what is computed from a
+config alone: parameters, a step's FLOPs, and the matched controls of a recursive arm."""
 
 from __future__ import annotations
 
@@ -14,20 +10,19 @@ from torch import nn
 from reasonlab.config import Config, ModelConfig, with_overrides
 from reasonlab.errors import UserError
 from reasonlab.model.flops import base_param_counts, step_flops
-from reasonlab.model.hrm import HRM
-from reasonlab.model.looped import Looped
 from reasonlab.model.recursion import RecursiveLM
 from reasonlab.model.transformer import MoETransformerLM
-from reasonlab.model.trm import TRM
+from reasonlab.registry import RECURSIVE, model_class
 
-RECURSIVE_ARMS: dict[str, type[RecursiveLM]] = {"hrm": HRM, "trm": TRM, "looped": Looped}
+RECURSIVE_ARMS: dict[str, type[RecursiveLM]] = {arch: model_class(arch) for arch in RECURSIVE}
 CONTROLS = ("params", "flops", "depth", "outer")
 
 
 def build_model(cfg: Config) -> nn.Module:
-    """The model `cfg.model.arch` names; every arm answers run(), forward() and compute_loss()."""
-    arm = RECURSIVE_ARMS.get(cfg.model.arch)
-    return MoETransformerLM(cfg.model) if arm is None else arm(cfg)
+    """The model `cfg.model.arch` names (an unknown arch is an error); every arm answers run(),
+    forward() and compute_loss()."""
+    cls = model_class(cfg.model.arch)
+    return cls(cfg.model) if cls is MoETransformerLM else cls(cfg)
 
 
 def param_counts(cfg: Config) -> dict[str, int]:

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from reasonlab.config import config_from_dict
 from reasonlab.io import atomic_write_text
+from reasonlab.registry import arm as registered_arm
 from reasonlab.report.markdown import fci, fint, fnum, fpct, fsci, table
 from reasonlab.report.plots import save_figure
 
@@ -100,26 +101,12 @@ def _arm_config_lines(stored: dict[str, Any]) -> list[str]:
 
 
 def _recursion_line(cfg: Any) -> str:
-    """A recursive arm's own config section and the segments every recursive arm shares."""
+    """A recursive arm's own config section (its `describe`) and the segments every recursive arm shares."""
     r, arch = cfg.recursion, cfg.model.arch
     act = f"ACT on, exploration {r.halt_exploration_prob}" if r.use_act else "ACT off"
     carry = ", one segment per optimizer step with the state carried" if r.carry_across_steps else ""
-    segments = f"up to {r.max_segments} segments, {act}{carry}"
-    if arch == "hrm":
-        h = cfg.hrm
-        return (f"- Recursion: H_cycles {h.H_cycles}, L_cycles {h.L_cycles}, {segments}, "
-                f"gradient through the last {h.grad_cycles} H cycle(s)")
-    if arch == "trm":
-        t = cfg.trm
-        return (f"- Recursion (TRM): {t.recursions} recursions of {t.latent_steps} latent steps per segment, "
-                f"the first {t.recursions - 1} without gradient, {segments}")
-    lp = cfg.looped
-    depth = (f"depth drawn around {lp.mean_depth} (sigma {lp.depth_sigma}) in training, {lp.depth} passes"
-             if lp.mean_depth else f"{lp.depth} passes")
-    backprop = f", gradient through the last {lp.backprop_depth} passes" if lp.backprop_depth else ""
-    halting = (f", per-token ACT over passes (threshold {lp.act_threshold}, ponder cost {lp.ponder_cost})"
-               if lp.act else "")
-    return f"- Recursion (looped): {depth} per segment{backprop}{halting}, {segments}"
+    own = getattr(cfg, registered_arm(arch).section).describe()
+    return f"- Recursion ({arch}): {own}; up to {r.max_segments} segments, {act}{carry}"
 
 
 def margin_text(result: dict[str, Any], v: dict[str, Any]) -> str:
