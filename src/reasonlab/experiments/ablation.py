@@ -17,12 +17,11 @@ from reasonlab.experiments.stats import CI_LEVEL, holm, mean_ci, mean_curve, wel
 from reasonlab.experiments.suites import Suite, load_suite
 from reasonlab.experiments.sweep import (
     SweepSpec,
-    enqueue_missing,
     finished_trials,
     open_study,
+    queue,
     run_until_settled,
     shown_url,
-    storage_lock,
 )
 from reasonlab.io import atomic_write_json
 from reasonlab.outdir import claim_out
@@ -182,11 +181,6 @@ def confirm_ranking(
             "ranking": fresh["ranking"], **{k: fresh[k] for k in ("best", "vs_best") if k in fresh}}
 
 
-def _queue(study: optuna.Study, spec: SweepSpec, names: list[str], seeds: list[int]) -> int:
-    with storage_lock(spec.storage_url):
-        return enqueue_missing(study, names, seeds)
-
-
 def _run_confirmation(
     study: optuna.Study,
     spec: SweepSpec,
@@ -199,7 +193,7 @@ def _run_confirmation(
     """Rerun the sweep's top configs on k fresh seeds as more trials of the same study, so an
     interrupted confirmation resumes like the sweep."""
     top, seeds = ranking[:CONFIRM_TOP], confirmation_seeds(k)
-    queued = _queue(study, spec, top, seeds)
+    queued = queue(spec, study, [(name, seed) for name in top for seed in seeds])
     progress(f"confirmation: top {len(top)} configs ({', '.join(top)}) x {k} fresh seeds {seeds[0]}..{seeds[-1]}, "
              f"{len(top) * k - queued} already done or running, {queued} queued")
     run_until_settled(spec, study, [(name, seed) for name in top for seed in seeds], workers, progress)
@@ -248,7 +242,7 @@ def run_ablation(
     )
     study = open_study(spec)
     seed_list = list(range(seed_offset, seed_offset + seeds))
-    queued = _queue(study, spec, list(loaded.configs), seed_list)
+    queued = queue(spec, study, [(name, seed) for name in loaded.configs for seed in seed_list])
     total = len(loaded.configs) * seeds
     progress(f"suite {loaded.name}: {total} trials ({len(loaded.configs)} configs x {seeds} seeds), "
              f"{total - queued} already done or running, {queued} queued; "

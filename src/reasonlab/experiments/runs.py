@@ -13,7 +13,7 @@ from typing import Any
 from reasonlab.config import BOOKKEEPING_KEYS, Config, config_from_dict
 from reasonlab.errors import Incomplete, UserError
 from reasonlab.experiments.arms import REFERENCE, Arm
-from reasonlab.experiments.sweep import SweepSpec, finished_trials, open_study, run_until_settled, shown_url
+from reasonlab.experiments.sweep import SweepSpec, finished_trials, open_study, queue, run_until_settled, shown_url
 from reasonlab.outdir import MARKER
 from reasonlab.training import trainer
 from reasonlab.training.checkpoint import read_config
@@ -34,8 +34,9 @@ def train_arms(arms: dict[str, Arm], out: Path, progress: Progress, workers: int
     that runs the same study with the same `storage` takes its share. Runs are queued with the arms
     alternating (seed 0 of A, B, C, then seed 1, ...), so drift in machine speed touches all alike;
     each result is stored in the queue, so the machine that judges sees every run."""
+    keys = [(key, arm.seeds[i]) for i in range(len(arms[REFERENCE].seeds)) for key, arm in arms.items()]
     spec = SweepSpec(storage or f"sqlite:///{(out / 'study.db').resolve()}", _study_name(out), out,
-                     {key: arm.cfg.to_dict() for key, arm in arms.items()}, job=run_arm_seed)
+                     {key: arm.cfg.to_dict() for key, arm in arms.items()}, job=run_arm_seed, keys=keys)
     study = open_study(spec)
     planned = study.user_attrs.get("configs")
     if planned is None:
@@ -44,10 +45,9 @@ def train_arms(arms: dict[str, Arm], out: Path, progress: Progress, workers: int
         raise UserError(f"the queue in {shown_url(spec.storage_url)} holds this study with other budgets: plan it "
                         "once (--match time calibrates on each machine) and copy its plan.json into every "
                         "machine's --out")
-    keys = [(key, arm.seeds[i]) for i in range(len(arms[REFERENCE].seeds)) for key, arm in arms.items()]
-    earlier = sum(key in finished_trials(study) for key in keys)
-    progress(f"{len(keys)} runs: {earlier} finished earlier and reused, {len(keys) - earlier} to train "
-             f"(queue {spec.study_name} in {shown_url(spec.storage_url)})")
+    queued = queue(spec, study, keys)
+    progress(f"{len(keys)} runs: {len(keys) - queued} done or running in the queue, {queued} queued (a finished "
+             f"run in runs/ is kept) in {spec.study_name} in {shown_url(spec.storage_url)}")
     run_until_settled(spec, study, keys, workers, progress)
     finished = finished_trials(study)
     missing = [f"{key} seed {seed}" for key, seed in keys if (key, seed) not in finished]

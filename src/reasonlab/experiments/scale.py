@@ -31,13 +31,21 @@ from reasonlab.config import Config, config_from_dict
 from reasonlab.errors import Incomplete, UserError, WriteFailed
 from reasonlab.experiments.arms import make_arms
 from reasonlab.experiments.runs import Progress, with_train
-from reasonlab.experiments.sweep import Key, SweepSpec, finished_trials, open_study, run_until_settled, shown_url
+from reasonlab.experiments.sweep import (
+    Key,
+    SweepSpec,
+    finished_trials,
+    open_study,
+    queue,
+    run_until_settled,
+    shown_url,
+)
 from reasonlab.io import atomic_write_json
 from reasonlab.model import config_step_flops
 from reasonlab.outdir import claim_out
 from reasonlab.training import trainer
 from reasonlab.training.branch import branch
-from reasonlab.training.checkpoint import read_state
+from reasonlab.training.checkpoint import latest_checkpoint, read_state
 from reasonlab.training.data import prepare_data
 from reasonlab.training.optim import cooldown_start
 
@@ -116,9 +124,10 @@ def plan_arms(specs: list[str], budgets: list[float], seeds: int, schedule: str,
         raise UserError(f"seed_offset must be >= 0, got {seed_offset}")
     arms = {}
     for i, (key, arm) in enumerate(make_arms(specs, overrides).items()):
-        cfg = prepare_data(arm.cfg).adjust_config(arm.cfg)
+        # a budget is trained to its end: early stopping would leave a branch point unreached
+        cfg = with_train(prepare_data(arm.cfg).adjust_config(arm.cfg), early_stop_patience=0)
         if schedule == "wsd":
-            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, schedule="wsd"))
+            cfg = with_train(cfg, schedule="wsd")
         step = config_step_flops(cfg)
         if budgets[0] < step:
             raise UserError(f"budget {budgets[0]:.3g} FLOPs is less than one step of arm {arm.name} "
@@ -162,22 +171,26 @@ def run_unit(spec: SweepSpec, name: str, seed: int) -> dict[str, Any]:
     steps, wanted = unit["steps"], unit["budgets"]
     root = spec.out / unit["dir"] / f"s{seed}"
     last = len(steps) - 1
+    if not wanted:
+        raise UserError(f"unit {name} has no budgets to train in this stage of the study")
     points = {int(i): k for i, k in unit["branch_points"].items()}
+    trunk = root / f"b{last}"
+    result: dict[str, Any] = {"runs": {}}
     if points and any(i in points or i == last for i in wanted):
         until = None if last in wanted else max(points[i] for i in wanted if i in points)
-        _trunk(with_train(cfg, max_steps=steps[last]), root / f"b{last}", sorted(set(points.values())), until)
-    records = {}
+        _trunk(with_train(cfg, max_steps=steps[last]), trunk, sorted(set(points.values())), until)
+        result["trunk"] = _trunk_record(trunk)
     for i in wanted:
         run_dir = root / f"b{i}"
         source = None
         if i in points:
-            source = root / f"b{last}" / "checkpoints" / f"step_{points[i]}"
+            source = trunk / "checkpoints" / f"step_{points[i]}"
             if not (run_dir / "summary.json").is_file():
-                branch(root / f"b{last}", points[i], run_dir, steps[i])
+                branch(trunk, points[i], run_dir, steps[i])
         elif not (run_dir / "summary.json").is_file():
             _fresh(with_train(cfg, max_steps=steps[i]), run_dir)
-        records[str(i)] = _record(run_dir, source)
-    return {"runs": records}
+        result["runs"][str(i)] = _record(run_dir, source)
+    return result
 
 
 def _trunk(cfg: Config, run_dir: Path, stops: list[int], until: int | None) -> None:
@@ -195,9 +208,24 @@ def _trunk(cfg: Config, run_dir: Path, stops: list[int], until: int | None) -> N
 
 
 def _fresh(cfg: Config, run_dir: Path, stop_at: int | None = None) -> None:
+    """Train `run_dir` from scratch, or resume it where a kill left it."""
+    if (run_dir / "config.yaml").is_file():
+        trainer.resume(run_dir, quiet=True, stop_at=stop_at)
+        return
     if run_dir.exists():  # what a kill left before the run wrote its config: nothing to resume
         shutil.rmtree(run_dir)
     trainer.train(cfg, run_dir, quiet=True, stop_at=stop_at)
+
+
+def _trunk_record(run_dir: Path) -> dict[str, Any]:
+    """What a trunk has trained so far (to its end, or to the pause its unit needed): a trunk that
+    stops short of the largest budget is in no budget's record, and its steps were spent all the same."""
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        done = json.loads(summary.read_text())
+        return {"run_dir": str(run_dir), "spent_flops": done["flops"], "spent_time_s": done["train_time_s"]}
+    state = read_state(latest_checkpoint(run_dir))
+    return {"run_dir": str(run_dir), "spent_flops": state.flops, "spent_time_s": state.train_time_s}
 
 
 def _record(run_dir: Path, source: Path | None) -> dict[str, Any]:
@@ -259,7 +287,6 @@ def choose_lr(arms: dict[str, ScaleArm], grid: list[float], budgets: list[float]
     it was tried there, the largest (the nearer in log-compute decides); and the grid's record."""
     chosen, record = {}, {}
     ends = _grid_ends(len(budgets), at)
-    middle = math.sqrt(budgets[0] * budgets[-1])
     for key, arm in arms.items():
         losses: dict[int, dict[str, float]] = {end: {} for end in ends}
         for lr in grid:
@@ -268,21 +295,31 @@ def choose_lr(arms: dict[str, ScaleArm], grid: list[float], budgets: list[float]
                 if result is not None:
                     losses[end][f"{lr:g}"] = result["runs"][str(end)]["final_val"]["loss"]
         best = {end: float(min(found, key=found.get)) if (found := losses[end]) else 1.0 for end in ends}
-        chosen[key] = [best[0] if b < middle else best[ends[-1]] for b in budgets]
+        chosen[key] = [best[0] if _nearer_the_smallest(b, budgets) else best[ends[-1]] for b in budgets]
+        unfinished = [f"{lr:g}" for lr in grid if (unit_name(key, lr, grid=True), arm.seeds[0]) not in finished]
         record[key] = {"losses": {"smallest": losses[0], "largest": losses.get(ends[-1]) if at == "both" else None},
+                       "unfinished": unfinished,
                        "best": {"smallest": best[0], "largest": best[ends[-1]] if at == "both" else None},
                        "moved": best[0] != best[ends[-1]] if at == "both" else None, "seed": arm.seeds[0]}
     return chosen, record
 
 
-def sweep_spec(arms: dict[str, ScaleArm], grid: list[float], stage: Stage, out: Path, storage: str | None,
-               study_name: str) -> SweepSpec:
+def _nearer_the_smallest(budget: float, budgets: list[float]) -> bool:
+    """Whether `budget` is nearer the smallest budget than the largest in log-compute; a budget midway
+    (to a relative 1e-9, as the middle of an odd number of log-spaced budgets is) goes to the largest."""
+    below, above = math.log(budget / budgets[0]), math.log(budgets[-1] / budget)
+    return below < above - 1e-9 * max(1.0, abs(above))
+
+
+def sweep_spec(arms: dict[str, ScaleArm], grid: list[float], stage: Stage, schedule: str, out: Path,
+               storage: str | None, study_name: str) -> SweepSpec:
     """The queue's spec for one stage. It names every unit the study can have (each arm at each lr,
     grid and study), not just this stage's: the queue's trials choose among the names, and one study
-    keeps one set of them from stage to stage and run to run."""
+    keeps one set of them from stage to stage and run to run. Its workers claim this stage's units
+    only (a unit of the other stage may be waiting after a kill, or queued by another machine)."""
     configs, units = {}, {}
     for key, arm in arms.items():
-        points = {str(i): k for i, k in branch_points(arm).items()} if arm.cfg.train.schedule == "wsd" else {}
+        points = {str(i): k for i, k in branch_points(arm).items()} if schedule == "wsd" else {}
         for lr in grid:
             for name in (unit_name(key, lr), unit_name(key, lr, grid=True)):
                 configs[name] = with_train(arm.cfg, lr=arm.cfg.train.lr * lr).to_dict()
@@ -290,7 +327,7 @@ def sweep_spec(arms: dict[str, ScaleArm], grid: list[float], stage: Stage, out: 
                 units[name] = {"dir": unit_dir(key, lr), "steps": list(arm.steps), "budgets": list(wanted),
                                "branch_points": points}
     return SweepSpec(storage or f"sqlite:///{(out / 'study.db').resolve()}", study_name, out, configs,
-                     job=run_unit, plan={"units": units})
+                     job=run_unit, plan={"units": units}, keys=stage.keys())
 
 
 def claim(out: Path, arms: dict[str, ScaleArm], budgets: list[float], schedule: str, grid: list[float],
@@ -307,11 +344,13 @@ def claim(out: Path, arms: dict[str, ScaleArm], budgets: list[float], schedule: 
     return name
 
 
-def run_stage(arms: dict[str, ScaleArm], grid: list[float], stage: Stage, out: Path, storage: str | None,
-              study_name: str, workers: int, progress: Progress) -> dict[Key, dict[str, Any]]:
-    spec = sweep_spec(arms, grid, stage, out, storage, study_name)
+def run_stage(arms: dict[str, ScaleArm], grid: list[float], stage: Stage, schedule: str, out: Path,
+              storage: str | None, study_name: str, workers: int, progress: Progress) -> dict[Key, dict[str, Any]]:
+    spec = sweep_spec(arms, grid, stage, schedule, out, storage, study_name)
     study = open_study(spec)
-    progress(f"{len(stage.keys())} units (arm x lr x seed) in study {study_name} in {shown_url(spec.storage_url)}")
+    queued = queue(spec, study, stage.keys())
+    progress(f"{len(stage.keys())} units (arm x lr x seed): {len(stage.keys()) - queued} done or running, {queued} "
+             f"queued, in study {study_name} in {shown_url(spec.storage_url)}")
     run_until_settled(spec, study, stage.keys(), workers, progress)
     return finished_trials(study)
 
@@ -340,15 +379,17 @@ def run_scale(specs: list[str], budgets: list[float], seeds: int, out: str | Pat
     if len(grid) > 1:
         where = "the smallest and the largest budget" if grid_at == "both" else "the smallest budget"
         progress(f"lr grid {', '.join(f'{g:g}' for g in grid)} at {where}")
-        finished = run_stage(arms, grid, grid_stage(arms, grid, grid_at), out, storage, study_name, workers,
-                             progress)
+        finished = run_stage(arms, grid, grid_stage(arms, grid, grid_at), schedule, out, storage, study_name,
+                             workers, progress)
         chosen, lr_record = choose_lr(arms, grid, budgets, finished, grid_at)
     stage = study_stage(arms, chosen)
-    finished = run_stage(arms, grid, stage, out, storage, study_name, workers, progress)
-    missing = [f"{name} seed {seed}" for name, seed in stage.keys() if (name, seed) not in finished]
+    finished = run_stage(arms, grid, stage, schedule, out, storage, study_name, workers, progress)
+    grid_keys = grid_stage(arms, grid, grid_at).keys() if len(grid) > 1 else []
+    missing = [f"{name} seed {seed}" for name, seed in [*grid_keys, *stage.keys()] if (name, seed) not in finished]
     result = build_result(arms, budgets, schedule, grid, chosen, lr_record, finished, resamples)
     write_result(result, out)
     if missing:
-        raise Incomplete(f"{len(missing)} of {len(stage.keys())} units did not finish ({', '.join(missing[:5])}); "
-                         f"{out} reports the rest; rerun the command to retry them")
+        total = len(grid_keys) + len(stage.keys())
+        raise Incomplete(f"{len(missing)} of {total} units did not finish ({', '.join(missing[:5])}); {out} reports "
+                         "the rest; rerun the command to retry them")
     return result

@@ -68,6 +68,7 @@ class ArmResult:
     inference_layers: float
     readings: list[Reading]
     fit: dict[str, Any] | None  # fits.ArmFit.to_dict(); None where the arm has too few budgets finished
+    predicted: list[dict[str, float | None]] | None  # the fit's val loss at each (planned) budget, with its interval
     curve: Curve | None
 
 
@@ -131,16 +132,19 @@ def _readings(arm: ScaleArm, budgets: list[float], chosen: list[float],
     return readings
 
 
-def _fit(readings: list[Reading], resamples: int) -> ArmFit | None:
-    """The arm's law from its seeds that finished every budget (a seed is the bootstrap's unit)."""
+def _fit(readings: list[Reading], resamples: int, seed: int) -> ArmFit | None:
+    """The arm's law, against the FLOPs each run really trained, from its seeds that finished every
+    budget (a seed is the bootstrap's unit); `seed` draws the resamples, one of its own per arm, as
+    the arms' seeds are independent."""
     complete = set.intersection(*(set(r.seeds) for r in readings))
     per_seed = {seed: [(r.flops[r.seeds.index(seed)], r.loss[r.seeds.index(seed)]) for r in readings]
                 for seed in sorted(complete)}
-    return fit_arm(per_seed, resamples) if per_seed else None
+    return fit_arm(per_seed, resamples, seed) if per_seed else None
 
 
-def _curve(fit: ArmFit, low: float, high: float) -> Curve:
-    grid = np.geomspace(low, high, CURVE_POINTS)
+def _curve(fit: ArmFit, flops: list[float]) -> Curve:
+    """The fitted law and its pointwise 95% bootstrap band at these FLOPs."""
+    grid = np.asarray(flops, dtype=float)
     draws = np.array([law.predict(grid) for law in fit.resamples]) if fit.resamples else None
     band = np.percentile(draws, (2.5, 97.5), axis=0) if draws is not None else None
     return Curve(grid.tolist(), fit.law.predict(grid).tolist(),
@@ -169,7 +173,13 @@ def _verdicts(arms: dict[str, ArmResult], reference: str, metric: str, n_budgets
 
 
 def _cost(readings: dict[str, list[Reading]], finished: dict[Key, dict[str, Any]]) -> Cost:
-    runs = {r["run_dir"]: r for result in finished.values() for r in result["runs"].values()}
+    """Every run folder once, at the most it has trained (a trunk paused for a cooldown, later run on),
+    the lr grid's included; against the readings' runs trained from scratch."""
+    runs: dict[str, dict[str, Any]] = {}
+    for result in finished.values():
+        for r in [*result["runs"].values(), *([result["trunk"]] if "trunk" in result else [])]:
+            if r["spent_flops"] >= runs.get(r["run_dir"], {"spent_flops": -1})["spent_flops"]:
+                runs[r["run_dir"]] = r
     return Cost(len(runs), float(sum(r["spent_flops"] for r in runs.values())),
                 float(sum(f for arm in readings.values() for r in arm for f in r.flops)),
                 sum(r["spent_time_s"] for r in runs.values()) / 3600)
@@ -181,15 +191,20 @@ def build_result(arms: dict[str, ScaleArm], budgets: list[float], schedule: str,
     """The study's result from its finished units: readings, verdicts, fits and crossovers."""
     reference = next(iter(arms))
     readings = {key: _readings(arm, budgets, chosen[key], finished) for key, arm in arms.items()}
-    fits = {key: _fit(r, resamples) if all(x.loss for x in r) else None for key, r in readings.items()}
-    span = (budgets[0], 4 * budgets[-1])
+    fits = {key: _fit(r, resamples, i) if all(x.loss for x in r) else None
+            for i, (key, r) in enumerate(readings.items())}
+    grid = np.geomspace(budgets[0], 4 * budgets[-1], CURVE_POINTS).tolist()
     results = {}
     for key, arm in arms.items():
         fit = fits[key]
-        results[key] = ArmResult(key, arm.name, arm.source, arm.cfg.to_dict(), param_counts(arm.cfg),
-                                 arm.step_flops / (arm.cfg.train.batch_size * arm.cfg.model.seq_len),
-                                 inference_layers(arm.cfg), readings[key],
-                                 None if fit is None else fit.to_dict(), None if fit is None else _curve(fit, *span))
+        at_budgets = None if fit is None else _curve(fit, budgets)
+        results[key] = ArmResult(
+            key, arm.name, arm.source, arm.cfg.to_dict(), param_counts(arm.cfg),
+            arm.step_flops / (arm.cfg.train.batch_size * arm.cfg.model.seq_len), inference_layers(arm.cfg),
+            readings[key], None if fit is None else fit.to_dict(),
+            None if at_budgets is None else [{"estimate": e, "low": lo, "high": hi} for e, lo, hi in
+                                             zip(at_budgets.estimate, at_budgets.low, at_budgets.high)],
+            None if fit is None else _curve(fit, grid))
     metrics = ["loss"] + (["exact_match"] if all(r.exact_match for rs in readings.values() for r in rs) else [])
     verdicts = [v for metric in metrics for v in _verdicts(results, reference, metric, len(budgets))]
     crossings = [crossover(fits[key], fits[reference], key, reference,

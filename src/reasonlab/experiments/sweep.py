@@ -32,7 +32,7 @@ import torch
 from optuna.trial import TrialState
 
 from reasonlab.config import Config, config_from_dict
-from reasonlab.errors import UserError
+from reasonlab.errors import Interrupted, UserError
 from reasonlab.training import trainer
 from reasonlab.training.runlog import run_result
 
@@ -63,6 +63,7 @@ class SweepSpec:
     prune: bool = False
     job: Callable[[SweepSpec, str, int], dict[str, Any]] | None = None
     plan: dict[str, Any] = field(default_factory=dict)  # what `job` needs beyond the configs (JSON-able)
+    keys: list[Key] | None = None  # the (config, seed) this command's stage claims; None: any waiting trial
 
 
 @contextlib.contextmanager
@@ -149,6 +150,13 @@ def enqueue_missing(study: optuna.Study, names: list[str], seeds: list[int], ret
     return enqueue_keys(study, [(name, seed) for name in names for seed in seeds], retry_errors)
 
 
+def queue(spec: SweepSpec, study: optuna.Study, keys: list[Key]) -> int:
+    """Queue every (config, seed) of `keys` not yet finished, running or waiting, those that failed
+    with an error of their own included (a new run of the command retries them); return how many."""
+    with storage_lock(spec.storage_url):
+        return enqueue_keys(study, keys)
+
+
 def enqueue_keys(study: optuna.Study, keys: list[Key], retry_errors: bool = True) -> int:
     """Queue every (config, seed) that has no finished, running or waiting trial; return how many.
     Without `retry_errors`, a (config, seed) whose trial raised is left failed (a trial whose worker
@@ -167,8 +175,9 @@ def enqueue_keys(study: optuna.Study, keys: list[Key], retry_errors: bool = True
     return added
 
 
-def _claim(study: optuna.Study) -> optuna.Trial | None:
-    """Move one waiting trial to RUNNING (call under `storage_lock`); None when the queue is empty.
+def _claim(study: optuna.Study, keys: list[Key] | None = None) -> optuna.Trial | None:
+    """Move one waiting trial (of `keys`, where given) to RUNNING (call under `storage_lock`); None
+    when there is none.
 
     A waiting trial whose (config, seed) already finished or runs elsewhere (two launches that
     enqueued at once) is closed as a duplicate instead of run again.
@@ -176,8 +185,9 @@ def _claim(study: optuna.Study) -> optuna.Trial | None:
     storage = study._storage
     trials = study.get_trials(deepcopy=False)
     taken = {trial_key(t) for t in trials if t.state in (*DONE, TrialState.RUNNING)}
+    wanted = None if keys is None else set(keys)
     for frozen in trials:
-        if frozen.state != TrialState.WAITING:
+        if frozen.state != TrialState.WAITING or (wanted is not None and trial_key(frozen) not in wanted):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, frozen.number)
         # the first heartbeat comes before the claim: a worker killed right after claiming leaves a
@@ -244,7 +254,7 @@ def work(spec: SweepSpec, threads: int | None = None, progress: Callable[[str], 
     done = 0
     while True:
         with storage_lock(spec.storage_url):
-            trial = _claim(study)
+            trial = _claim(study, spec.keys)
         if trial is None:
             return done
         with _Heartbeat(study._storage, trial._trial_id):
@@ -252,6 +262,9 @@ def work(spec: SweepSpec, threads: int | None = None, progress: Callable[[str], 
             seed = trial.suggest_int("seed", *SEED_RANGE)
             try:
                 status, result, final = _run_one(spec, trial, name, seed)
+            except Interrupted:  # Ctrl-C or SIGTERM: stop, and leave the trial to be run again
+                study.tell(trial, state=TrialState.FAIL)
+                raise
             except Exception as exc:
                 trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
                 study.tell(trial, state=TrialState.FAIL)
@@ -332,15 +345,16 @@ def run_until_settled(spec: SweepSpec, study: optuna.Study, keys: list[Key], wor
     """Run the queue, then wait for trials running elsewhere (other machines, or workers that died:
     their heartbeats go stale after GRACE_S and the trials are queued and run again) until every
     (config, seed) of `keys` is finished or has failed with an error of its own."""
+    wanted = set(keys)
     waiting_said = False
     run_workers(spec, workers, progress)
     while True:
         with storage_lock(spec.storage_url):
             enqueue_keys(study, keys, retry_errors=False)
-        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if any(trial_key(t) in wanted for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))):
             run_workers(spec, workers, progress)
             continue
-        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        running = sum(trial_key(t) in wanted for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if not running:
             return
         if not waiting_said:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,16 @@ def _size(x: float | None, metric: str) -> str:
 
 def _arms_table(result: dict[str, Any]) -> str:
     header = ["arm", "params (active)", "train FLOPs/token", "layers/token at inference",
-              "steps at each budget", "lr multiplier at each budget"]
+              "steps at each budget", "FLOPs trained at the largest (share of the budget)",
+              "lr multiplier at each budget"]
     rows = []
     for key, arm in result["arms"].items():
+        largest = arm["readings"][-1]
+        trained = statistics.fmean(largest["flops"]) if largest["flops"] else None
+        share = "n/a" if trained is None else f"{fsci(trained)} ({fpct(trained / largest['budget'], 0)})"
         rows.append([arm_label(key, arm["name"]), f"{fint(arm['params']['total'])} ({fint(arm['params']['active'])})",
                      fsci(arm["flops_per_token"]), fnum(arm["inference_layers"], 1),
-                     ", ".join(fint(r["steps"]) for r in arm["readings"]),
+                     ", ".join(fint(r["steps"]) for r in arm["readings"]), share,
                      ", ".join(f"{r['lr_multiplier']:g}" for r in arm["readings"])])
     return table(header, rows)
 
@@ -79,7 +84,8 @@ def _verdict_table(result: dict[str, Any], metric: str) -> str:
         scale = 100 if metric == "exact_match" else 1
         ci = "noise not measured" if v["ci_low"] is None else \
             f"{fnum(scale * v['diff'])} [{fnum(scale * v['ci_low'])}, {fnum(scale * v['ci_high'])}]"
-        verdict = {"arm": "ahead", "reference": "behind", None: "within noise"}[v["ahead"]]
+        verdict = "noise not measured" if v["p_holm"] is None else \
+            {"arm": "ahead", "reference": "behind", None: "within noise"}[v["ahead"]]
         rows.append([f"{v['arm'].upper()} - {reference.upper()}", f"{result['budgets'][v['budget_index']]:.3g}", ci,
                      "n/a" if v["p_holm"] is None else fnum(v["p_holm"], 3), verdict, _size(v["detectable"], metric)])
     return table(header, rows)
@@ -94,7 +100,7 @@ def _fit_table(result: dict[str, Any]) -> str:
             rows.append([arm_label(key, arm["name"]), "n/a", "n/a", "n/a", "n/a"])
             continue
         rows.append([arm_label(key, arm["name"]), _interval(fit["E"], fnum), _interval(fit["A"]),
-                     _interval(fit["alpha"], fnum), _interval(fit["predicted"][-1], fnum)])
+                     _interval(fit["alpha"], fnum), _interval(arm["predicted"][-1], fnum)])
     return table(header, rows)
 
 
@@ -117,8 +123,11 @@ def _lr_lines(result: dict[str, Any]) -> list[str]:
     where = ("at the smallest and the largest budget; each budget used the best at the nearer of the two (in "
              "log-compute)." if both else "at the smallest budget only (not at the largest: whether the best moves "
              "with budget is not measured); every budget used its best.")
+    unfinished = [f"{key.upper()} x{m}" for key, s in search.items() for m in s.get("unfinished", [])]
     lines = [f"Multipliers {', '.join(f'{g:g}' for g in result['lr_grid'])} of each arm's train.lr, trained on its "
-             f"first seed {where}", ""]
+             f"first seed {where} That seed's reading at the chosen multiplier is the run that won the grid, which "
+             "favours it a little." + (f" Not finished, so not among the choices: {', '.join(unfinished)}."
+                                       if unfinished else ""), ""]
     rows = [[arm_label(key, result["arms"][key]["name"]),
              ", ".join(f"{m}: {fnum(v)}" for m, v in s["losses"]["smallest"].items()),
              "not tried" if s["losses"]["largest"] is None else
@@ -165,7 +174,8 @@ def scaling_markdown(result: dict[str, Any]) -> str:
                   "that budget).", "", _verdict_table(result, metric), ""]
     lines += [
         "## Fits: L(C) = E + A C^-alpha", "", _fit_table(result), "",
-        f"Val loss against training FLOPs, fitted per arm (Huber on log L, delta 1e-3); intervals from "
+        f"Val loss against the training FLOPs each run really spent, fitted per arm (Huber on log L, delta 1e-3); "
+        "the prediction is at the planned budget; intervals from "
         f"{result['resamples']} bootstrap resamples of whole seeds. {_coarseness(result)}No law is fitted to exact "
         "match.", "",
         "## Crossovers", "", _crossover_table(result) if result["crossovers"] else "No arm has a fit to compare.", "",
@@ -176,8 +186,9 @@ def scaling_markdown(result: dict[str, Any]) -> str:
         "alone speaks.", "",
         "## Learning rate", "", *_lr_lines(result), "",
         "## Cost", "",
-        f"{cost['runs']} runs, {cost['spent_flops']:.3g} training FLOPs and {cost['spent_hours']:.2f} hours of "
-        f"training; training every reading from scratch would have taken {cost['independent_flops']:.3g} FLOPs.", "",
+        f"{cost['runs']} run folders (the lr grid's included), {cost['spent_flops']:.3g} training FLOPs and "
+        f"{cost['spent_hours']:.2f} hours of training (a paused run's wall clock included); training the readings' "
+        f"runs alone, each from scratch, would have taken {cost['independent_flops']:.3g} FLOPs.", "",
         "## What this is not evidence of", "",
         "- Anything beyond the budgets trained: a crossover marked extrapolated is the fitted form's prediction.",
         "- Anything at another model scale, data set or task: every budget here trains the same architectures "
@@ -195,8 +206,8 @@ def plot_scaling(result: dict[str, Any], path: Path) -> None:
     axes = fig.subplots(1, panels, squeeze=False)[0]
     for key, arm in result["arms"].items():
         for ax, metric in zip(axes, result["metrics"]):
-            points = [(r["budget"], r["loss_ci"] if metric == "loss" else r["exact_match_ci"])
-                      for r in arm["readings"]]
+            points = [(statistics.fmean(r["flops"]) if r["flops"] else r["budget"],
+                       r["loss_ci"] if metric == "loss" else r["exact_match_ci"]) for r in arm["readings"]]
             points = [(b, s) for b, s in points if s]
             xs = [b for b, _ in points]
             ys = [s["mean"] for _, s in points]
