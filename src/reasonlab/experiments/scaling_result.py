@@ -175,11 +175,12 @@ def _verdicts(arms: dict[str, ArmResult], reference: str, metric: str, n_budgets
 def _cost(readings: dict[str, list[Reading]], finished: dict[Key, dict[str, Any]]) -> Cost:
     """Every run folder once, at the most it has trained (a trunk paused for a cooldown, later run on),
     the lr grid's included; against the readings' runs trained from scratch."""
-    runs: dict[str, dict[str, Any]] = {}
+    runs: dict[tuple[str, ...], dict[str, Any]] = {}
     for result in finished.values():
         for r in [*result["runs"].values(), *([result["trunk"]] if "trunk" in result else [])]:
-            if r["spent_flops"] >= runs.get(r["run_dir"], {"spent_flops": -1})["spent_flops"]:
-                runs[r["run_dir"]] = r
+            key = Path(r["run_dir"]).parts[-4:]  # <arm>/lr<m>/s<seed>/b<i>: the same run if the study folder moved
+            if r["spent_flops"] >= runs.get(key, {"spent_flops": -1})["spent_flops"]:
+                runs[key] = r
     return Cost(len(runs), float(sum(r["spent_flops"] for r in runs.values())),
                 float(sum(f for arm in readings.values() for r in arm for f in r.flops)),
                 sum(r["spent_time_s"] for r in runs.values()) / 3600)
