@@ -165,7 +165,7 @@ def test_a_comparison_spreads_over_workers_and_a_folder_from_before_the_queue_co
     (out / "study.db").unlink()
     capsys.readouterr()
     assert main(args) == 0
-    assert "6 runs: 0 done or running in the queue, 6 queued" in capsys.readouterr().err
+    assert "6 runs: 0 done or in the queue, 6 queued now" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # found finished in their folders
     assert json.loads((out / "comparison.json").read_text())["verdicts"] == result["verdicts"]
 
@@ -265,7 +265,7 @@ def test_demo_runs_the_whole_study(tmp_path, monkeypatch, capsys):
     assert result["arms"]["b"]["max_steps"] == 12
     assert main(["demo", "--out", str(out), "--base", "cpu-tiny"]) == 0  # a rerun resumes: nothing trains again
     err = capsys.readouterr().err
-    assert "0 queued" in err and "4 runs: 4 done or running in the queue, 0 queued" in err
+    assert "0 queued" in err and "4 runs: 4 done or in the queue, 0 queued now" in err
 
 
 def test_a_trial_halfway_through_its_suggests_keeps_its_key():

@@ -46,8 +46,8 @@ def train_arms(arms: dict[str, Arm], out: Path, progress: Progress, workers: int
                         "once (--match time calibrates on each machine) and copy its plan.json into every "
                         "machine's --out")
     queued = queue(spec, study, keys)
-    progress(f"{len(keys)} runs: {len(keys) - queued} done or running in the queue, {queued} queued (a finished "
-             f"run in runs/ is kept) in {spec.study_name} in {shown_url(spec.storage_url)}")
+    progress(f"{len(keys)} runs: {len(keys) - queued} done or in the queue, {queued} queued now (a finished run in "
+             f"runs/ is kept) in {spec.study_name} in {shown_url(spec.storage_url)}")
     run_until_settled(spec, study, keys, workers, progress)
     finished = finished_trials(study)
     missing = [f"{key} seed {seed}" for key, seed in keys if (key, seed) not in finished]

@@ -349,8 +349,8 @@ def run_stage(arms: dict[str, ScaleArm], grid: list[float], stage: Stage, schedu
     spec = sweep_spec(arms, grid, stage, schedule, out, storage, study_name)
     study = open_study(spec)
     queued = queue(spec, study, stage.keys())
-    progress(f"{len(stage.keys())} units (arm x lr x seed): {len(stage.keys()) - queued} done or running, {queued} "
-             f"queued, in study {study_name} in {shown_url(spec.storage_url)}")
+    progress(f"{len(stage.keys())} units (arm x lr x seed): {len(stage.keys()) - queued} done or in the queue, "
+             f"{queued} queued now, in study {study_name} in {shown_url(spec.storage_url)}")
     run_until_settled(spec, study, stage.keys(), workers, progress)
     return finished_trials(study)
 
