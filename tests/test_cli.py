@@ -197,6 +197,8 @@ def test_dry_runs_print_the_plan_and_write_nothing(tmp_path, capsys):
     assert int(rows["cpu-tiny"][1].replace(",", "")) == round(20 * config_step_flops(recursive)
                                                               / config_step_flops(tiny))
     assert lines[-1].startswith("4 runs, about ") and lines[-1].endswith("nothing was written")
+    step_ms = {name: int(row[4]) for name, row in rows.items()}
+    assert step_ms["cpu-tiny-recursive"] > 2 * step_ms["cpu-tiny"]  # each arm its own step time (6.9x the FLOPs)
     assert not out.exists()
 
 

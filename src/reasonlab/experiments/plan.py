@@ -6,6 +6,7 @@ would build them."""
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from typing import Any
 
 from reasonlab.config import Config
@@ -45,8 +46,11 @@ def checkpoint_bytes(cfg: Config) -> int:
 
 
 def _step_times(configs: dict[str, Config]) -> dict[str, float]:
-    """Seconds a step of each config: a short interleaved calibration, as `compare` plans with."""
-    return calibrate_step_times(configs, rounds=1, steps=2, warmup=1)["step_s"]
+    """Seconds a step of each config, from a short interleaved calibration: each config's own mean.
+    (One round measures no spread, so `compare`'s pooling of arms whose times do not differ beyond
+    it would give every arm the first arm's time.)"""
+    rounds = calibrate_step_times(configs, rounds=1, steps=2, warmup=1)["rounds"]
+    return {key: statistics.fmean(times) for key, times in rounds.items()}
 
 
 def _plans(names: dict[str, str], configs: dict[str, Config], steps: dict[str, int], seeds: dict[str, list[int]],
