@@ -134,6 +134,12 @@ def _lr_lines(result: dict[str, Any]) -> list[str]:
              ", ".join(f"{m}: {fnum(v)}" for m, v in s["losses"]["largest"].items()),
              "not measured" if s["moved"] is None else "yes" if s["moved"] else "no"] for key, s in search.items()]
     lines.append(table(["arm", "val loss by multiplier, smallest budget", "largest budget", "best moved"], rows))
+    grid = result["lr_grid"]
+    at_edge = [key.upper() for key, s in search.items()
+               for best in s["best"].values() if best is not None and best in (grid[0], grid[-1])]
+    if at_edge:
+        lines += ["", f"The best multiplier lies at the grid's edge for {', '.join(sorted(set(at_edge)))}: the grid "
+                      "does not bracket that arm's best learning rate, which may lie further out."]
     return lines
 
 
