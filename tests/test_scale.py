@@ -114,7 +114,7 @@ def test_the_result_judges_fits_and_crosses_what_the_units_finished(tmp_path):
     assert result.cost.runs == 36 and result.cost.spent_flops == pytest.approx(result.cost.independent_flops / 2)
     write_result(result, tmp_path)
     stored = json.loads((tmp_path / "scaling.json").read_text())
-    assert stored["schema_version"] == 1 and stored["kind"] == "scaling"
+    assert stored["schema_version"] == 1 and stored["kind"] == "scaling" and stored["lr_grid"] == [1.0]
     (tmp_path / "SCALING.md").unlink()
     assert tmp_path / "SCALING.md" in rebuild(tmp_path)
     report = (tmp_path / "SCALING.md").read_text()

@@ -194,7 +194,7 @@ def build_result(arms: dict[str, ScaleArm], budgets: list[float], schedule: str,
     readings = {key: _readings(arm, budgets, chosen[key], finished) for key, arm in arms.items()}
     fits = {key: _fit(r, resamples, i) if all(x.loss for x in r) else None
             for i, (key, r) in enumerate(readings.items())}
-    grid = np.geomspace(budgets[0], 4 * budgets[-1], CURVE_POINTS).tolist()
+    curve_flops = np.geomspace(budgets[0], 4 * budgets[-1], CURVE_POINTS).tolist()
     results = {}
     for key, arm in arms.items():
         fit = fits[key]
@@ -205,7 +205,7 @@ def build_result(arms: dict[str, ScaleArm], budgets: list[float], schedule: str,
             readings[key], None if fit is None else fit.to_dict(),
             None if at_budgets is None else [{"estimate": e, "low": lo, "high": hi} for e, lo, hi in
                                              zip(at_budgets.estimate, at_budgets.low, at_budgets.high)],
-            None if fit is None else _curve(fit, grid))
+            None if fit is None else _curve(fit, curve_flops))
     metrics = ["loss"] + (["exact_match"] if all(r.exact_match for rs in readings.values() for r in rs) else [])
     verdicts = [v for metric in metrics for v in _verdicts(results, reference, metric, len(budgets))]
     crossings = [crossover(fits[key], fits[reference], key, reference,

@@ -10,6 +10,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
+from reasonlab.experiments.fits import ALPHA_BOUNDS
 from reasonlab.io import atomic_write_text
 from reasonlab.report.comparison import arm_label, color
 from reasonlab.report.markdown import fci, fint, fnum, fpct, fsci, table
@@ -99,8 +100,10 @@ def _fit_table(result: dict[str, Any]) -> str:
         if fit is None:
             rows.append([arm_label(key, arm["name"]), "n/a", "n/a", "n/a", "n/a"])
             continue
+        bound = " (at the fit's bound: the form does not fit)" if fit["alpha"]["estimate"] >= ALPHA_BOUNDS[1] - 1e-6 \
+            else ""
         rows.append([arm_label(key, arm["name"]), _interval(fit["E"], fnum), _interval(fit["A"]),
-                     _interval(fit["alpha"], fnum), _interval(arm["predicted"][-1], fnum)])
+                     _interval(fit["alpha"], fnum) + bound, _interval(arm["predicted"][-1], fnum)])
     return table(header, rows)
 
 
