@@ -101,9 +101,9 @@ def test_a_finished_task_run_from_before_generator_2_is_trained_again(tmp_path, 
     trained = []
     monkeypatch.setattr(runs.trainer, "train", lambda c, d, quiet: trained.append(c.task.generator) or d.mkdir())
     monkeypatch.setattr(runs, "run_result", lambda d: {"summary": {"final_val": {"loss": 1.0, "accuracy": 0.5}}})
-    runs._run(cfg, run_dir, lambda line: None)
+    runs._run(cfg, run_dir)
     assert trained == [2]
     (run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
     (run_dir / "summary.json").write_text("{}")
-    runs._run(dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, generator=1)), run_dir, lambda line: None)
+    runs._run(dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, generator=1)), run_dir)
     assert trained == [2]  # the same instances: reused

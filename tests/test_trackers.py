@@ -163,7 +163,7 @@ def test_a_comparisons_runs_are_grouped_by_its_study(tmp_path, monkeypatch):
     from reasonlab.outdir import claim_out
 
     trained = []
-    monkeypatch.setattr(runs, "_run", lambda cfg, run_dir, progress: trained.append((cfg, run_dir)) or {})
+    monkeypatch.setattr(runs, "_run", lambda cfg, run_dir: trained.append((cfg, run_dir)) or {})
     cfg = tiny_config()
     studied = {"a": Arm("a", "cpu-tiny", cfg, seeds=[0, 1]), "b": Arm("b", "cpu-tiny", cfg, seeds=[2, 3])}
     claim_out(tmp_path / "study-x", "comparison", "key")

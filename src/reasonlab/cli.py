@@ -270,6 +270,12 @@ def _arm_specs(args: argparse.Namespace, defaults: tuple[str | None, str | None]
     return [a, b]
 
 
+def _queue_flags(p: argparse.ArgumentParser) -> None:
+    """--workers and --storage of a command whose runs go through the study queue."""
+    p.add_argument("--workers", type=int, default=1, help=WORKERS_HELP)
+    p.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
+
+
 def _arm_list(text: str) -> list[str]:
     specs = [spec.strip() for spec in text.split(",")]
     if len(specs) < 2 or not all(specs):
@@ -519,8 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a bundled suite (baseline, reasoning, recursion: see reasonlab presets) or a YAML file")
     p.add_argument("--steps", type=int, default=100, help="steps of every trial")
     p.add_argument("--seeds", type=int, default=1, help="runs per config, each on its own seed")
-    p.add_argument("--workers", type=int, default=1, help=WORKERS_HELP)
-    p.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
+    _queue_flags(p)
     p.add_argument("--prune", action="store_true", help="stop hopeless trials early (median pruner)")
     p.add_argument("--config", help="YAML config or preset name the suite starts from instead of its own base")
     _hidden_alias(p, "--base", "config")
@@ -546,8 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paired", action="store_true",
                    help="every arm runs A's seeds; interval of the per-seed differences (arms of the same shape)")
     p.add_argument("--match", choices=["steps", "flops", "time"], default="flops", help="what the budgets equalise")
-    p.add_argument("--workers", type=int, default=1, help=WORKERS_HELP)
-    p.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
+    _queue_flags(p)
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every arm (repeatable)")
     p.add_argument("--out", required=True, help="the study's folder; run again, the study continues in it")
     p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
@@ -602,8 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the lr grid is tried: the smallest budget (a short run and a cooldown per multiplier "
                         "under wsd), or it and the largest (a whole run per multiplier)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the seeds for the fits")
-    p.add_argument("--workers", type=int, default=1, help=WORKERS_HELP)
-    p.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
+    _queue_flags(p)
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override every arm (repeatable)")
     p.add_argument("--out", required=True, help="the study's folder; run again, the study continues in it")
     p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)

@@ -66,7 +66,7 @@ def run_arm_seed(spec: SweepSpec, key: str, seed: int) -> dict[str, Any]:
     """One queued run: arm `key` on `seed`, in `runs/<key>-s<seed>` of the study's folder."""
     cfg = config_from_dict(spec.configs[key])
     cfg = with_train(cfg, seed=seed, tracker_group=cfg.train.tracker_group or spec.out.resolve().name)
-    return _run(cfg, spec.out / "runs" / f"{key}-s{seed}", lambda line: None)
+    return _run(cfg, spec.out / "runs" / f"{key}-s{seed}")
 
 
 def _same_run(stored: Config, wanted: Config) -> bool:
@@ -79,17 +79,13 @@ def _same_run(stored: Config, wanted: Config) -> bool:
     return a == b
 
 
-def _run(cfg: Config, run_dir: Path, progress: Callable[[str], None]) -> dict[str, Any]:
-    """Train one seed of one arm, or reuse it when a finished run with the same config is there."""
+def _run(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Train one seed of one arm, or reuse it when a finished run with the same config is there; the
+    queue's worker reports it."""
     summary = run_dir / "summary.json"
     stored = run_dir / "config.yaml"
-    if summary.is_file() and stored.is_file() and _same_run(read_config(run_dir), cfg):
-        progress(f"{run_dir.name}: finished earlier, reused")
-    else:
+    if not (summary.is_file() and stored.is_file() and _same_run(read_config(run_dir), cfg)):
         if run_dir.exists():
             shutil.rmtree(run_dir)
         trainer.train(cfg, run_dir, quiet=True)
-    result = run_result(run_dir)
-    final = result["summary"]["final_val"]
-    progress(f"{run_dir.name}: val loss {final['loss']:.4f}, accuracy {final['accuracy']:.2%}")
-    return result
+    return run_result(run_dir)
