@@ -12,14 +12,7 @@
 # Writes each arm's config under OUT/arms/ (so the study can be rerun and read), then
 # OUT/lm (reasonlab compare --arms) and OUT/<task> (reasonlab tasks --arms).
 set -euo pipefail
-out=$1; shift
-studies=()
-while (($#)) && [[ $1 != -- ]]; do studies+=("$1"); shift; done
-[[ ${1:-} == -- ]] && shift
-mkdir -p "$out/arms"
-arm() {  # name base body
-  printf 'extends: %s\n%s\n' "$2" "$3" >"$out/arms/$1.yaml"
-}
+source "$(dirname "$0")/study_args.sh"
 for scale in cpu-demo task-small; do
   arm "$scale-trm-carry-ema" "$scale" $'model: {arch: trm}\ntrm: {latent_steps: 2, recursions: 2}
 recursion: {max_segments: 2, carry_across_steps: true}\ntrain: {ema_decay: 0.999}'

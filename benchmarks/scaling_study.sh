@@ -21,14 +21,7 @@
 #   reasonlab scale --arms seed-gpu,control:depth:seed-gpu-recursive,seed-gpu-recursive \
 #     --budgets 5 --span 32 --max-flops 2e17 --seeds 3 --lr-grid 0.5,1,2 --workers 8 --out runs/seed-scale
 set -euo pipefail
-out=$1; shift
-studies=()
-while (($#)) && [[ $1 != -- ]]; do studies+=("$1"); shift; done
-[[ ${1:-} == -- ]] && shift
-mkdir -p "$out/arms"
-arm() {  # name base body
-  printf 'extends: %s\n%s\n' "$2" "$3" >"$out/arms/$1.yaml"
-}
+source "$(dirname "$0")/study_args.sh"
 arm trm-sudoku-hard-cpu-one-step trm-sudoku-hard-cpu 'trm: {grad: one_step}'
 arm cpu-demo-hrm cpu-demo $'model: {arch: hrm}\nhrm: {H_cycles: 1, L_cycles: 1}\nrecursion: {max_segments: 2}'
 arm cpu-demo-looped-act cpu-demo $'model: {arch: looped}\nlooped: {depth: 4, act: true}
