@@ -89,6 +89,12 @@ class Oracle(torch.nn.Module):
         super().__init__()
         self.task, self.tokenizer = task, tokenizer
 
+    every_pass = False  # a LanguageModel (model/protocol.py), as decoding calls it
+
+    @property
+    def core(self):
+        return self
+
     def run(self, x):
         from reasonlab.model.outputs import ModelOutput
         from reasonlab.tasks.sudoku import solve

@@ -51,7 +51,7 @@ def test_hand_count_matches_torchs_flop_counter():
         block.moe.experts.fused = False
     x, y = torch.randint(0, 300, (2, 3, 32))
     with FlopCounterMode(display=False) as counter:
-        model.compute_loss(x, y).loss.backward()
+        model(x, y).loss.backward()
     assert counter.get_total_flops() == hand_count_step_flops(cfg.model, x.numel())
 
 

@@ -14,6 +14,8 @@ from reasonlab.model import build_model, control_config, inference_layers, param
 from reasonlab.model.arms import config_step_flops
 from reasonlab.model.looped import draw_depth, expected_passes
 from reasonlab.model.loss import IGNORE_INDEX
+from reasonlab.model.protocol import LanguageModel
+from reasonlab.registry import ARCHS
 from test_recursive import live_halting
 
 TINY = {"model.vocab_size": 300, "model.seq_len": 32, "model.d_model": 32, "model.n_layers": 2, "model.n_heads": 4,
@@ -32,6 +34,11 @@ def config(arm: str, **extra):
 
 
 def make(arm: str, n: int = 2, act: bool = True, **extra):
+    return built(arm, n, act, **extra)[1]
+
+
+def built(arm: str, n: int = 2, act: bool = True, **extra):
+    """The config and its model, its halting live."""
     torch.manual_seed(0)
     cfg = config(arm, **{"recursion.max_segments": n, "recursion.use_act": act, **extra})
     model = build_model(cfg)
@@ -40,7 +47,7 @@ def make(arm: str, n: int = 2, act: bool = True, **extra):
     if getattr(model, "act_head", None) is not None:  # ACT that halts tokens at different passes
         torch.nn.init.normal_(model.act_head.weight, std=1.0)
         torch.nn.init.constant_(model.act_head.bias, -0.5)
-    return model
+    return cfg, model
 
 
 def tokens(B=2, T=32, seed=1):
@@ -94,12 +101,12 @@ def test_training_and_inference_choose_the_same_exit_and_logits_per_token(arm):
     out = model.run(x)
     assert len(out.segments.unique()) > 1  # tokens exit at different segments
     per_token = F.cross_entropy(out.logits[0], y[0], reduction="none")
-    whole = model.compute_loss(x, y)
+    whole = model(x, y)
     torch.testing.assert_close(whole.lm_loss, per_token.mean(), rtol=0, atol=1e-5)
     for t in (0, 7, 19, 31):  # only token t is scored: its exit and loss alone
         target = torch.full_like(y, IGNORE_INDEX)
         target[0, t] = y[0, t]
-        one = model.compute_loss(x, target)
+        one = model(x, target)
         assert one.metrics["segments"].item() == out.segments[0, t].item()
         torch.testing.assert_close(one.lm_loss, per_token[t], rtol=0, atol=1e-5)
 
@@ -114,22 +121,48 @@ def test_rows_and_batches_do_not_share_state(arm):
     model.train()
     results = []
     for before in (tokens(seed=2), tokens(seed=3)):
-        model.compute_loss(before, before.roll(1, 1))
+        model(before, before.roll(1, 1))
         if hasattr(model, "depth_draws"):
             model.depth_draws.zero_()  # the step count a drawn depth follows, not state of the batch
         torch.manual_seed(7)
-        results.append(model.compute_loss(x, x.roll(1, 1)).loss.item())
+        results.append(model(x, x.roll(1, 1)).loss.item())
     assert results[0] == results[1]
 
 
 @pytest.mark.parametrize("arm", list(ARMS))
 def test_every_parameter_learns_and_counts_match_the_module(arm):
-    model = make(arm, 2, True, **{"model.dropout": 0.0}).train()
-    model.compute_loss(tokens(), tokens(seed=4)).loss.backward()
-    assert param_counts(model.config)["total"] == sum(p.numel() for p in model.parameters())
+    cfg, model = built(arm, 2, True, **{"model.dropout": 0.0})
+    model.train()(tokens(), tokens(seed=4)).loss.backward()
+    assert param_counts(cfg)["total"] == sum(p.numel() for p in model.parameters())
     silent = {name for name, p in model.named_parameters()
               if (p.grad is None or not p.grad.abs().sum() > 0) and "experts" not in name}  # an idle expert may
     assert silent <= ({"s_init"} if arm == "looped-random" else set()), silent  # truncated backprop may stop short
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_registered_arm_is_a_language_model(arch):
+    """The engine, generation and the harness call every model through the one protocol."""
+    model = build_model(resolve_config(None, {**TINY, "model.arch": arch}))
+    assert isinstance(model, LanguageModel)
+    out = model.run(tokens())
+    assert out.logits.shape == (2, 32, 300)
+    step = model.train()(tokens(), tokens(seed=4), carry=None)
+    assert step.carry is None and step.loss.isfinite()
+
+
+@pytest.mark.parametrize("arm", ["hrm", "trm", "looped", "looped-act"])
+def test_the_passes_an_arm_runs_are_the_passes_it_declares(arm):
+    """The stack counts each pass as it runs; with every token run to its last segment and pass,
+    that count, pass by pass with and without gradient, is what `passes()` declares for planning."""
+    cfg, model = built(arm, 2, False, **{"model.dropout": 0.0})
+    if getattr(model, "act_head", None) is not None:
+        torch.nn.init.constant_(model.act_head.bias, -50.0)  # no token halts before the last pass
+    enabled = []
+    model.core.blocks[0].register_forward_hook(lambda *_: enabled.append(torch.is_grad_enabled()))
+    step = model.train()(tokens(), tokens(seed=4))
+    grad, free = type(model).passes(getattr(cfg, cfg.model.arch))
+    assert (enabled.count(True), enabled.count(False)) == (2 * grad, 2 * free)  # two segments
+    assert step.flops == config_step_flops(cfg)
 
 
 # Hand counts for TINY (d 32, 2 layers, d_ff 64, 4 experts top-2, V 300, T 32), from test_recursive.py:
@@ -146,7 +179,7 @@ def test_trm_flops_hand_count():
     assert config_step_flops(cfg) == 2 * 32 * 2 * per_segment
     model = make("trm", 2, True)
     torch.nn.init.constant_(model.halt_head.bias, -50.0)  # no token exits early
-    assert model.train().compute_loss(tokens(), tokens(seed=4)).flops == 2 * 32 * 2 * per_segment
+    assert model.train()(tokens(), tokens(seed=4)).flops == 2 * 32 * 2 * per_segment
 
 
 def test_looped_flops_hand_count():
@@ -162,7 +195,7 @@ def test_looped_act_stops_when_every_token_halts_and_counts_what_ran():
     model = make("looped-act", 1, False)
     torch.nn.init.zeros_(model.act_head.weight)
     torch.nn.init.constant_(model.act_head.bias, 10.0)  # p ~ 1: every token halts after the first pass
-    out = model.train().compute_loss(tokens(), tokens(seed=4))
+    out = model.train()(tokens(), tokens(seed=4))
     assert out.flops == 2 * 32 * (GRAD_PASS + 3 * 64 + HEAD)
     assert out.metrics["ponder"].item() == pytest.approx(2.0)  # one pass plus a remainder of 1
 
@@ -176,7 +209,7 @@ def test_looped_act_against_a_per_token_reference():
     x = tokens(B=48, T=1)
     x_BTD, cos, sin = model.core.embed_tokens(x)
     with torch.no_grad():
-        seg = model.segment(model.initial_state(x_BTD), x_BTD, cos, sin, None)
+        seg = model.segment(model.initial_state(x_BTD), x_BTD, model.passes_over(x_BTD, cos, sin), None)
         halting = []
         for b in range(x.shape[0]):
             s, summed, out = model.s_init[None, None], 0.0, 0.0
@@ -206,12 +239,13 @@ def test_random_depth_is_drawn_per_step_with_the_configured_mean():
 
 
 def test_random_depth_trains_at_the_drawn_depth_and_counts_it():
-    model = make("looped-random", 1, False).train()
-    seed = model.config.train.seed * 1_000_003
+    cfg, model = built("looped-random", 1, False)
+    model.train()
+    seed = cfg.train.seed * 1_000_003
     depths = []
     for step in range(6):
         depth = draw_depth(model.looped, torch.Generator().manual_seed(seed + step))
-        out = model.compute_loss(tokens(), tokens(seed=4))
+        out = model(tokens(), tokens(seed=4))
         grad = min(2, depth)
         assert out.flops == 2 * 32 * (grad * GRAD_PASS + (depth - grad) * PASS + HEAD)
         depths.append(depth)
@@ -309,14 +343,15 @@ def test_a_control_of_a_carry_recipe_drops_the_carry_and_depth_matches_its_step(
 def test_trm_gradient_runs_through_the_passes_it_names(grad, pattern):
     """A segment of 2 recursions of 2 latent updates and an answer update is 6 stack passes: the full
     gradient takes the last recursion's 3, the 1-step gradient its last latent update and the answer's."""
-    model = make("trm", 2, False, **{"trm.grad": grad}).train()
+    cfg, model = built("trm", 2, False, **{"trm.grad": grad})
+    model.train()
     enabled = []
     model.core.blocks[0].register_forward_hook(lambda *_: enabled.append(torch.is_grad_enabled()))
-    step = model.compute_loss(tokens(), tokens(seed=2))
+    step = model(tokens(), tokens(seed=2))
     assert enabled == pattern * 2  # two segments
-    grad_passes, free_passes = type(model).passes(model.config)
+    grad_passes, free_passes = type(model).passes(cfg.trm)
     assert (grad_passes, free_passes) == (pattern.count(True), pattern.count(False))
-    assert step.flops == config_step_flops(model.config)
+    assert step.flops == config_step_flops(cfg)
     step.loss.backward()
     assert model.core.embed.weight.grad.abs().sum() > 0
 
@@ -328,9 +363,8 @@ def test_the_outer_control_keeps_the_outer_loop_and_runs_the_stack_once_a_segmen
     assert (outer.recursion, outer.train.ema_decay, outer.model.n_layers) == (cfg.recursion, cfg.train.ema_decay, 2)
     assert inference_layers(outer) == cfg.recursion.max_segments * cfg.model.n_layers
     assert inference_layers(cfg) == cfg.recursion.max_segments * 6 * cfg.model.n_layers  # 2 recursions of 3 passes
-    model = make("trm", 3, False)
-    control = build_model(control_config(model.config, "outer"))
+    control = build_model(control_config(built("trm", 3, False)[0], "outer"))
     passes = []
     control.core.blocks[0].register_forward_hook(lambda *_: passes.append(1))
-    control.compute_loss(tokens(), tokens(seed=2))
+    control(tokens(), tokens(seed=2))
     assert len(passes) == 3  # one a segment

@@ -74,7 +74,7 @@ def test_segments_run_in_training_when_every_token_halts_at_once(act, segments, 
     calls = []
     real = HRM.segment
     monkeypatch.setattr(HRM, "segment", lambda self, *a: calls.append(1) or real(self, *a))
-    out = model.compute_loss(tokens(), tokens(seed=4))
+    out = model(tokens(), tokens(seed=4))
     assert len(calls) == segments and out.metrics["segments"] == segments
     per_segment = 2 * 179_712 + 57_600 + (192 if act else 0)  # H1/L1, by the hand count below
     assert out.flops == 2 * 32 * segments * per_segment
@@ -83,7 +83,7 @@ def test_segments_run_in_training_when_every_token_halts_at_once(act, segments, 
 
 def test_training_halting_learns_from_the_loss():
     model = make(H=1, L=1, n=2, act=True).train()
-    out = model.compute_loss(tokens(), tokens(seed=5))
+    out = model(tokens(), tokens(seed=5))
     out.loss.backward()
     for name in ("halt_head.weight", "halt_head.bias", "z_l_init", "z_h_init", "p_hl.weight", "p_lh.weight"):
         grad = dict(model.named_parameters())[name].grad
@@ -93,7 +93,7 @@ def test_training_halting_learns_from_the_loss():
 
 def test_gradient_reaches_init_states_through_no_grad_cycles():
     model = make(H=3, L=2, n=2, act=True, grad_cycles=1).train()
-    model.compute_loss(tokens(), tokens(seed=5)).loss.backward()
+    model(tokens(), tokens(seed=5)).loss.backward()
     for name in ("z_l_init", "z_h_init", "p_hl.weight", "p_lh.weight", "halt_head.weight"):
         assert dict(model.named_parameters())[name].grad.abs().sum() > 0, name
 
@@ -117,7 +117,7 @@ def test_flops_hand_count(H, L, expected):
                  train=reasonlab.config.TrainConfig(batch_size=2))
     assert config_step_flops(cfg) == 2 * 32 * 2 * expected
     model = make(H, L, n=2, act=True, halting_bias=-50.0).train()
-    out = model.compute_loss(tokens(), tokens(seed=4))
+    out = model(tokens(), tokens(seed=4))
     assert out.flops == 2 * 32 * 2 * expected  # every token ran both segments
 
 

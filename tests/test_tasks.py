@@ -91,6 +91,12 @@ class Oracle(nn.Module):
                 for t in range(start, start + (1 if i in wrong else len(answer))):
                     self.table[tuple(sequence[: t + 1])] = sequence[t + 1]
 
+    every_pass = False  # a LanguageModel (model/protocol.py), as decoding calls it
+
+    @property
+    def core(self) -> "Oracle":
+        return self
+
     def run(self, x: torch.Tensor) -> ModelOutput:
         if self.kv_cache is not None:  # x holds only the new tokens once the prompt is in
             x = self.seen = torch.cat([self.seen, x], dim=1) if self.kv_cache.length else x

@@ -40,7 +40,6 @@ def harness_lm(loaded: LoadedModel, segments: int | None = None, depth: int | No
     from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
     model, tokenizer, context = loaded.model, loaded.tokenizer, loaded.config.model.seq_len
-    recursive = hasattr(model, "every_pass")
     eot = tokenizer.eot_id
 
     @torch.no_grad()
@@ -48,7 +47,7 @@ def harness_lm(loaded: LoadedModel, segments: int | None = None, depth: int | No
         """Log-probability of `targets` after `prefix`, and whether each is the greedy choice."""
         ids = (prefix + targets)[-(context + 1):]
         inputs = torch.tensor([ids[:-1]], device=loaded.device)
-        out = model.run(inputs, segments=segments, depth=depth) if recursive else model.run(inputs)
+        out = model.run(inputs, segments=segments, depth=depth)
         logp = out.logits[0, -len(targets):].float().log_softmax(dim=-1)
         wanted = torch.tensor(targets, device=loaded.device)
         return logp.gather(1, wanted[:, None]).sum().item(), bool((logp.argmax(dim=-1) == wanted).all())

@@ -2,9 +2,9 @@
 builds it and what it is. The config check, the CLI's choices, the model builder, the reports and
 the docs read this table, so an arm is known everywhere or nowhere.
 
-A new recursive arm is its model module (a `RecursiveLM` subclass), its config section (a
-dataclass in config.py with `check` and `describe`, and its field in `Config`), an entry here,
-and a preset.
+A new recursive arm is its model module (a `RecursiveLM` subclass, built from the model's, the
+recursion's and its own config sections), its config section (a dataclass in config.py with
+`check` and `describe`, and its field in `Config`), an entry here, and a preset.
 """
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from torch import nn
 
 from reasonlab.model.layers import KVCache
 from reasonlab.model.outputs import ModelOutput
+from reasonlab.model.protocol import LanguageModel
 
 
 def forced_compute(segments: int | None, depth: int | None) -> dict[str, int]:
@@ -38,25 +38,20 @@ def _pick(logits: torch.Tensor, temperature: float, top_k: int, generator: torch
 
 
 @contextlib.contextmanager
-def _cached(model: nn.Module) -> Iterator[None]:
-    """Within: the model's stack attends through `cache`, and a recursive model runs every pass."""
-    core = getattr(model, "core", model)
-    if not core.cfg.causal:
+def _cached(model: LanguageModel) -> Iterator[None]:
+    """Within: the model's stack attends through `cache`, and the model runs every pass."""
+    if not model.core.cfg.causal:
         raise ValueError("a KV cache needs a causal model")
-    recursive = hasattr(model, "every_pass")
-    if recursive:
-        model.every_pass = True
+    model.every_pass = True
     try:
         yield
     finally:
-        core.kv_cache = None
-        if recursive:
-            model.every_pass = False
+        model.core.kv_cache = None
+        model.every_pass = False
 
 
-def _run_cached(model: nn.Module, cache: KVCache, ids: torch.Tensor, **forced: int) -> ModelOutput:
-    core = getattr(model, "core", model)
-    core.kv_cache = cache
+def _run_cached(model: LanguageModel, cache: KVCache, ids: torch.Tensor, **forced: int) -> ModelOutput:
+    model.core.kv_cache = cache
     cache.begin(ids.shape[1])
     out = model.run(ids, **forced)
     cache.end()
@@ -65,7 +60,7 @@ def _run_cached(model: nn.Module, cache: KVCache, ids: torch.Tensor, **forced: i
 
 @torch.inference_mode()  # not no_grad: it also skips the version counters and view tracking of every op
 def sample(
-    model: nn.Module,
+    model: LanguageModel,
     ids: torch.Tensor,
     max_new_tokens: int,
     context: int,
@@ -105,7 +100,7 @@ def sample(
 
 
 @torch.inference_mode()
-def greedy(model: nn.Module, ids: torch.Tensor, new_tokens: int, segments: int | None = None,
+def greedy(model: LanguageModel, ids: torch.Tensor, new_tokens: int, segments: int | None = None,
            depth: int | None = None) -> torch.Tensor:
     """The greedy continuation [B, new_tokens] of every row of ids [B, T]: `sample` at temperature 0
     for a batch of prompts of one length whose continuation fits the model's context (the answers
@@ -113,7 +108,7 @@ def greedy(model: nn.Module, ids: torch.Tensor, new_tokens: int, segments: int |
     length; a bidirectional one, whose earlier positions change as the text grows, recomputes it."""
     forced = forced_compute(segments, depth)
     text = ids
-    if not getattr(model, "core", model).cfg.causal:
+    if not model.core.cfg.causal:
         for _ in range(new_tokens):
             text = torch.cat([text, model.run(text, **forced).logits[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
         return text[:, ids.shape[1]:]

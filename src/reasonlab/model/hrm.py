@@ -21,15 +21,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reasonlab.config import Config
-from reasonlab.model.recursion import RecursiveLM, Segment, State
+from reasonlab.config import HRMConfig, ModelConfig, RecursionConfig
+from reasonlab.model.outputs import State
+from reasonlab.model.recursion import Passes, RecursiveLM, Segment
 
 
 class HRM(RecursiveLM):
-    def __init__(self, cfg: Config):
-        super().__init__(cfg)
-        self.hrm = cfg.hrm
-        d = cfg.model.d_model
+    def __init__(self, model: ModelConfig, recursion: RecursionConfig, hrm: HRMConfig, seed: int = 0):
+        super().__init__(model, recursion, hrm, seed)
+        self.hrm = hrm
+        d = model.d_model
         self.p_hl = nn.Linear(d, d, bias=False)
         self.p_lh = nn.Linear(d, d, bias=False)
         self.norm_l = nn.RMSNorm(d)
@@ -40,18 +41,17 @@ class HRM(RecursiveLM):
         nn.init.normal_(self.p_lh.weight, std=0.02)
 
     @classmethod
-    def passes(cls, cfg: Config) -> tuple[float, float]:
-        h = cfg.hrm
-        return h.grad_cycles * (h.L_cycles + 1), (h.H_cycles - h.grad_cycles) * (h.L_cycles + 1)
+    def passes(cls, hrm: HRMConfig) -> tuple[float, float]:
+        return hrm.grad_cycles * (hrm.L_cycles + 1), (hrm.H_cycles - hrm.grad_cycles) * (hrm.L_cycles + 1)
 
     @classmethod
-    def pass_params(cls, cfg: Config) -> int:
-        return cfg.model.d_model ** 2  # P_HL or P_LH
+    def pass_params(cls, model: ModelConfig, hrm: HRMConfig) -> int:
+        return model.d_model ** 2  # P_HL or P_LH
 
     @classmethod
-    def own_params(cls, cfg: Config) -> int:
-        d = cfg.model.d_model
-        return super().own_params(cfg) + 2 * d * d + 2 * d + 2 * d  # P_HL, P_LH, two input norms, two init states
+    def own_params(cls, model: ModelConfig, hrm: HRMConfig) -> int:
+        d = model.d_model
+        return super().own_params(model, hrm) + 2 * d * d + 2 * d + 2 * d  # P_HL, P_LH, two input norms, init states
 
     @property
     def trained_depth(self) -> int:
@@ -63,30 +63,22 @@ class HRM(RecursiveLM):
     def readout(self, z: State) -> torch.Tensor:
         return self.core.norm(z[1])
 
-    def _cycle(self, z: State, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[State, torch.Tensor]:
+    def _cycle(self, z: State, x: torch.Tensor, f: Passes) -> State:
         z_l, z_h = z
-        aux = x.new_zeros((), dtype=torch.float32)
         for _ in range(self.hrm.L_cycles):
-            update, pass_aux = self.core.stack(self.norm_l(z_l + self.p_hl(z_h) + x), cos, sin)
-            z_l, aux = z_l + update, aux + pass_aux
-        update, pass_aux = self.core.stack(self.norm_h(z_h + self.p_lh(z_l)), cos, sin)
-        return (z_l, z_h + update), aux + pass_aux
+            z_l = z_l + f(self.norm_l(z_l + self.p_hl(z_h) + x))
+        return z_l, z_h + f(self.norm_h(z_h + self.p_lh(z_l)))
 
-    def segment(self, z: State, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                depth: int | None) -> Segment:
+    def segment(self, z: State, x_BTD: torch.Tensor, f: Passes, depth: int | None) -> Segment:
         """`depth` H cycles (H_cycles by default); the last grad_cycles of them carry gradient."""
         cycles = self.hrm.H_cycles if depth is None else depth
         grad_cycles = min(self.hrm.grad_cycles, cycles)
-        aux = x_BTD.new_zeros((), dtype=torch.float32)
         if cycles > grad_cycles:
             with torch.no_grad():
                 z_free = z
                 for _ in range(cycles - grad_cycles):
-                    z_free, cycle_aux = self._cycle(z_free, x_BTD, cos, sin)
-                    aux = aux + cycle_aux
+                    z_free = self._cycle(z_free, x_BTD, f)
             z = tuple(start + (end - start).detach() for start, end in zip(z, z_free))
         for _ in range(grad_cycles):
-            z, cycle_aux = self._cycle(z, x_BTD, cos, sin)
-            aux = aux + cycle_aux
-        per_cycle = self.hrm.L_cycles + 1
-        return Segment(z, aux, grad_cycles * per_cycle, (cycles - grad_cycles) * per_cycle)
+            z = self._cycle(z, x_BTD, f)
+        return Segment(z)

@@ -39,8 +39,9 @@ import torch
 from scipy.stats import poisson
 from torch import nn
 
-from reasonlab.config import Config, LoopedConfig
-from reasonlab.model.recursion import RecursiveLM, Segment, State
+from reasonlab.config import LoopedConfig, ModelConfig, RecursionConfig
+from reasonlab.model.outputs import State
+from reasonlab.model.recursion import Passes, RecursiveLM, Segment
 
 
 def _lognormal_mu(mean_depth: float, sigma: float) -> float:
@@ -81,13 +82,13 @@ def expected_passes(lp: LoopedConfig) -> tuple[float, float]:
 
 
 class Looped(RecursiveLM):
-    def __init__(self, cfg: Config):
-        super().__init__(cfg)
-        self.looped = lp = cfg.looped
+    def __init__(self, model: ModelConfig, recursion: RecursionConfig, looped: LoopedConfig, seed: int = 0):
+        super().__init__(model, recursion, looped, seed)
+        self.looped = lp = looped
         self.penalty_weight = lp.ponder_cost
-        d = cfg.model.d_model
+        d = model.d_model
         self.s_init = self._init_state_vector()
-        # how many depths training has drawn: the draws follow (train.seed, count), so every DDP process
+        # how many depths training has drawn: the draws follow (the run's seed, count), so every DDP process
         # trains at the same depth and a resumed run (the count is in the checkpoint) continues the sequence
         self.register_buffer("depth_draws", torch.zeros((), dtype=torch.long))
         self.act_head = None
@@ -97,17 +98,17 @@ class Looped(RecursiveLM):
             nn.init.constant_(self.act_head.bias, 1.0)  # Universal Transformers' init: halt after about two passes
 
     @classmethod
-    def passes(cls, cfg: Config) -> tuple[float, float]:
-        return expected_passes(cfg.looped)
+    def passes(cls, looped: LoopedConfig) -> tuple[float, float]:
+        return expected_passes(looped)
 
     @classmethod
-    def pass_params(cls, cfg: Config) -> int:
-        return cfg.model.d_model if cfg.looped.act else 0  # the ACT halting unit
+    def pass_params(cls, model: ModelConfig, looped: LoopedConfig) -> int:
+        return model.d_model if looped.act else 0  # the ACT halting unit
 
     @classmethod
-    def own_params(cls, cfg: Config) -> int:
-        d = cfg.model.d_model
-        return super().own_params(cfg) + d + ((d + 1) if cfg.looped.act else 0)  # init state, ACT unit
+    def own_params(cls, model: ModelConfig, looped: LoopedConfig) -> int:
+        d = model.d_model
+        return super().own_params(model, looped) + d + ((d + 1) if looped.act else 0)  # init state, ACT unit
 
     @property
     def trained_depth(self) -> int:
@@ -116,7 +117,7 @@ class Looped(RecursiveLM):
     def train_depth(self) -> int | None:
         if not self.looped.mean_depth:
             return None
-        generator = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + int(self.depth_draws))
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.depth_draws))
         self.depth_draws += 1
         return draw_depth(self.looped, generator)
 
@@ -126,14 +127,12 @@ class Looped(RecursiveLM):
     def readout(self, z: State) -> torch.Tensor:
         return self.core.norm(z[-1])  # the ACT output where there is one, else the state
 
-    def segment(self, z: State, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                depth: int | None) -> Segment:
+    def segment(self, z: State, x_BTD: torch.Tensor, f: Passes, depth: int | None) -> Segment:
         """`depth` passes (the trained depth by default); gradient through the last backprop_depth."""
         depth = self.trained_depth if depth is None else depth
         k = self.looped.backprop_depth
         free = depth - min(k, depth) if k else 0
         s = z[0]
-        aux = x_BTD.new_zeros((), dtype=torch.float32)
         act = self.act_head is not None
         if act:
             running_BT = torch.ones(x_BTD.shape[:2], dtype=torch.bool, device=x_BTD.device)
@@ -141,11 +140,9 @@ class Looped(RecursiveLM):
             passes_BT = torch.zeros_like(summed_BT)
             remainder_BT = torch.zeros_like(summed_BT)
             out_BTD = torch.zeros_like(s)
-        ran = 0
         for i in range(depth):
             with torch.set_grad_enabled(torch.is_grad_enabled() and i >= free):
-                s_next, pass_aux = self.core.stack(s + x_BTD, cos, sin)
-                aux, ran = aux + pass_aux, ran + 1
+                s_next = f(s + x_BTD)
                 if not act:
                     s = s_next
                     continue
@@ -160,7 +157,6 @@ class Looped(RecursiveLM):
                 running_BT = running_BT & ~halts_BT
             if act and i < depth - 1 and not self.every_pass and not running_BT.any():  # a host sync: all halted
                 break
-        grad = ran - min(free, ran)
         if not act:
-            return Segment((s,), aux, grad, ran - grad)
-        return Segment((s, out_BTD), aux, grad, ran - grad, passes_BT + remainder_BT)
+            return Segment((s,))
+        return Segment((s, out_BTD), passes_BT + remainder_BT)

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+State = tuple[torch.Tensor, ...]  # a recursive arm's per-position states, each [B, T, d]
+
 
 @dataclass
 class ModelOutput:

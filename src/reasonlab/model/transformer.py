@@ -34,7 +34,14 @@ class Block(nn.Module):
 
 
 class MoETransformerLM(nn.Module):
-    """Token embedding (scaled by sqrt(d_model)) -> blocks -> RMSNorm -> tied LM head."""
+    """Token embedding (scaled by sqrt(d_model)) -> blocks -> RMSNorm -> tied LM head.
+
+    As an arm (model.arch baseline) it is its own `core`, has no passes to skip (`every_pass`
+    changes nothing) and no test-time compute to force; as the stack of a recursive arm, the
+    arm calls its parts (`embed_tokens`, `stack`, `head`).
+    """
+
+    every_pass = False
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -92,13 +99,21 @@ class MoETransformerLM(nn.Module):
         """Tied LM head on already normalised states."""
         return head_logits(h, self.embed.weight)
 
-    def run(self, input_ids: torch.Tensor) -> ModelOutput:
+    @property
+    def core(self) -> MoETransformerLM:
+        return self
+
+    def run(self, input_ids: torch.Tensor, segments: int | None = None, depth: int | None = None) -> ModelOutput:
+        if segments is not None or depth is not None:
+            raise ValueError("the baseline runs its stack once: it has no segments or depth to force")
         x, cos, sin = self.embed_tokens(input_ids)
         x, aux = self.stack(x, cos, sin)
         return ModelOutput(self.head(self.norm(x)), aux)
 
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor | StepLoss:
-        """Logits [B, T, vocab]; with targets, the training step's losses (what DDP wraps)."""
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
+                carry: None = None) -> torch.Tensor | StepLoss:
+        """Logits [B, T, vocab]; with targets, the training step's losses (what DDP wraps). Nothing
+        is carried across steps (`carry` is always None)."""
         if targets is not None:
             return self.compute_loss(input_ids, targets)
         return self.run(input_ids).logits

@@ -28,15 +28,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reasonlab.config import Config
-from reasonlab.model.recursion import RecursiveLM, Segment, State
+from reasonlab.config import ModelConfig, RecursionConfig, TRMConfig
+from reasonlab.model.outputs import State
+from reasonlab.model.recursion import Passes, RecursiveLM, Segment
 
 
 class TRM(RecursiveLM):
-    def __init__(self, cfg: Config):
-        super().__init__(cfg)
-        self.trm = cfg.trm
-        d = cfg.model.d_model
+    def __init__(self, model: ModelConfig, recursion: RecursionConfig, trm: TRMConfig, seed: int = 0):
+        super().__init__(model, recursion, trm, seed)
+        self.trm = trm
+        d = model.d_model
         self.norm_z = nn.RMSNorm(d)
         self.norm_y = nn.RMSNorm(d)
         # Fixed, as in TRM: the first recursion runs without gradient, so learned ones would never learn.
@@ -44,14 +45,14 @@ class TRM(RecursiveLM):
         self.register_buffer("y_init", self._init_state_vector().detach())
 
     @classmethod
-    def passes(cls, cfg: Config) -> tuple[float, float]:
-        per_recursion = cfg.trm.latent_steps + 1
-        grad = 2 if cfg.trm.grad == "one_step" else per_recursion
-        return grad, cfg.trm.recursions * per_recursion - grad
+    def passes(cls, trm: TRMConfig) -> tuple[float, float]:
+        per_recursion = trm.latent_steps + 1
+        grad = 2 if trm.grad == "one_step" else per_recursion
+        return grad, trm.recursions * per_recursion - grad
 
     @classmethod
-    def own_params(cls, cfg: Config) -> int:
-        return super().own_params(cfg) + 2 * cfg.model.d_model  # two input norms
+    def own_params(cls, model: ModelConfig, trm: TRMConfig) -> int:
+        return super().own_params(model, trm) + 2 * model.d_model  # two input norms
 
     @property
     def trained_depth(self) -> int:
@@ -63,30 +64,20 @@ class TRM(RecursiveLM):
     def readout(self, z: State) -> torch.Tensor:
         return self.core.norm(z[1])
 
-    def _recursion(self, z: State, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                   free_latent: int = 0) -> tuple[State, torch.Tensor]:
+    def _recursion(self, z: State, x: torch.Tensor, f: Passes, free_latent: int = 0) -> State:
         """One recursion; its first `free_latent` latent updates run without gradient."""
         latent, answer = z
-        aux = x.new_zeros((), dtype=torch.float32)
         for i in range(self.trm.latent_steps):
             with torch.set_grad_enabled(torch.is_grad_enabled() and i >= free_latent):
-                latent, pass_aux = self.core.stack(self.norm_z(x + answer + latent), cos, sin)
-            aux = aux + pass_aux
-        answer, pass_aux = self.core.stack(self.norm_y(answer + latent), cos, sin)
-        return (latent, answer), aux + pass_aux
+                latent = f(self.norm_z(x + answer + latent))
+        return latent, f(self.norm_y(answer + latent))
 
-    def segment(self, z: State, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                depth: int | None) -> Segment:
+    def segment(self, z: State, x_BTD: torch.Tensor, f: Passes, depth: int | None) -> Segment:
         """`depth` recursions (trm.recursions by default); only the last carries gradient (with
         trm.grad one_step, only its last two passes)."""
         recursions = self.trm.recursions if depth is None else depth
-        aux = x_BTD.new_zeros((), dtype=torch.float32)
         with torch.no_grad():
             for _ in range(recursions - 1):
-                z, recursion_aux = self._recursion(z, x_BTD, cos, sin)
-                aux = aux + recursion_aux
+                z = self._recursion(z, x_BTD, f)
         free_latent = self.trm.latent_steps - 1 if self.trm.grad == "one_step" else 0
-        z, recursion_aux = self._recursion(z, x_BTD, cos, sin, free_latent)
-        per_recursion = self.trm.latent_steps + 1
-        grad = per_recursion - free_latent
-        return Segment(z, aux + recursion_aux, grad, recursions * per_recursion - grad)
+        return Segment(self._recursion(z, x_BTD, f, free_latent))

@@ -32,7 +32,7 @@ from reasonlab.distributed import World, all_reduce
 from reasonlab.errors import TrainingDiverged, UserError
 from reasonlab.model import build_model
 from reasonlab.model.outputs import StepLoss
-from reasonlab.model.recursion import Carry
+from reasonlab.model.supervision import Carry
 from reasonlab.runtime import runtime, synchronize
 from reasonlab.training.data import Sampler, TrainingData
 from reasonlab.training.optim import build_optimizer, lr_at
@@ -142,7 +142,6 @@ class Engine:
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
         self.ema = WeightAverage(self.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         self.sampler: Sampler = data.sampler(cfg, self.world.rank, self.world.size)
-        self.carries = cfg.model.arch != "baseline" and cfg.recursion.carry_across_steps
         self.carry: Carry | None = None  # the rows and state the next step continues (carry_across_steps)
         local_rows = cfg.train.batch_size // self.world.size
         self.micro_batch_rows = cfg.train.micro_batch_size if cfg.train.micro_batch_size < local_rows else 0
@@ -157,7 +156,9 @@ class Engine:
         if self.world.active:
             model = self.ddp = DistributedDataParallel(
                 model, device_ids=[self.world.local_rank] if self.device.type == "cuda" else None,
-                find_unused_parameters=self.cfg.model.arch != "baseline",  # e.g. a halting head idles without ACT
+                # a model beyond its stack (a recursive arm) has parameters a step may leave idle,
+                # e.g. a halting head without ACT
+                find_unused_parameters=model is not model.core,
             )
             self.reseed(0)
         self.cuda_graphs = self.cfg.train.cuda_graphs and self.device.type == "cuda"
@@ -205,7 +206,7 @@ class Engine:
         with torch.no_grad():
             torch._foreach_div_([p.grad for p in self.model.parameters() if p.grad is not None], total)
         (out.loss * (out.loss_count / total)).backward()
-        self.carry = Carry.cat([o.carry for o in outs]) if self.carries else None
+        self.carry = Carry.cat([o.carry for o in outs]) if outs[0].carry is not None else None
         lm_total = sum(o.lm_count for o in outs).clamp(min=1)
 
         def mean(values: list[torch.Tensor], counts: list[torch.Tensor], count: torch.Tensor) -> torch.Tensor:
@@ -228,7 +229,7 @@ class Engine:
         no_sync = self.ddp.no_sync() if self.ddp is not None and not sync else contextlib.nullcontext()
         with no_sync, self.autocast():
             # the backward runs outside, but DDP decides at forward whether the backward all-reduces
-            return self.train_model(x, y, carry=carry) if self.carries else self.train_model(x, y)
+            return self.train_model(x, y, carry=carry)
 
     def _update(self, step: int) -> None:
         self.optimizer.step()

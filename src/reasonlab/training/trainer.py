@@ -36,7 +36,7 @@ from reasonlab.errors import Interrupted, UserError
 from reasonlab.io import atomic_write_json, atomic_write_text, resolve_dir
 from reasonlab.model import param_counts
 from reasonlab.model.outputs import StepLoss
-from reasonlab.model.recursion import Carry
+from reasonlab.model.supervision import Carry
 from reasonlab.report.plots import plot_run_curves
 from reasonlab.runtime import check_runtime, resolve_device
 from reasonlab.training.checkpoint import (
