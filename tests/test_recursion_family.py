@@ -1,4 +1,4 @@
-"""Every recursive arm (hrm, trm, looped) against the contract of the recursion core: causal at every
+"""Every recursive arm (hrm, trm, looped, mor) against the contract of the recursion core: causal at every
 depth, bidirectional in the grid format, no state across rows or batches, one exit rule for
 training and inference, FLOPs by hand count, controls that match what they claim."""
 
@@ -20,12 +20,17 @@ from test_recursive import live_halting
 
 TINY = {"model.vocab_size": 300, "model.seq_len": 32, "model.d_model": 32, "model.n_layers": 2, "model.n_heads": 4,
         "model.d_ff": 64, "model.dropout": 0.1, "task.name": "addition", "train.batch_size": 2}
+NO_DRAWS = {"model.dropout": 0.0, "model.router_noise_std": 0.0}
 ARMS = {
     "hrm": {"model.arch": "hrm", "hrm.H_cycles": 2, "hrm.L_cycles": 1},
     "trm": {"model.arch": "trm", "trm.latent_steps": 2, "trm.recursions": 2},
     "looped": {"model.arch": "looped", "looped.depth": 3},
     "looped-act": {"model.arch": "looped", "looped.depth": 4, "looped.act": True, "looped.act_threshold": 0.9},
     "looped-random": {"model.arch": "looped", "looped.mean_depth": 3.0, "looped.backprop_depth": 2},
+    # mor's training-mode random draws (dropout, router noise) follow the shape of the tokens each pass
+    # gathers, which the other rows and later tokens' routing set (model/mor.py): drawn from nothing here
+    "mor": {"model.arch": "mor", "mor.recursions": 5, "mor.capacity_last": 0.5, **NO_DRAWS},
+    "mor-token": {"model.arch": "mor", "mor.recursions": 5, "mor.router": "token", "mor.kv": "share", **NO_DRAWS},
 }
 
 
@@ -71,7 +76,9 @@ def test_without_halting_at_eval_an_evaluation_runs_every_segment(arm):
 @pytest.mark.parametrize("n, act", [(1, False), (3, True)])
 @pytest.mark.parametrize("depth", [None, 1, 5])
 def test_causality_at_every_depth(arm, n, act, depth):
-    model = make(arm, n, act).train()
+    """In training mode, where dropout and routing noise run; but for mor's expert-choice routers,
+    whose top-k sees the sequence in training by design and not at inference (test_mor.py)."""
+    model = make(arm, n, act).train(arm != "mor")
     x = tokens()
     for t in (0, 13, 30):
         y = x.clone()
@@ -288,11 +295,11 @@ def test_every_recursive_arm_of_the_registry_is_tested_here_and_an_unknown_arm_i
     from reasonlab.registry import RECURSIVE, model_class
 
     assert {arm["model.arch"] for arm in ARMS.values()} == set(RECURSIVE)
-    with pytest.raises(UserError, match="registered arms are baseline, hrm, trm, looped"):
-        model_class("mor")
-    assert main(["train", "--config", "cpu-tiny", "--set", "model.arch=mor", "--out", "never"]) == 2
+    with pytest.raises(UserError, match="registered arms are baseline, hrm, trm, looped, mor"):
+        model_class("huginn")
+    assert main(["train", "--config", "cpu-tiny", "--set", "model.arch=huginn", "--out", "never"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "unknown arm 'mor'" in err and "baseline, hrm, trm, looped" in err and len(err.splitlines()) == 1
+    assert "unknown arm 'huginn'" in err and "baseline, hrm, trm, looped, mor" in err and len(err.splitlines()) == 1
 
 
 def test_a_control_of_a_baseline_or_an_unknown_kind_is_refused():

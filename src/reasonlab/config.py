@@ -24,6 +24,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 POSITIONS = ("1d", "2d")
 TRM_GRADS = ("full", "one_step")
+MOR_ROUTERS = ("expert", "token")
+MOR_KV = ("cache", "share")
 SCHEDULES = ("linear", "wsd")
 
 
@@ -130,6 +132,35 @@ class LoopedConfig:
 
 
 @dataclass
+class MoRConfig:
+    """model.arch mor: Mixture-of-Recursions, routers choosing which tokens recur (model/mor.py)."""
+
+    recursions: int = 4  # N_r: most passes of the stack a token gets per segment
+    router: str = "expert"  # expert: each recursion keeps its top-k tokens; token: each token picks its depth
+    capacity_last: float = 0.25  # expert: share of tokens at the last recursion, linear from all at the first
+    kv: str = "cache"  # cache: a recursion attends to its own tokens' keys and values; share: to the first's
+    router_loss_weight: float = 0.1  # expert: BCE teaching the router the top-k choice; token: load balance
+
+    def check(self) -> None:
+        _check(self.recursions >= 1, "mor.recursions", "must be >= 1", self.recursions)
+        _check(self.router in MOR_ROUTERS, "mor.router", f"must be one of {', '.join(MOR_ROUTERS)}", self.router)
+        _check(0.0 < self.capacity_last <= 1.0, "mor.capacity_last", "must be in (0, 1]", self.capacity_last)
+        _check(self.kv in MOR_KV, "mor.kv", f"must be one of {', '.join(MOR_KV)}", self.kv)
+        _check(self.router_loss_weight >= 0.0, "mor.router_loss_weight", "must be >= 0", self.router_loss_weight)
+
+    def capacities(self) -> list[float]:
+        """The share of tokens at each recursion under expert-choice routing."""
+        n = self.recursions
+        return [1.0 - (1.0 - self.capacity_last) * r / max(1, n - 1) for r in range(n)]
+
+    def describe(self) -> str:
+        routing = (f"expert-choice routers keep {', '.join(f'{c:.0%}' for c in self.capacities())} of the tokens"
+                   if self.router == "expert" else "a token-choice router picks each token's depth")
+        kv = "the first recursion's keys and values shared" if self.kv == "share" else "keys and values per recursion"
+        return f"up to {self.recursions} passes of the stack per segment, {routing}, {kv}"
+
+
+@dataclass
 class DataConfig:
     """Where text comes from and how it becomes tokens."""
 
@@ -207,6 +238,7 @@ class Config:
     hrm: HRMConfig = field(default_factory=HRMConfig)
     trm: TRMConfig = field(default_factory=TRMConfig)
     looped: LoopedConfig = field(default_factory=LoopedConfig)
+    mor: MoRConfig = field(default_factory=MoRConfig)
     data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -220,7 +252,7 @@ class Config:
 
 SECTIONS: dict[str, type] = {
     "model": ModelConfig, "recursion": RecursionConfig, "hrm": HRMConfig, "trm": TRMConfig, "looped": LoopedConfig,
-    "data": DataConfig, "task": TaskConfig, "train": TrainConfig,
+    "mor": MoRConfig, "data": DataConfig, "task": TaskConfig, "train": TrainConfig,
 }
 TASK_FORMATS = ("seq", "grid")
 LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")  # train.loggers; each but csv is an optional extra

@@ -29,6 +29,8 @@ ARMS: dict[str, Arm] = {arm.arch: arm for arm in (
     Arm("trm", "trm", "reasonlab.model.trm:TRM", "TRM's latent and answer updates over the stack"),
     Arm("looped", "looped", "reasonlab.model.looped:Looped",
         "the stack applied `depth` times (a looped or Universal Transformer), per-token ACT optional"),
+    Arm("mor", "mor", "reasonlab.model.mor:MoR",
+        "Mixture-of-Recursions: routers choose which tokens each of up to `recursions` passes computes"),
 )}
 ARCHS = tuple(ARMS)
 RECURSIVE = tuple(arch for arch, arm in ARMS.items() if arm.section is not None)

@@ -55,8 +55,9 @@ def config_step_flops(cfg: Config) -> int:
         return step_flops(cfg.model, tokens)
     grad, free = _passes(cfg)
     n = 1 if cfg.recursion.carry_across_steps else cfg.recursion.max_segments
-    return recursion_step_flops(cfg.model, tokens, n * grad, n * free, n, cls.pass_params(cfg.model, section(cfg)),
-                                cfg.recursion.use_act)
+    own = section(cfg)
+    return recursion_step_flops(cfg.model, tokens, n * grad, n * free, n, cls.pass_params(cfg.model, own),
+                                cfg.recursion.use_act, cls.segment_params(cfg.model, own))
 
 
 def passes_per_token(cfg: Config) -> float:

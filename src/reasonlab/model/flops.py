@@ -49,15 +49,15 @@ def step_flops(m: ModelConfig, tokens: int) -> int:
 
 
 def recursion_step_flops(m: ModelConfig, tokens: int, grad_passes: float, free_passes: float, segments: int,
-                         pass_params: int, halting: bool) -> int:
+                         pass_params: int, halting: bool, segment_params: int = 0) -> int:
     """Training FLOPs of one recursive step: the one formula every recursive arm reports and every
     compute budget of one is planned with.
 
     `grad_passes` stack passes ran with gradient (3x their forward) and `free_passes` without
     (1x); each pass also multiplies through `pass_params` weights of the arm's own (an input
     projection, a halting unit). Each of the `segments` segments runs the LM head (and, with
-    `halting`, the halting head) with gradient.
+    `halting`, the halting head) and `segment_params` weights of the arm's own, with gradient.
     """
     per_pass = stack_forward_flops(m, pass_params)
-    heads = 3 * head_forward_flops(m) + (3 * 2 * m.d_model if halting else 0)
+    heads = 3 * head_forward_flops(m) + (3 * 2 * m.d_model if halting else 0) + 3 * 2 * segment_params
     return round(tokens * ((3 * grad_passes + free_passes) * per_pass + segments * heads))

@@ -52,13 +52,18 @@ class Passes:
         """One pass of x through every block; `cos`/`sin` only where x holds other positions than
         the forward's (a subset of its tokens)."""
         out, aux = self.core.stack(x_BTD, self.cos if cos is None else cos, self.sin if sin is None else sin)
-        share = x_BTD.shape[0] * x_BTD.shape[1] / self.tokens
+        self.count(x_BTD.shape[0] * x_BTD.shape[1], aux)
+        return out
+
+    def count(self, tokens: int, balance: torch.Tensor) -> None:
+        """Count a pass of `tokens` of the forward's tokens, with or without gradient as the
+        grad mode is, and its blocks' mean balance loss: for an arm that runs the blocks itself."""
+        share = tokens / self.tokens
         if torch.is_grad_enabled():
             self.grad += share
         else:
             self.free += share
-        self.balance = self.balance + aux * share
-        return out
+        self.balance = self.balance + balance * share
 
     @property
     def total(self) -> float:
@@ -97,6 +102,7 @@ class RecursiveLM(nn.Module):
     the recursion's, its own (`section`) and the run's seed for any draws it makes itself."""
 
     penalty_weight = 0.0  # weight of Segment.penalty_BT in the loss
+    penalty_name = "ponder"  # the name it is logged under
     every_pass = False  # run every segment and pass, without early stops (cached decoding needs the same calls)
 
     def __init__(self, model: ModelConfig, recursion: RecursionConfig, section: Any, seed: int = 0):
@@ -138,6 +144,12 @@ class RecursiveLM(nn.Module):
         return 0
 
     @classmethod
+    def segment_params(cls, model: ModelConfig, section: Any) -> int:
+        """Matmul weights of the arm's own that every token multiplies through once a segment, as
+        it does the heads (a router that picks each token's depth up front)."""
+        return 0
+
+    @classmethod
     def own_params(cls, model: ModelConfig, section: Any) -> int:
         """Parameters beyond the shared stack and embedding (the halting head included)."""
         return model.d_model + 1
@@ -151,7 +163,8 @@ class RecursiveLM(nn.Module):
     def flops_of(self, tokens: int, passes: Passes, segments: int) -> int:
         """Training FLOPs of `tokens` tokens through the passes that ran and `segments` segments."""
         return recursion_step_flops(self.cfg, tokens, passes.grad, passes.free, segments,
-                                    self.pass_params(self.cfg, self.section), self.rec.use_act)
+                                    self.pass_params(self.cfg, self.section), self.rec.use_act,
+                                    self.segment_params(self.cfg, self.section))
 
     def configure_memory(self, activation_checkpointing: bool, loss_chunk_tokens: int) -> None:
         self.core.configure_memory(activation_checkpointing, loss_chunk_tokens)

@@ -89,7 +89,7 @@ def _segment_loss(model: RecursiveLM, h_BTD: torch.Tensor, q_BT: torch.Tensor | 
                   cost_BT: torch.Tensor | None, targets: torch.Tensor,
                   live: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One segment's losses summed over its live tokens (cross-entropy "lm", and where there are
-    halting logits or an arm's cost, the halting BCE against "prediction correct" and "ponder"),
+    halting logits or an arm's cost, the halting BCE against "prediction correct" and "penalty"),
     and each token's cross-entropy."""
     token_loss, prediction = token_losses(h_BTD, model.core.embed.weight, targets, model.core.loss_chunk_tokens,
                                           predict=q_BT is not None)
@@ -99,7 +99,7 @@ def _segment_loss(model: RecursiveLM, h_BTD: torch.Tensor, q_BT: torch.Tensor | 
         bce = F.binary_cross_entropy_with_logits(q_BT, (prediction == targets).float(), reduction="none")
         sums["halt"] = (bce * weight).sum()
     if cost_BT is not None:
-        sums["ponder"] = (cost_BT * weight).sum()
+        sums["penalty"] = (cost_BT * weight).sum()
     return sums, token_loss
 
 
@@ -111,12 +111,12 @@ def _step_loss(model: RecursiveLM, sums: dict[str, torch.Tensor], lm_loss: torch
     means = {k: v / sums["count"].clamp(min=1) for k, v in sums.items() if k != "count"}
     balance = passes.mean_balance()
     loss = (means["lm"] + model.cfg.balance_loss_weight * balance
-            + model.rec.halt_loss_weight * means.get("halt", 0.0) + model.penalty_weight * means.get("ponder", 0.0))
+            + model.rec.halt_loss_weight * means.get("halt", 0.0) + model.penalty_weight * means.get("penalty", 0.0))
     metrics = {"balance_loss": balance, **metrics}
     if "halt" in means:
         metrics["halt_loss"] = means["halt"]
-    if "ponder" in means:
-        metrics["ponder"] = means["ponder"]
+    if "penalty" in means:
+        metrics[model.penalty_name] = means["penalty"]
     return StepLoss(loss=loss, lm_loss=lm_loss, flops=flops, metrics=metrics, carry=carry,
                     loss_count=sums["count"], lm_count=lm_count)
 
