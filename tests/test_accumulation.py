@@ -10,9 +10,9 @@ from reasonlab.training.engine import Engine
 from test_recursion_family import ARMS, TINY
 
 # nothing drawn at random inside a step, and no per-batch term that is not a token mean (the MoE
-# balance loss is each micro-batch's own by design)
+# balance loss, and mor's token-choice balance, are each micro-batch's own by design)
 EXACT = {"model.dropout": 0.0, "model.router_noise_std": 0.0, "model.balance_loss_weight": 0.0,
-         "train.batch_size": 8, "train.grad_clip": 0.0}
+         "mor.router_loss_weight": 0.0, "train.batch_size": 8, "train.grad_clip": 0.0}
 CASES = {
     "baseline": {}, **ARMS,
     "trm-carry": {**ARMS["trm"], "recursion.max_segments": 2, "recursion.carry_across_steps": True},
@@ -34,6 +34,9 @@ def test_accumulated_steps_equal_full_batch_steps(case):
     which at 1e-8 turns fp32 rounding (1e-10) into a 6e-6 weight difference in an expert that
     barely received any token."""
     full, micro = engine(case, 0, **{"train.eps": 1e-6}), engine(case, 2, **{"train.eps": 1e-6})
+    # mor's gathered, masked attention rounds differently at another batch size: 1e-7 in a weight
+    # after the first update, grown to 2e-6 of a 0.2 gradient by the next step
+    rtol = 1e-4 if case.startswith("mor") else 1e-5
     for step in range(3):
         a, b = full._forward_backward(), micro._forward_backward()
         torch.testing.assert_close(b.lm_loss, a.lm_loss, rtol=0, atol=1e-6)
@@ -41,7 +44,7 @@ def test_accumulated_steps_equal_full_batch_steps(case):
         assert b.flops == a.flops
         for (name, p), q in zip(full.model.named_parameters(), micro.model.parameters()):
             if p.grad is not None or q.grad is not None:
-                torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)
+                torch.testing.assert_close(q.grad, p.grad, rtol=rtol, atol=1e-7, msg=name)
         full._update(step)
         micro._update(step)
     for (name, p), q in zip(full.model.named_parameters(), micro.model.parameters()):

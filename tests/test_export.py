@@ -22,6 +22,9 @@ ARMS = {
     "looped": ["--model", "looped", "--set", "looped.depth=3", "--set", "recursion.max_segments=1"],
     "looped-act": ["--model", "looped", "--set", "looped.depth=3", "--set", "looped.act=true",
                    "--set", "recursion.max_segments=2", "--set", "train.ema_decay=0.9"],
+    "mor": ["--model", "mor", "--set", "mor.recursions=3", "--set", "recursion.max_segments=1"],
+    "mor-token-share": ["--model", "mor", "--set", "mor.recursions=3", "--set", "mor.router=token",
+                        "--set", "mor.kv=share", "--set", "recursion.max_segments=2"],
 }
 
 

@@ -5,10 +5,11 @@ transformers only, and computes what reasonlab's own modules compute at inferenc
 model/*.py): the baseline MoE transformer (pre-norm RMSNorm blocks, rotary attention, top-k
 routed experts, tied head) and the recursive arms over its block stack: hrm (H/L cycles), trm
 (latent and answer recursions), looped (the stack applied `depth` times, optionally with
-per-token ACT), each run for up to `max_segments` segments with per-token halting. It is written
-plainly: the experts run in a loop over experts rather than as grouped matmuls, and there is no
-KV cache (each forward runs the whole text, at most the model's context). `segments` and `depth`
-passed to `forward` set a recursive model's test-time compute.
+per-token ACT), mor (Mixture-of-Recursions: routers choosing the tokens of each pass), each run
+for up to `max_segments` segments with per-token halting. It is written plainly: the experts run
+in a loop over experts rather than as grouped matmuls, mor computes every token and masks, and
+there is no KV cache (each forward runs the whole text, at most the model's context). `segments`
+and `depth` passed to `forward` set a recursive model's test-time compute.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from transformers.modeling_outputs import CausalLMOutput
 
 
 class ReasonlabConfig(PretrainedConfig):
-    """`reasonlab`: the run's resolved config, by section (model, recursion, hrm, trm, looped, ...)."""
+    """`reasonlab`: the run's resolved config, by section (model, recursion, hrm, trm, looped, mor, ...)."""
 
     model_type = "reasonlab"
 
@@ -69,12 +70,16 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.proj = nn.Linear(d, d, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None,
+                kv: tuple | None = None) -> tuple[torch.Tensor, tuple]:
+        """Attention, and the keys and values it read; `mask` [B, 1, T, T] replaces the causal one,
+        `kv` replaces the keys and values (mor)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        k, v = (k, v) if kv is None else kv
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal and mask is None)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C)), (k, v)
 
 
 class Experts(nn.Module):
@@ -120,9 +125,11 @@ class Block(nn.Module):
         self.moe_norm = nn.RMSNorm(d)
         self.moe = MoE(d, m["d_ff"], m["n_experts"], m["top_k"])
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin)
-        return x + self.moe(self.moe_norm(x))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None,
+                kv: tuple | None = None) -> tuple[torch.Tensor, tuple]:
+        attended, kv = self.attn(self.attn_norm(x), cos, sin, mask, kv)
+        x = x + attended
+        return x + self.moe(self.moe_norm(x)), kv
 
 
 class Stack(nn.Module):
@@ -146,9 +153,17 @@ class Stack(nn.Module):
         return self.embed(ids) * math.sqrt(self.m["d_model"]), cos[:T].to(ids.device), sin[:T].to(ids.device)
 
     def stack(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, cos, sin)
-        return x
+        return self.stack_keys(x, cos, sin)[0]
+
+    def stack_keys(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None,
+                   kvs: list | None = None) -> tuple[torch.Tensor, list]:
+        """One pass, under `mask` and given each block's keys and values `kvs` where set; also
+        returns the keys and values each block read."""
+        read = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, cos, sin, mask, None if kvs is None else kvs[i])
+            read.append(kv)
+        return x, read
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.embed.weight.t()
@@ -284,7 +299,56 @@ class Looped(Recursive):
         return s, out
 
 
-ARMS = {"hrm": HRM, "trm": TRM, "looped": Looped}
+class MoR(Recursive):
+    """Mixture-of-Recursions, computed densely: every token runs each pass, but a pass's attention
+    sees only the tokens it chose (or, with kv share, the first pass's keys of every token) and only
+    the chosen tokens keep its result, which is what reasonlab's gathered passes compute for them.
+    Expert-choice: a token goes on while its router's score is > 0; token-choice: to the depth
+    its router picks."""
+
+    def __init__(self, c: dict):
+        super().__init__(c)
+        d, mor = c["model"]["d_model"], c["mor"]
+        self.mor = mor
+        self.s_init = self.init_vector()
+        n = mor["recursions"]
+        self.router = nn.Linear(d, n if mor["router"] == "token" else max(1, n - 1))
+
+    def initial_state(self, x):
+        return (self.s_init.to(x.dtype).expand_as(x),)
+
+    def readout(self, z):
+        return self.core.norm(z[0])
+
+    def segment(self, z, x, cos, sin, depth):
+        mor, (B, T) = self.mor, x.shape[:2]
+        n = mor["recursions"] if depth is None else depth
+        s = z[0]
+        active = torch.ones(B, T, dtype=torch.bool, device=x.device)
+        if mor["router"] == "token":
+            chosen_depth = self.router(x).argmax(dim=-1) + 1
+        seen = torch.ones(T, T, dtype=torch.bool, device=x.device)
+        if self.c["model"]["causal"]:
+            seen = seen.tril()
+        first = None
+        for r in range(n):
+            if mor["router"] == "token":
+                active = chosen_depth > r
+            if r and not active.any():
+                break
+            share = mor["kv"] == "share" and r > 0
+            mask = seen if share else (seen & active[:, None, :]) | torch.eye(T, dtype=torch.bool, device=x.device)
+            new, read = self.core.stack_keys(s + x, cos, sin, mask.expand(B, T, T).unsqueeze(1),
+                                             first if share else None)
+            first = read if r == 0 else first
+            s = torch.where(active.unsqueeze(-1), new, s)
+            if mor["router"] == "expert" and r < n - 1:
+                score = F.linear(s, self.router.weight[r: r + 1], self.router.bias[r: r + 1]).squeeze(-1)
+                active = active & (score > 0)
+        return (s,)
+
+
+ARMS = {"hrm": HRM, "trm": TRM, "looped": Looped, "mor": MoR}
 
 
 class ReasonlabForCausalLM(PreTrainedModel, GenerationMixin):
