@@ -7,7 +7,10 @@
 # the stack), and on sudoku-hard trm with the 1-step gradient: what pays, depth, the outer loop or
 # the inner recursion.
 #
-#   benchmarks/recursion_study.sh OUT [lm|sudoku|addition|sudoku-hard|maze-hard ...] [-- extra compare/tasks flags]
+#   benchmarks/recursion_study.sh OUT [lm|sudoku|addition|sudoku-hard|mor|maze-hard ...] [-- extra compare/tasks flags]
+#
+# mor: Mixture-of-Recursions beside looped+ACT (the two arms whose depth adapts per token) and the
+# baseline, at equal FLOPs: on language modelling at the lm study's budget, and on sudoku-hard.
 #
 # Writes each arm's config under OUT/arms/ (so the study can be rerun and read), then
 # OUT/lm (reasonlab compare --arms) and OUT/<task> (reasonlab tasks --arms).
@@ -24,6 +27,9 @@ done
 arm cpu-demo-hrm cpu-demo $'model: {arch: hrm}\nhrm: {H_cycles: 1, L_cycles: 1}\nrecursion: {max_segments: 2}'
 arm cpu-demo-trm cpu-demo $'model: {arch: trm}\ntrm: {latent_steps: 2, recursions: 2}\nrecursion: {max_segments: 2}'
 arm cpu-demo-looped cpu-demo $'model: {arch: looped}\nlooped: {depth: 4}\nrecursion: {max_segments: 1, use_act: false}'
+arm cpu-demo-mor cpu-demo $'model: {arch: mor}\nmor: {recursions: 4}\nrecursion: {max_segments: 1, use_act: false}'
+arm looped-act-sudoku-hard-cpu sudoku-hard-cpu $'model: {arch: looped}\nlooped: {depth: 8, act: true}
+recursion: {max_segments: 1, use_act: false}'
 printf 'extends: trm-sudoku-hard-cpu\ntask: {augment: false}\n' >"$out/arms/trm-sudoku-hard-cpu-no-augment.yaml"
 printf 'extends: trm-maze-hard-cpu\ntask: {augment: false}\n' >"$out/arms/trm-maze-hard-cpu-no-augment.yaml"
 printf 'extends: trm-sudoku-hard-cpu\ntrm: {grad: one_step}\n' >"$out/arms/trm-sudoku-hard-cpu-one-step.yaml"
@@ -33,7 +39,7 @@ for study in "${studies[@]:-lm}"; do
     lm)
       reasonlab compare --arms "cpu-demo,control:flops:$a/cpu-demo-hrm.yaml,$a/cpu-demo-hrm.yaml,$a/cpu-demo-trm.yaml,\
 control:depth:$a/cpu-demo-trm.yaml,control:outer:$a/cpu-demo-trm.yaml,$a/cpu-demo-trm-carry-ema.yaml,\
-$a/cpu-demo-looped.yaml,$a/cpu-demo-looped-act.yaml,$a/cpu-demo-looped-random.yaml" \
+$a/cpu-demo-looped.yaml,$a/cpu-demo-looped-act.yaml,$a/cpu-demo-looped-random.yaml,$a/cpu-demo-mor.yaml" \
         --steps 150 --seeds 3 --match flops --out "$out/lm" "$@" ;;
     sudoku)
       reasonlab tasks --task sudoku --size 4 --format grid --arms "task-small,control:flops:task-small-recursive,\
@@ -48,9 +54,14 @@ $a/task-small-looped-random.yaml" --seeds 3 --match flops --out "$out/addition" 
       reasonlab tasks --task sudoku --arms "sudoku-hard-cpu,control:depth:trm-sudoku-hard-cpu,\
 control:outer:trm-sudoku-hard-cpu,hrm-sudoku-hard-cpu,trm-sudoku-hard-cpu,$a/trm-sudoku-hard-cpu-one-step.yaml,\
 $a/trm-sudoku-hard-cpu-no-augment.yaml" --seeds 3 --match flops --out "$out/sudoku-hard-cpu" "$@" ;;
+    mor)  # Mixture-of-Recursions beside looped+ACT, the other adaptive-depth arm, at equal FLOPs
+      reasonlab compare --arms "cpu-demo,$a/cpu-demo-looped-act.yaml,$a/cpu-demo-mor.yaml" --steps 150 --seeds 3 \
+        --match flops --out "$out/lm-mor" "$@"
+      reasonlab tasks --task sudoku --arms "sudoku-hard-cpu,$a/looped-act-sudoku-hard-cpu.yaml,mor-sudoku-hard-cpu" \
+        --seeds 3 --match flops --out "$out/sudoku-hard-cpu-mor" "$@" ;;
     maze-hard)
       reasonlab tasks --task maze --arms "maze-hard-cpu,trm-maze-hard-cpu,$a/trm-maze-hard-cpu-no-augment.yaml" \
         --seeds 3 --match flops --out "$out/maze-hard-cpu" "$@" ;;
-    *) echo "unknown study $study (lm, sudoku, addition, sudoku-hard, maze-hard)" >&2; exit 2 ;;
+    *) echo "unknown study $study (lm, sudoku, addition, sudoku-hard, mor, maze-hard)" >&2; exit 2 ;;
   esac
 done

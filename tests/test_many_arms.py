@@ -205,10 +205,10 @@ def test_bad_arms_exit_2_with_one_line(tmp_path, capsys):
 
 
 def test_every_arch_and_the_old_name_are_model_choices(capsys):
-    for arch in ("baseline", "hrm", "trm", "looped", "recursive"):
+    for arch in ("baseline", "hrm", "trm", "looped", "mor", "recursive"):
         for command in ("train", "bench"):
             assert build_parser().parse_args([command, "--model", arch]).model == arch
-    _bad(["train", "--model", "mor"], capsys, "invalid choice")
+    _bad(["train", "--model", "huginn"], capsys, "invalid choice")
 
 
 def _numbers(x):

@@ -160,3 +160,25 @@ def test_controls_and_bad_settings():
                        ("mor.recursions", 0)):
         with pytest.raises(UserError, match=key.replace(".", r"\.")):
             config(**{key: value})
+
+
+@pytest.mark.parametrize("router, kv, causal", [*((r, k, True) for r, k in ROUTERS), ("expert", "cache", False)])
+def test_the_hugging_face_model_file_computes_the_same_logits(router, kv, causal):
+    """export/modeling_reasonlab.py computes mor densely under masks; reasonlab gathers the chosen
+    tokens. Both give every token the same logits, with or without causal attention."""
+    pytest.importorskip("transformers")
+    import importlib.util
+
+    from reasonlab.export.hf import MODELING
+
+    spec = importlib.util.spec_from_file_location("modeling_reasonlab", MODELING)
+    modeling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(modeling)
+    grid = {} if causal else {"model.causal": False, "task.format": "grid"}
+    cfg = config(router, kv, **grid)
+    model = make(router, kv, **grid).eval()
+    theirs = modeling.MoR(cfg.to_dict())
+    theirs.load_state_dict(model.state_dict(), strict=False)
+    x = tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(theirs.run(x), model.run(x).logits, rtol=0, atol=1e-5)

@@ -327,7 +327,7 @@ def test_the_recursion_suite_builds_every_arm():
 
     suite = load_suite("recursion")
     archs = {name: cfg.model.arch for name, cfg in suite.configs.items()}
-    assert set(archs.values()) == {"baseline", "hrm", "trm", "looped"}
+    assert set(archs.values()) == {"baseline", "hrm", "trm", "looped", "mor"}
     for name, cfg in suite.configs.items():
         assert config_step_flops(cfg) > 0, name
     for kind in ("depth", "outer"):  # the suite's controls are what control:KIND:trm builds

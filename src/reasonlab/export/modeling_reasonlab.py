@@ -303,8 +303,8 @@ class MoR(Recursive):
     """Mixture-of-Recursions, computed densely: every token runs each pass, but a pass's attention
     sees only the tokens it chose (or, with kv share, the first pass's keys of every token) and only
     the chosen tokens keep its result, which is what reasonlab's gathered passes compute for them.
-    Expert-choice: a token goes on while its router's score is > 0; token-choice: to the depth
-    its router picks."""
+    Expert-choice: a token goes on while its router's score is > 0 (a bidirectional model: the
+    row's top share, as trained); token-choice: to the depth its router picks."""
 
     def __init__(self, c: dict):
         super().__init__(c)
@@ -343,8 +343,13 @@ class MoR(Recursive):
             first = read if r == 0 else first
             s = torch.where(active.unsqueeze(-1), new, s)
             if mor["router"] == "expert" and r < n - 1:
-                score = F.linear(s, self.router.weight[r: r + 1], self.router.bias[r: r + 1]).squeeze(-1)
-                active = active & (score > 0)
+                score = F.linear(s, self.router.weight[r: r + 1], self.router.bias[r: r + 1]).squeeze(-1).float()
+                if self.c["model"]["causal"]:
+                    active = active & (score > 0)
+                else:  # the row's top share of the tokens, as trained
+                    kept = 1.0 - (1.0 - mor["capacity_last"]) * (r + 1) / max(1, mor["recursions"] - 1)
+                    top = score.masked_fill(~active, float("-inf")).topk(max(1, round(kept * T)), dim=1).indices
+                    active = torch.zeros_like(active).scatter(1, top, True) & active
         return (s,)
 
 

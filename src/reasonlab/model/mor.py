@@ -13,6 +13,7 @@ Routers (`mor.router`):
   among those of pass r. Top-k over a sequence sees later tokens, so only training uses it: a
   BCE (`router_loss_weight`) teaches each score the top-k choice, and evaluation and generation
   keep a token while its score is > 0, which sees nothing after it (the paper's auxiliary loss).
+  A bidirectional model (the grid format) sees the whole row anyway and keeps top-k throughout.
 - token: one router on the token's embedding picks its depth 1..N up front (softmax, argmax),
   causal by construction, with a Switch-style load-balancing cost (`router_loss_weight`).
 
@@ -187,9 +188,10 @@ class MoR(RecursiveLM):
         return F.linear(h_BKD, self.router.weight[r: r + 1], self.router.bias[r: r + 1]).float()
 
     def _choose(self, logit_BT: torch.Tensor, active_BT: torch.Tensor, r: int) -> torch.Tensor:
-        """The tokens of pass r (0-based): in training the row's top capacity share of those of pass
-        r - 1; otherwise those of pass r - 1 whose score is > 0 (causal)."""
-        if not self.training:
+        """The tokens of pass r (0-based): the row's top capacity share of those of pass r - 1; but
+        in a causal model at inference, those of pass r - 1 whose score is > 0. (A bidirectional
+        model sees the whole row anyway, so it keeps the top-k it was trained with.)"""
+        if not self.training and self.cfg.causal:
             return active_BT & (logit_BT > 0)
         k = max(1, round(self.mor.capacities()[r] * logit_BT.shape[1]))
         top_BK = logit_BT.topk(k, dim=1).indices
