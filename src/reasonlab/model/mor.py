@@ -56,25 +56,39 @@ from reasonlab.model.transformer import Block
 
 @dataclass
 class Chosen:
-    """The tokens one pass computes, gathered per row: their positions in the forward [B, K] (the
-    row's chosen tokens in order, then padding) and which entries are real [B, K]."""
+    """The tokens one pass computes, gathered: the rows that have any (`rows`, None = every row),
+    and in each their positions in the forward [B', K] (its chosen tokens in order, then padding)
+    and which entries are real [B', K]. Rows without a chosen token are left out whole: decoding a
+    batch, a row whose new token stopped costs the pass nothing."""
 
+    rows: torch.Tensor | None
     index: torch.Tensor
     valid: torch.Tensor
+    batch: int  # B, the forward's rows
 
     @classmethod
     def of(cls, active_BT: torch.Tensor) -> Chosen:
         counts_B = active_BT.sum(dim=1)
+        batch, rows = active_BT.shape[0], None
+        if not bool(counts_B.all()):  # a host sync, as the max below is
+            rows = counts_B.nonzero().squeeze(1)
+            active_BT, counts_B = active_BT[rows], counts_B[rows]
         K = int(counts_B.max())
         index = torch.sort((~active_BT).to(torch.uint8), dim=1, stable=True).indices[:, :K]
-        return cls(index, torch.arange(K, device=active_BT.device) < counts_B[:, None])
+        return cls(rows, index, torch.arange(K, device=active_BT.device) < counts_B[:, None], batch)
+
+    def of_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """t's rows that have chosen tokens."""
+        return t if self.rows is None else t[self.rows]
 
     def gather(self, t_BTD: torch.Tensor) -> torch.Tensor:
+        t_BTD = self.of_rows(t_BTD)
         return t_BTD.gather(1, self.index.unsqueeze(-1).expand(-1, -1, t_BTD.shape[-1]))
 
     def scatter(self, t_BTD: torch.Tensor, new_BKD: torch.Tensor) -> torch.Tensor:
         """t with the chosen tokens' rows replaced by new's (padding left out)."""
-        rows = torch.arange(t_BTD.shape[0], device=t_BTD.device).unsqueeze(1).expand_as(self.index)
+        rows = torch.arange(t_BTD.shape[0], device=t_BTD.device) if self.rows is None else self.rows
+        rows = rows.unsqueeze(1).expand_as(self.index)
         return t_BTD.index_put((rows[self.valid], self.index[self.valid]), new_BKD[self.valid])
 
 
@@ -243,7 +257,7 @@ class MoR(RecursiveLM):
         if kv is not None:
             q = F.linear(h_BKD, attn.qkv.weight[:C]).view(B, K, H, C // H).transpose(1, 2)
             q = apply_rope(q, cos, sin)
-            k, v = kv
+            k, v = chosen.of_rows(kv[0]), chosen.of_rows(kv[1])
             mask = self._causal(torch.arange(k.shape[2], device=q.device).expand(B, -1), positions_BK)
         else:
             q, k, v = attn.qkv(h_BKD).view(B, K, 3, H, C // H).permute(2, 0, 3, 1, 4)
@@ -272,20 +286,23 @@ class MoR(RecursiveLM):
         cache = self.core.kv_cache
         if cache is None:
             return k, v, mask
-        B, H, K, D = k.shape
+        B, H, K, D = k.shape  # B: the rows with chosen tokens
         kept = self._kept.get(key)
         if kept is None:
-            kept = self._kept[key] = Keys(k.new_zeros(B, H, cache.capacity, D), v.new_zeros(B, H, cache.capacity, D),
-                                          torch.zeros(B, cache.capacity, dtype=torch.bool, device=k.device))
-        rows = torch.arange(B, device=k.device).unsqueeze(1).expand_as(positions_BK)[chosen.valid]
+            full = (chosen.batch, H, cache.capacity, D)
+            kept = self._kept[key] = Keys(k.new_zeros(full), v.new_zeros(full),
+                                          torch.zeros(full[0], full[2], dtype=torch.bool, device=k.device))
+        rows = torch.arange(B, device=k.device) if chosen.rows is None else chosen.rows
+        rows = rows.unsqueeze(1).expand_as(positions_BK)[chosen.valid]
         where = positions_BK[chosen.valid]
         kept.keys[rows, :, where] = k.transpose(1, 2)[chosen.valid]
         kept.values[rows, :, where] = v.transpose(1, 2)[chosen.valid]
         kept.present[rows, where] = True
+        keys, values, present = (chosen.of_rows(t) for t in (kept.keys, kept.values, kept.present))
         if self.mor.kv == "share":  # every position of the first pass, in order
             end = start + K
-            return kept.keys[:, :, :end], kept.values[:, :, :end], \
+            return keys[:, :, :end], values[:, :, :end], \
                 self._causal(torch.arange(end, device=k.device).expand(B, -1), positions_BK)
-        past = kept.present[:, :start].unsqueeze(1).expand(B, K, start)
-        return (torch.cat([kept.keys[:, :, :start], k], dim=2), torch.cat([kept.values[:, :, :start], v], dim=2),
+        past = present[:, :start].unsqueeze(1).expand(B, K, start)
+        return (torch.cat([keys[:, :, :start], k], dim=2), torch.cat([values[:, :, :start], v], dim=2),
                 torch.cat([past, mask], dim=2))
