@@ -54,11 +54,13 @@ $a/task-small-looped-random.yaml" --seeds 3 --match flops --out "$out/addition" 
       reasonlab tasks --task sudoku --arms "sudoku-hard-cpu,control:depth:trm-sudoku-hard-cpu,\
 control:outer:trm-sudoku-hard-cpu,hrm-sudoku-hard-cpu,trm-sudoku-hard-cpu,$a/trm-sudoku-hard-cpu-one-step.yaml,\
 $a/trm-sudoku-hard-cpu-no-augment.yaml" --seeds 3 --match flops --out "$out/sudoku-hard-cpu" "$@" ;;
-    mor)  # Mixture-of-Recursions beside looped+ACT, the other adaptive-depth arm, at equal FLOPs
-      reasonlab compare --arms "cpu-demo,$a/cpu-demo-looped-act.yaml,$a/cpu-demo-mor.yaml" --steps 150 --seeds 3 \
+    mor)  # Mixture-of-Recursions beside looped+ACT, the other adaptive-depth arm, at equal FLOPs: the
+      # costliest arm (looped+ACT, planned at full depth) at the steps that give the lm and
+      # sudoku-hard tables' budgets (5.57e12 and 2.37e13 FLOPs)
+      reasonlab compare --arms "cpu-demo,$a/cpu-demo-looped-act.yaml,$a/cpu-demo-mor.yaml" --steps 300 --seeds 3 \
         --match flops --out "$out/lm-mor" "$@"
       reasonlab tasks --task sudoku --arms "sudoku-hard-cpu,$a/looped-act-sudoku-hard-cpu.yaml,mor-sudoku-hard-cpu" \
-        --seeds 3 --match flops --out "$out/sudoku-hard-cpu-mor" "$@" ;;
+        --steps 519 --seeds 3 --match flops --out "$out/sudoku-hard-cpu-mor" "$@" ;;
     maze-hard)
       reasonlab tasks --task maze --arms "maze-hard-cpu,trm-maze-hard-cpu,$a/trm-maze-hard-cpu-no-augment.yaml" \
         --seeds 3 --match flops --out "$out/maze-hard-cpu" "$@" ;;
