@@ -126,8 +126,13 @@ def test_with_every_token_chosen_it_is_the_looped_arm():
 
 
 @pytest.mark.parametrize("router, kv", ROUTERS)
-def test_decoding_through_the_kept_keys_equals_recomputing_the_text(router, kv):
-    model = make(router, kv).eval()
+@pytest.mark.parametrize("segments", [1, 2])
+def test_decoding_through_the_kept_keys_equals_recomputing_the_text(router, kv, segments):
+    """Also with two segments of deep supervision and halting, where each segment keeps its own keys."""
+    model = make(router, kv, **{"recursion.max_segments": segments, "recursion.use_act": segments > 1}).eval()
+    if segments > 1:
+        torch.nn.init.normal_(model.halt_head.weight, std=1.0)
+        torch.nn.init.zeros_(model.halt_head.bias)  # about half the tokens exit after the first segment
     prompt = tokens(B=1, T=9)
     cached, _ = sample(model, prompt, 20, context=32, temperature=0, use_cache=True)
     recomputed, _ = sample(model, prompt, 20, context=32, temperature=0, use_cache=False)
