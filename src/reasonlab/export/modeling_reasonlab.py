@@ -323,6 +323,8 @@ class MoR(Recursive):
     def segment(self, z, x, cos, sin, depth):
         mor, (B, T) = self.mor, x.shape[:2]
         n = mor["recursions"] if depth is None else depth
+        if not 1 <= n <= mor["recursions"]:
+            raise ValueError(f"mor runs 1 to {mor['recursions']} passes (its routers'), got depth {n}")
         s = z[0]
         active = torch.ones(B, T, dtype=torch.bool, device=x.device)
         if mor["router"] == "token":
@@ -342,12 +344,12 @@ class MoR(Recursive):
                                              first if share else None)
             first = read if r == 0 else first
             s = torch.where(active.unsqueeze(-1), new, s)
-            if mor["router"] == "expert" and r < n - 1:
+            kept = 1.0 - (1.0 - mor["capacity_last"]) * (r + 1) / max(1, mor["recursions"] - 1)
+            if mor["router"] == "expert" and r < n - 1 and kept < 1.0:
                 score = F.linear(s, self.router.weight[r: r + 1], self.router.bias[r: r + 1]).squeeze(-1).float()
                 if self.c["model"]["causal"]:
                     active = active & (score > 0)
                 else:  # the row's top share of the tokens, as trained
-                    kept = 1.0 - (1.0 - mor["capacity_last"]) * (r + 1) / max(1, mor["recursions"] - 1)
                     top = score.masked_fill(~active, float("-inf")).topk(max(1, round(kept * T)), dim=1).indices
                     active = torch.zeros_like(active).scatter(1, top, True) & active
         return (s,)

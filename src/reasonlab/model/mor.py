@@ -205,9 +205,12 @@ class MoR(RecursiveLM):
         """The tokens of pass r (0-based): the row's top capacity share of those of pass r - 1; but
         in a causal model at inference, those of pass r - 1 whose score is > 0. (A bidirectional
         model sees the whole row anyway, so it keeps the top-k it was trained with.)"""
+        capacity = self.mor.capacities()[r]
+        if capacity >= 1.0:  # every token goes on: the looped arm, at inference too
+            return active_BT
         if not self.training and self.cfg.causal:
             return active_BT & (logit_BT > 0)
-        k = max(1, round(self.mor.capacities()[r] * logit_BT.shape[1]))
+        k = max(1, round(capacity * logit_BT.shape[1]))
         top_BK = logit_BT.topk(k, dim=1).indices
         return torch.zeros_like(active_BT).scatter(1, top_BK, True) & active_BT
 
@@ -241,8 +244,9 @@ class MoR(RecursiveLM):
         attended, keys = self._attention(block, block.attn_norm(h_BKD), cos, sin, positions_BK, chosen, start, key,
                                          kv)
         h_BKD = h_BKD + block.dropout(attended)
-        moe_ND, aux = block.moe(block.moe_norm(h_BKD)[chosen.valid])
-        h_BKD = h_BKD + block.dropout(torch.zeros_like(h_BKD).masked_scatter(chosen.valid.unsqueeze(-1), moe_ND))
+        moe_ND, aux = block.moe(block.moe_norm(h_BKD)[chosen.valid])  # bf16 from the few-token path under autocast
+        moe_BKD = torch.zeros_like(h_BKD).masked_scatter(chosen.valid.unsqueeze(-1), moe_ND.to(h_BKD.dtype))
+        h_BKD = h_BKD + block.dropout(moe_BKD)
         return h_BKD, aux, keys
 
     def _attention(self, block: Block, h_BKD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
