@@ -5,12 +5,14 @@ runs without sending a step twice."""
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
 
 import reasonlab
-from conftest import tiny_config
+from conftest import CONFIGS, tiny_config
 from reasonlab.cli import main
 from reasonlab.training import trainer
 from reasonlab.training.runlog import read_metrics
@@ -172,3 +174,22 @@ def test_a_comparisons_runs_are_grouped_by_its_study(tmp_path, monkeypatch):
         (0, "study-x", "a-s0"), (2, "study-x", "b-s2"), (1, "study-x", "a-s1"), (3, "study-x", "b-s3")]
     logged = with_overrides(cfg, {"train.loggers": ["csv"], "train.tracker_group": "study-x"})
     assert runs._same_run(cfg, logged)
+
+
+@pytest.mark.slow  # starts W&B's service and MLflow's store, twice each
+@pytest.mark.parametrize("tracker", ["wandb", "mlflow"])
+def test_a_tracker_store_that_cannot_be_written_is_one_line(tmp_path, offline, mounts, tracker):
+    """W&B's offline folder in the run, MLflow's SQLite store: each on a real read-only mount when the run
+    resumes, in a fresh process (one that had the store open before the mount would keep writing to it)."""
+    out = tmp_path / "run"
+    train = ["train", "--config", str(CONFIGS / "cpu-tiny.yaml"), "--quiet", "--set", "train.save_every=3",
+             "--set", "train.eval_every=100", "--set", "train.curves=false", "--set", f"train.loggers=[{tracker}]"]
+    assert main([*train, "--max-steps", "3", "--out", str(out)]) == 0
+    store = out / "wandb" if tracker == "wandb" else tmp_path / "mlflow.db"
+    mounts.read_only(store)
+    done = subprocess.run([sys.executable, "-m", "reasonlab", "train", "--resume", str(out), "--max-steps", "6",
+                           "--quiet"], capture_output=True, text=True, timeout=300)
+    err = done.stderr.strip()
+    assert done.returncode in (1, 2) and err.startswith("error: ") and "\n" not in err, err
+    assert str(store) in err and ("Read-only file system" in err or "readonly database" in err), err
+    reasonlab.load(out / "checkpoints" / "step_3")

@@ -23,14 +23,16 @@ import contextlib
 import csv
 import importlib.util
 import json
+import logging
 import math
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from reasonlab.config import Config
-from reasonlab.errors import UserError
+from reasonlab.errors import UserError, WriteFailed
 from reasonlab.io import atomic_write_json, writing
 
 PACKAGES = {"csv": None, "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}  # logger -> import
@@ -131,6 +133,8 @@ class MLflowTracker:
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
+        # a store's failure reaches the user as one line (mlflow_writing); MLflow would log its traceback first
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.client = MlflowClient()
         if "mlflow" in ids:
             self.run_id = ids["mlflow"]
@@ -152,6 +156,30 @@ class MLflowTracker:
 
     def close(self, ok: bool) -> None:
         self.client.set_terminated(self.run_id, status="FINISHED" if ok else "KILLED")
+
+
+@contextlib.contextmanager
+def mlflow_writing() -> Iterator[None]:
+    """MLflow's store refusing a write (a read-only or full SQLite file, a database or server it
+    cannot reach) as WriteFailed naming the store and the cause: MLflow raises its own exception,
+    whose cause chain ends in the database's or the OS's error."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        root: BaseException = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        # a DB-API database's OperationalError (SQLite's, PostgreSQL's), or the OS's (a server's connection)
+        if not (isinstance(root, sqlite3.Error | OSError) or type(root).__name__ == "OperationalError"):
+            raise
+        import mlflow
+
+        cause = (str(root).splitlines() or [type(root).__name__])[0]
+        raise WriteFailed(f"cannot write the MLflow store {mlflow.get_tracking_uri()}: {cause}") from None
 
 
 TRACKERS: dict[str, type] = {"csv": CSVTracker, "tensorboard": TensorBoardTracker, "wandb": WandbTracker,
@@ -178,6 +206,8 @@ class Trackers:
 
     def _writing(self, name: str) -> contextlib.AbstractContextManager:
         """A tracker's failure to write its files (a full disk) as WriteFailed naming them."""
+        if name == "mlflow":
+            return mlflow_writing()
         where = self.where[name]
         return contextlib.nullcontext() if where is None else writing(where)
 
