@@ -129,21 +129,21 @@ def test_with_every_token_chosen_it_is_the_looped_arm():
     assert a.flops == b.flops + round(2 * 32 * 4 * 3 * 64)  # but for the router unit at each pass
 
 
-@pytest.mark.parametrize("router, kv, segments", [*((r, k, 1) for r, k in ROUTERS), ("expert", "cache", 2),
-                                                  ("token", "share", 2)])
-def test_decoding_through_the_kept_keys_equals_recomputing_the_text(router, kv, segments):
-    """Also with two segments of deep supervision and halting, where each segment keeps its own keys."""
-    model = make(router, kv, **{"recursion.max_segments": segments, "recursion.use_act": segments > 1}).eval()
-    if segments > 1:
-        torch.nn.init.normal_(model.halt_head.weight, std=1.0)
-        torch.nn.init.zeros_(model.halt_head.bias)  # about half the tokens exit after the first segment
+# test_generate.py decodes mor (expert, cache) and mor-token (token, share) through the cache, with 3 segments,
+# halting, forced segments and depth, one row and four; here the two other settings
+OTHER = [("expert", "share"), ("token", "cache")]
+
+
+@pytest.mark.parametrize("router, kv", OTHER)
+def test_decoding_through_the_kept_keys_equals_recomputing_the_text(router, kv):
+    model = make(router, kv).eval()
     prompt = tokens(B=1, T=9)
     cached, _ = sample(model, prompt, 20, context=32, temperature=0, use_cache=True)
     recomputed, _ = sample(model, prompt, 20, context=32, temperature=0, use_cache=False)
     assert torch.equal(cached, recomputed)
 
 
-@pytest.mark.parametrize("router, kv", ROUTERS)
+@pytest.mark.parametrize("router, kv", OTHER)
 def test_a_batch_decodes_as_its_rows_alone(router, kv, monkeypatch):
     """Rows whose new token stopped take no part in a later pass; every row's answer is the one
     recomputing its text token by token gives."""
@@ -187,6 +187,7 @@ def test_controls_and_bad_settings():
             config(**{key: value})
 
 
+@pytest.mark.slow  # imports transformers
 @pytest.mark.parametrize("router, kv, causal", [*((r, k, True) for r, k in ROUTERS), ("expert", "cache", False)])
 def test_the_hugging_face_model_file_computes_the_same_logits(router, kv, causal):
     """export/modeling_reasonlab.py computes mor densely under masks; reasonlab gathers the chosen

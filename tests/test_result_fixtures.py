@@ -13,6 +13,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "results"
 REPORTS = {"comparison.json": "FINAL_RESULTS.md", "tasks.json": "TASK_RESULTS.md", "scaling.json": "SCALING.md"}
 
 
+@pytest.mark.slow  # draws every report's plots again
 @pytest.mark.parametrize("kind", sorted(p.name for p in FIXTURES.iterdir() if p.is_dir()))
 def test_an_old_results_file_rebuilds_its_report(kind, tmp_path, capsys):
     folder = shutil.copytree(FIXTURES / kind, tmp_path / kind)
