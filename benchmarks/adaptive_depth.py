@@ -23,19 +23,18 @@ batch 8 as at batch 1 (a decoding step is bound by its ops' count, not their siz
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
 
+from arms_speed import bench  # benchmarks/ is the script's folder, first on sys.path
 from reasonlab.config import resolve_config, with_overrides
 from reasonlab.model import build_model
 from reasonlab.model.flops import head_forward_flops, stack_forward_flops
 from reasonlab.model.generate import greedy
 
+FP32 = {"train.precision": "fp32"}
 MOR = {"model.arch": "mor", "mor.recursions": 4, "recursion.max_segments": 1, "recursion.use_act": False}
 TWINS = {  # adaptive arm -> (its overrides, its full-depth twin's)
     "mor expert": ({**MOR, "mor.capacity_last": 0.25}, {**MOR, "mor.capacity_last": 1.0}),
@@ -45,14 +44,6 @@ TWINS = {  # adaptive arm -> (its overrides, its full-depth twin's)
                    {"model.arch": "looped", "looped.depth": 4, "recursion.max_segments": 1,
                     "recursion.use_act": False}),
 }
-
-
-def bench(config: str, overrides: dict, steps: int) -> dict:
-    """One `reasonlab bench --json` (fp32) in a fresh process."""
-    sets = [arg for key, value in {**overrides, "train.precision": "fp32"}.items()
-            for arg in ("--set", f"{key}={json.dumps(value)}")]
-    command = [sys.executable, "-m", "reasonlab", "bench", "--json", "--config", config, "--steps", str(steps), *sets]
-    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
 
 def full_depth(model: torch.nn.Module, arch: str) -> None:
@@ -124,8 +115,8 @@ def main() -> None:
 def train(arm: str, config: str, adaptive: dict, full: dict, rounds: int, steps: int) -> None:
     runs: dict[str, list[dict]] = {"adaptive": [], "full": []}
     for _ in range(rounds):
-        runs["adaptive"].append(bench(config, adaptive, steps))
-        runs["full"].append(bench(config, full, steps))
+        runs["adaptive"].append(bench(config, {**adaptive, **FP32}, steps))
+        runs["full"].append(bench(config, {**full, **FP32}, steps))
     a_ms = statistics.median(r["step_ms"]["median"] for r in runs["adaptive"])
     f_ms = statistics.median(r["step_ms"]["median"] for r in runs["full"])
     a_flops = statistics.mean(r["flops_per_step"] for r in runs["adaptive"])

@@ -25,7 +25,7 @@ def test_cached_decoding_gives_the_logits_and_tokens_of_the_uncached_path(arm):
     uncached, segments = sample(model, prompt, 26, context=32, temperature=0, use_cache=False)
     cached, cached_segments = sample(model, prompt, 26, context=32, temperature=0)
     assert torch.equal(cached, uncached) and cached_segments == segments
-    core = getattr(model, "core", model)
+    core = model.core
     with torch.no_grad():  # every position's logits, one token at a time, against one full forward
         full = model.run(uncached)
         model.every_pass = True

@@ -85,11 +85,14 @@ class Chosen:
         t_BTD = self.of_rows(t_BTD)
         return t_BTD.gather(1, self.index.unsqueeze(-1).expand(-1, -1, t_BTD.shape[-1]))
 
+    def real(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each chosen token's row and position in the forward, [N] each (padding left out)."""
+        rows = torch.arange(self.batch, device=self.index.device) if self.rows is None else self.rows
+        return rows.unsqueeze(1).expand_as(self.index)[self.valid], self.index[self.valid]
+
     def scatter(self, t_BTD: torch.Tensor, new_BKD: torch.Tensor) -> torch.Tensor:
         """t with the chosen tokens' rows replaced by new's (padding left out)."""
-        rows = torch.arange(t_BTD.shape[0], device=t_BTD.device) if self.rows is None else self.rows
-        rows = rows.unsqueeze(1).expand_as(self.index)
-        return t_BTD.index_put((rows[self.valid], self.index[self.valid]), new_BKD[self.valid])
+        return t_BTD.index_put(self.real(), new_BKD[self.valid])
 
 
 @dataclass
@@ -190,9 +193,10 @@ class MoR(RecursiveLM):
                 logit_BT = torch.full((B, T), float("-inf"), device=x_BTD.device)
                 logit_BT = chosen.scatter(logit_BT.unsqueeze(-1), self._score(after_BKD, r)).squeeze(-1)
                 active_BT = self._choose(logit_BT, active_BT, r + 1)
-                scored_BT = torch.where(logit_BT.isfinite(), logit_BT, 0.0)
+                scored = logit_BT.isfinite()  # the tokens of pass r, which its router scored
+                scored_BT = torch.where(scored, logit_BT, 0.0)
                 bce_BT = F.binary_cross_entropy_with_logits(scored_BT, active_BT.float(), reduction="none")
-                penalty_BT = penalty_BT + torch.where(logit_BT.isfinite(), bce_BT, 0.0)
+                penalty_BT = penalty_BT + torch.where(scored, bce_BT, 0.0)
                 g_BT = torch.sigmoid(scored_BT)
                 gate_BT = g_BT - g_BT.detach()
         return Segment((s_BTD,), penalty_BT)
@@ -296,9 +300,8 @@ class MoR(RecursiveLM):
             full = (chosen.batch, H, cache.capacity, D)
             kept = self._kept[key] = Keys(k.new_zeros(full), v.new_zeros(full),
                                           torch.zeros(full[0], full[2], dtype=torch.bool, device=k.device))
-        rows = torch.arange(B, device=k.device) if chosen.rows is None else chosen.rows
-        rows = rows.unsqueeze(1).expand_as(positions_BK)[chosen.valid]
-        where = positions_BK[chosen.valid]
+        rows, where = chosen.real()
+        where = where + start
         kept.keys[rows, :, where] = k.transpose(1, 2)[chosen.valid]
         kept.values[rows, :, where] = v.transpose(1, 2)[chosen.valid]
         kept.present[rows, where] = True
