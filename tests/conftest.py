@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from reasonlab.config import Config, resolve_config
+from reasonlab.experiments.results import ComparisonArm, SeedRun
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -34,6 +35,21 @@ def tiny_config(**overrides) -> Config:
     """cpu-tiny with dotted-key overrides, and without curves.png unless asked: drawing it is half of
     a tiny run's time (tests of the run directory ask for it)."""
     return resolve_config(CONFIGS / "cpu-tiny.yaml", {"train.curves": False, **overrides})
+
+
+def judged_arm(histories: list[list[dict[str, float]]], summaries: list[dict] | None = None, name: str = "x",
+               step_s: float = 0.1, calibration_s: list[float] | None = None, config: dict | None = None,
+               **fields) -> ComparisonArm:
+    """An arm as `aggregate.aggregate_arms` hands it to the judge, from made-up eval histories (and
+    summaries): one seed per history, trained to its last evaluation."""
+    summaries = summaries or [{}] * len(histories)
+    per_seed = {str(i): SeedRun(run_dir="", train_history=[], val_history=h, summary=summaries[i])
+                for i, h in enumerate(histories)}
+    fields = {"max_steps": histories[0][-1]["step"] if histories else 10, "seeds": list(range(len(histories))),
+              **fields}
+    return ComparisonArm(name=name, source=name, config=config or tiny_config().to_dict(), step_s=step_s,
+                         calibration_s=calibration_s or [step_s] * 4, aggregate={}, train_history=[], val_history=[],
+                         per_seed=per_seed, **fields)
 
 
 @pytest.fixture

@@ -1,18 +1,20 @@
 """More than two arms: matched controls by name, planning every arm's budget, Holm across the
 comparisons with the reference, one table; and bad --arms input."""
 
+import dataclasses
 import json
 import re
 
 import pytest
 
-from conftest import CONFIGS, tiny_config
+from conftest import CONFIGS, judged_arm, tiny_config
 from reasonlab.cli import build_parser, main
 from reasonlab.errors import UserError
 from reasonlab.experiments import aggregate, budgets, judge
 from reasonlab.experiments.arms import Arm, arm_config, make_arms, seed_lists
 from reasonlab.experiments.budgets import plan_arms, plan_steps, pooled_step_times
 from reasonlab.experiments.judge import METRICS, holm_across, verdicts
+from reasonlab.experiments.results import HeadToHead, ReadAt, read_comparison, read_tasks
 from reasonlab.experiments.stats import welch_diff
 from reasonlab.model import config_step_flops, control_config
 from reasonlab.report.comparison import comparison_markdown
@@ -67,19 +69,21 @@ def test_identical_arms_share_a_step_time_and_others_share_the_reference_s_unles
     assert step_s["a"] == step_s["d"] == pytest.approx(0.105)  # D's times do not differ from A's
 
 
-def _runs(losses, last_step):
+def _runs(losses, last_step, name="x"):
     """One arm whose seeds' val loss is flat at the given values, evaluated at steps 10 and `last_step`."""
     def history(loss):
         return [{"step": s, "flops": 100 * s, "calibrated_time_s": s / 10, "loss": loss} for s in (10, last_step)]
-    return {"per_seed": {str(i): {"val_history": history(loss)} for i, loss in enumerate(losses)},
-            "max_steps": last_step, "seeds": list(range(len(losses)))}
+    summaries = [{"final_val": {"loss": loss, "perplexity": 2.0 * loss, "accuracy": 0.5 - loss / 10},
+                  "best_val_loss": loss, "train_time_s": 3.0, "total_time_s": 4.0, "steps_per_s": 10.0,
+                  "tokens_per_s": 5000.0, "flops": 1e9} for loss in losses]
+    arm = judged_arm([history(loss) for loss in losses], summaries, name=name)
+    return dataclasses.replace(arm, aggregate=aggregate.seed_stats(summaries, "loss"))
 
 
 def _judged(arms):
-    pairs = {key: {"verdicts": verdicts({"a": arms["a"], "b": data}, "steps", METRICS["loss"])}
-             for key, data in arms.items() if key != "a"}
-    holm_across(pairs, "steps", METRICS["loss"])
-    return pairs
+    pairs = {key: HeadToHead([], {}, verdicts({"a": arms["a"], "b": arm}, "steps", METRICS["loss"]), None)
+             for key, arm in arms.items() if key != "a"}
+    return holm_across(pairs, "steps", METRICS["loss"])
 
 
 def test_verdicts_are_holm_corrected_across_the_arms_and_each_pair_read_where_both_reached():
@@ -92,57 +96,46 @@ def test_verdicts_are_holm_corrected_across_the_arms_and_each_pair_read_where_bo
     # Holm by hand: the smallest p times 3, the next times 2 (never below the one before), the last times 1
     expected = {"b": 3 * p["b"], "c": max(3 * p["b"], 2 * p["c"]), "d": max(3 * p["b"], 2 * p["c"], p["d"])}
     for key, pair in pairs.items():
-        v = pair["verdicts"]["steps"]
-        assert v["p_holm"] == pytest.approx(expected[key])
+        v = pair.verdicts["steps"]
+        assert v.p_holm == pytest.approx(expected[key])
         stop = 20 if key == "d" else 30  # D stops early: only its own pair is read there
-        assert v["point"] == stop
-        assert v["read_at"]["a"] == {"step": stop, "of": 30}
-        assert v["winner"] is None and pair["winner"] is None  # corrected p > 0.05 for all three
-    assert pairs["b"]["verdicts"]["flops"]["role"] == "descriptive"
+        assert v.point == stop
+        assert v.read_at["a"] == ReadAt(step=stop, of=30)
+        assert v.winner is None and pair.winner is None  # corrected p > 0.05 for all three
+    assert pairs["b"].verdicts["flops"].role == "descriptive"
 
     pairs = _judged({"a": _runs(reference, 30), "b": _runs(b, 30), "c": _runs(c, 30)})
     both = max(2 * p["b"], p["c"])
     assert both < 0.05
     for key in ("b", "c"):
-        v = pairs[key]["verdicts"]["steps"]
-        assert v["p_holm"] == pytest.approx(both if key == "c" else 2 * p["b"])
-        assert v["winner"] == "a" and pairs[key]["winner"] == "a"  # the reference's loss is lower
-        assert pairs[key]["verdicts"]["flops"]["ahead"] == "a" and pairs[key]["verdicts"]["flops"]["winner"] is None
+        v = pairs[key].verdicts["steps"]
+        assert v.p_holm == pytest.approx(both if key == "c" else 2 * p["b"])
+        assert v.winner == "a" and pairs[key].winner == "a"  # the reference's loss is lower
+        assert pairs[key].verdicts["flops"].ahead == "a" and pairs[key].verdicts["flops"].winner is None
 
 
-def _aggregated(name, losses, step_s=0.1, steps=30):
-    """An arm as aggregate_arms leaves it, from made-up runs whose final val loss is `losses`."""
-    data = _runs(losses, steps)
-    for seed, loss in zip(data["per_seed"], losses):
-        summary = {"final_val": {"loss": loss, "perplexity": 2.0 * loss, "accuracy": 0.5 - loss / 10},
-                   "best_val_loss": loss, "train_time_s": 3.0, "total_time_s": 4.0, "steps_per_s": 10.0,
-                   "tokens_per_s": 5000.0, "flops": 1e9}
-        data["per_seed"][seed]["summary"] = summary
-    summaries = [run["summary"] for run in data["per_seed"].values()]
-    return {**data, "name": name, "source": name, "config": tiny_config().to_dict(), "step_s": step_s,
-            "calibration_s": [step_s] * 4, "aggregate": aggregate.seed_stats(summaries, "loss")}
-
-
-def test_two_arms_keep_the_head_to_head_and_more_add_pairs_and_one_table():
-    a, b, c = (_aggregated(n, losses) for n, losses in (("x", [1.0, 1.1, 1.2]), ("y", [1.3, 1.4, 1.5]),
-                                                        ("z", [1.05, 1.2, 1.25])))
+def test_two_arms_are_one_pair_and_more_are_one_table():
+    a, b, c = (_runs(losses, 30, name) for name, losses in (("x", [1.0, 1.1, 1.2]), ("y", [1.3, 1.4, 1.5]),
+                                                             ("z", [1.05, 1.2, 1.25])))
     two = judge.judge({"a": a, "b": b}, 30, "steps", "loss")
-    assert list(two) == ["match", "steps", "n_seeds", "ci_level", "paired", "metric", "arms", "metric_table",
-                         "speed", "verdicts", "winner", "recommendations"]
-    assert "p_holm" not in two["verdicts"]["steps"] and two["winner"] == "a"
+    assert two.reference == "a" and list(two.pairs) == ["b"] and two.head_to_head is two.pairs["b"]
+    assert two.head_to_head.verdicts["steps"].p_holm is None and two.head_to_head.winner == "a"  # one test: no Holm
 
     many = judge.judge({"a": a, "b": b, "c": c}, 30, "steps", "loss")
-    assert {"reference", "pairs", "arms", "recommendations"} <= set(many) and "verdicts" not in many
-    assert many["pairs"]["b"]["metric_table"] == two["metric_table"] and many["pairs"]["b"]["speed"] == two["speed"]
-    assert many["arms"]["a"]["params"]["total"] > 0 and many["arms"]["a"]["flops_per_token"] > 0
+    assert many.head_to_head is None and list(many.pairs) == ["b", "c"]
+    assert many.pairs["b"].metric_table == two.pairs["b"].metric_table and many.pairs["b"].speed == two.pairs["b"].speed
+    for result in (two, many):
+        assert result.arms["a"].params["total"] > 0 and result.arms["a"].flops_per_token > 0
+        assert read_comparison(json.loads(json.dumps(result.to_dict()))) == result
     text = comparison_markdown(many)
     assert len(re.findall(r"^\| arm \|", text, re.MULTILINE)) == 1 and text.count("\n|---") == 1
     assert "| A: x |" in text and "| B: y |" in text and "| C: z |" in text
+    assert "# Final Results: x vs y" in comparison_markdown(two) and "## Verdicts" in comparison_markdown(two)
 
 
 def test_an_arm_that_stops_early_is_read_at_its_own_point_in_the_table():
-    a, b = _aggregated("x", [1.0, 1.1, 1.2]), _aggregated("y", [1.3, 1.4, 1.5])
-    c = _aggregated("z", [1.0, 1.2, 1.2], steps=20)
+    a, b = _runs([1.0, 1.1, 1.2], 30, "x"), _runs([1.3, 1.4, 1.5], 30, "y")
+    c = _runs([1.0, 1.2, 1.2], 20, "z")
     text = comparison_markdown(judge.judge({"a": a, "b": b, "c": c}, 30, "steps", "loss"))
     row = {line.split(" |")[0]: line for line in text.splitlines() if line.startswith("| ")}
     assert "val loss at equal steps (decision) |" in text  # two points: the header names none
@@ -233,21 +226,21 @@ def test_three_arms_with_a_control_write_one_table(tmp_path, capsys):
                  "--match", "flops", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "FINAL_RESULTS.md: at equal flops, against cpu-tiny, tiny-hrm: " in printed
-    result = json.loads((out / "comparison.json").read_text())
-    assert result["reference"] == "a" and set(result["pairs"]) == {"b", "c"} and "winner" not in result
-    arms = result["arms"]
-    assert [arm["name"] for arm in arms.values()] == ["cpu-tiny", "tiny-hrm", "control:flops:tiny-hrm"]
-    assert arms["c"]["config"]["model"]["arch"] == "baseline"
-    assert arms["c"]["config"]["model"]["n_layers"] > arms["b"]["config"]["model"]["n_layers"]
-    costliest = max(arms.values(), key=lambda arm: arm["flops_per_token"])
-    assert costliest["max_steps"] == 6  # and every other arm spends as much, up to a step's rounding
+    raw = json.loads((out / "comparison.json").read_text())
+    result = read_comparison(raw)
+    assert raw["schema_version"] == 2 and result.reference == "a" and set(result.pairs) == {"b", "c"}
+    arms = result.arms
+    assert [arm.name for arm in arms.values()] == ["cpu-tiny", "tiny-hrm", "control:flops:tiny-hrm"]
+    assert arms["c"].config["model"]["arch"] == "baseline"
+    assert arms["c"].config["model"]["n_layers"] > arms["b"].config["model"]["n_layers"]
+    costliest = max(arms.values(), key=lambda arm: arm.flops_per_token)
+    assert costliest.max_steps == 6  # and every other arm spends as much, up to a step's rounding
     for arm in arms.values():
-        assert abs(arm["max_steps"] * arm["flops_per_token"] - 6 * costliest["flops_per_token"]) \
-            <= arm["flops_per_token"] / 2
-    assert [arm["seeds"] for arm in arms.values()] == [[0, 1], [2, 3], [4, 5]]
-    for pair in result["pairs"].values():
-        assert {"metric_table", "speed", "verdicts", "winner"} <= set(pair)
-        assert pair["verdicts"]["flops"]["role"] == "decision" and "p_holm" in pair["verdicts"]["flops"]
+        assert abs(arm.max_steps * arm.flops_per_token - 6 * costliest.flops_per_token) <= arm.flops_per_token / 2
+    assert [arm.seeds for arm in arms.values()] == [[0, 1], [2, 3], [4, 5]]
+    for pair in result.pairs.values():
+        assert len(pair.metric_table) == 3 and set(pair.speed) == {"steps_per_s", "tokens_per_s", "train_time_s"}
+        assert pair.verdicts["flops"].role == "decision" and pair.verdicts["flops"].p_holm is not None
 
     text = (out / "FINAL_RESULTS.md").read_text()
     tables = re.findall(r"^\| arm \|.*$", text, re.MULTILINE)
@@ -255,7 +248,7 @@ def test_three_arms_with_a_control_write_one_table(tmp_path, capsys):
     rows = [line for line in text.split("## Arms")[1].splitlines() if line.startswith("| ")][1:]
     assert [row.split(" | ")[0] for row in rows] == ["| A: cpu-tiny", "| B: tiny-hrm", "| C: control:flops:tiny-hrm"]
     assert rows[0].endswith("| reference |") and "Holm" in text
-    numbers = _numbers(result)
+    numbers = _numbers(raw)
     for token in re.findall(r"(?<![\w.\-:])-?\d[\d,]*(?:\.\d+)?(?:e[-+]\d+)?%?(?![\w])", text.split("## Arms")[1]):
         raw = token.rstrip("%").replace(",", "")
         decimals = len(raw.split(".")[1].split("e")[0]) if "." in raw else 0
@@ -278,16 +271,16 @@ def test_three_arms_on_a_task_write_one_table_and_every_recursive_arm_s_depth_cu
                  "--set", "task.train_examples=64", "--set", "task.eval_examples=16", "--set", "train.batch_size=8",
                  "--out", str(out)]) == 0
     assert "TASK_RESULTS.md: at equal flops, against cpu-tiny, tiny-hrm: " in capsys.readouterr().out
-    result = json.loads((out / "tasks.json").read_text())
-    assert result["reference"] == "a" and set(result["pairs"]) == {"b", "c"}
-    a, b, c = (result["arms"][key] for key in "abc")
-    assert "depth_curve" not in a["aggregate"] and a["trained_depth"] is None
-    assert (b["trained_depth"], c["trained_depth"]) == (1, 2)  # one H cycle; two passes
+    result = read_tasks(json.loads((out / "tasks.json").read_text()))
+    assert result.reference == "a" and set(result.pairs) == {"b", "c"}
+    a, b, c = (result.arms[key] for key in "abc")
+    assert a.aggregate.depth_curve is None and a.trained_depth is None
+    assert (b.trained_depth, c.trained_depth) == (1, 2)  # one H cycle; two passes
     for arm in (b, c):
-        depths = {1: ["1", "2", "4"], 2: ["1", "2", "4", "8"]}[arm["trained_depth"]]
-        assert sorted(arm["aggregate"]["depth_curve"], key=int) == depths
-        assert sorted(arm["aggregate"]["segments_curve"], key=int) == ["1", "2"]
-        assert arm["params"]["total"] > 0 and arm["flops_per_token"] > 0
+        depths = {1: ["1", "2", "4"], 2: ["1", "2", "4", "8"]}[arm.trained_depth]
+        assert sorted(arm.aggregate.depth_curve, key=int) == depths
+        assert sorted(arm.aggregate.segments_curve, key=int) == ["1", "2"]
+        assert arm.params["total"] > 0 and arm.flops_per_token > 0
     report = (out / "TASK_RESULTS.md").read_text()
     assert len(re.findall(r"^\| arm \|", report, re.MULTILINE)) == 1
     assert "## Test-time depth" in report and "**C: tiny-looped** (trained at depth 2)" in report

@@ -4,7 +4,9 @@ import re
 import pytest
 from scipy import stats as sps
 
+from conftest import judged_arm
 from reasonlab.experiments.judge import speed_table, verdicts
+from reasonlab.experiments.results import ReadAt
 from reasonlab.experiments.stats import mean_ci, paired_diff, welch_diff
 from reasonlab.report.ablation import ablation_markdown, write_ablation_report
 from reasonlab.training.runlog import read_metrics
@@ -37,9 +39,6 @@ def test_welch_difference():
     assert not welch_diff([1.0], [2.0])["significant"]
 
 
-def _arm(histories):
-    return {"per_seed": {str(i): {"val_history": h} for i, h in enumerate(histories)},
-            "max_steps": histories[0][-1]["step"]}
 
 
 def test_verdicts_never_extrapolate_before_a_first_evaluation():
@@ -47,13 +46,13 @@ def test_verdicts_never_extrapolate_before_a_first_evaluation():
              for s in (10, 20, 30)]
     costly = [{"step": s, "flops": 1000 * s, "time_s": s, "calibrated_time_s": 2 * s, "loss": 4 - s / 100}
               for s in (10, 20, 30)]
-    out = verdicts({"a": _arm([cheap, cheap]), "b": _arm([costly, costly])}, "steps")
-    assert out["steps"]["available"] and out["steps"]["point"] == 30 and out["steps"]["role"] == "decision"
-    assert not out["flops"]["available"] and out["flops"]["winner"] is None
+    out = verdicts({"a": judged_arm([cheap, cheap]), "b": judged_arm([costly, costly])}, "steps")
+    assert out["steps"].available and out["steps"].point == 30 and out["steps"].role == "decision"
+    assert not out["flops"].available and out["flops"].winner is None
     # time is read on the calibrated scale, never the runs' wall clocks: B is read mid-schedule, and only described
-    assert out["time"]["available"] and out["time"]["point"] == 30 and out["time"]["role"] == "descriptive"
-    assert out["time"]["read_at"] == {"a": {"step": 30, "of": 30}, "b": {"step": 15, "of": 30}}
-    assert out["time"]["winner"] is None
+    assert out["time"].available and out["time"].point == 30 and out["time"].role == "descriptive"
+    assert out["time"].read_at == {"a": ReadAt(step=30, of=30), "b": ReadAt(step=15, of=30)}
+    assert out["time"].winner is None
 
 
 def test_torn_last_metrics_line_is_ignored(tmp_path):
@@ -81,18 +80,18 @@ def test_paired_difference_matches_scipys_paired_test():
 
 def test_speed_claims_come_from_the_interleaved_calibration():
     def arm(step_s, rounds, steps=10):
-        return {"step_s": step_s, "calibration_s": rounds, "max_steps": steps,
-                "config": {"train": {"batch_size": 2}, "model": {"seq_len": 8}}}
+        return judged_arm([], step_s=step_s, calibration_s=rounds, max_steps=steps,
+                          config={"train": {"batch_size": 2}, "model": {"seq_len": 8}})
 
-    level = speed_table({"a": arm(0.1, [0.1, 0.12, 0.09]), "b": arm(0.1, [0.11, 0.1, 0.1])})
-    assert all(row["better"] is None for row in level.values())  # one pooled step time: no "faster"
-    slower = speed_table({"a": arm(0.1, [0.1, 0.11, 0.1, 0.1]), "b": arm(0.2, [0.2, 0.21, 0.2, 0.2])})
-    assert slower["tokens_per_s"]["better"] == "a" and slower["tokens_per_s"]["advantage_pct"] == pytest.approx(100)
-    assert slower["train_time_s"]["better"] == "a"
-    noisy = speed_table({"a": arm(0.1, [0.1, 0.2, 0.1, 0.2]), "b": arm(0.12, [0.2, 0.1, 0.2, 0.1])})
-    assert noisy["tokens_per_s"]["better"] is None  # the rounds disagree on which is faster
-    more_steps = speed_table({"a": arm(0.1, [0.1, 0.1]), "b": arm(0.1, [0.1, 0.1], steps=20)})
-    assert more_steps["train_time_s"]["better"] == "a" and more_steps["tokens_per_s"]["better"] is None
+    level = speed_table(arm(0.1, [0.1, 0.12, 0.09]), arm(0.1, [0.11, 0.1, 0.1]))
+    assert all(row.better is None for row in level.values())  # one pooled step time: no "faster"
+    slower = speed_table(arm(0.1, [0.1, 0.11, 0.1, 0.1]), arm(0.2, [0.2, 0.21, 0.2, 0.2]))
+    assert slower["tokens_per_s"].better == "a" and slower["tokens_per_s"].advantage_pct == pytest.approx(100)
+    assert slower["train_time_s"].better == "a"
+    noisy = speed_table(arm(0.1, [0.1, 0.2, 0.1, 0.2]), arm(0.12, [0.2, 0.1, 0.2, 0.1]))
+    assert noisy["tokens_per_s"].better is None  # the rounds disagree on which is faster
+    more_steps = speed_table(arm(0.1, [0.1, 0.1]), arm(0.1, [0.1, 0.1], steps=20))
+    assert more_steps["train_time_s"].better == "a" and more_steps["tokens_per_s"].better is None
 
 
 def test_the_detectable_difference_has_the_power_it_claims():

@@ -9,6 +9,7 @@ from optuna.trial import TrialState
 
 from reasonlab.cli import main
 from reasonlab.experiments import sweep
+from reasonlab.experiments.results import read_comparison
 from reasonlab.experiments.sweep import enqueue_missing, make_storage, shown_url, trial_key
 from reasonlab.outdir import MARKER
 
@@ -142,10 +143,12 @@ def _compare(tmp_path, name, b_overrides=""):
 
 @pytest.mark.slow
 def test_a_a_comparison_finds_no_difference(tmp_path):
-    out, result = _compare(tmp_path, "aa")
-    assert result["arms"]["a"]["seeds"] != result["arms"]["b"]["seeds"]
+    out, raw = _compare(tmp_path, "aa")
+    result = read_comparison(raw)
+    assert result.arms["a"].seeds != result.arms["b"].seeds
     # equal steps and FLOPs; the equal-time verdict also measures this machine's speed drift
-    assert result["verdicts"]["steps"]["winner"] is None and result["verdicts"]["flops"]["winner"] is None
+    verdicts = result.head_to_head.verdicts
+    assert verdicts["steps"].winner is None and verdicts["flops"].winner is None
     assert "No significant difference at equal steps" in (out / "FINAL_RESULTS.md").read_text()
 
 
@@ -159,15 +162,15 @@ def test_a_comparison_spreads_over_workers_and_a_folder_from_before_the_queue_co
     assert main([*args, "--workers", "2"]) == 0
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert runs == ["a-s0", "a-s1", "a-s2", "b-s3", "b-s4", "b-s5"]
-    result = json.loads((out / "comparison.json").read_text())
-    assert [sorted(arm["per_seed"]) for arm in result["arms"].values()] == [["0", "1", "2"], ["3", "4", "5"]]
+    result = read_comparison(json.loads((out / "comparison.json").read_text()))
+    assert [sorted(arm.per_seed) for arm in result.arms.values()] == [["0", "1", "2"], ["3", "4", "5"]]
     finished = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/summary.json")}
     (out / "study.db").unlink()
     capsys.readouterr()
     assert main(args) == 0
     assert "6 runs: 0 done or in the queue, 6 queued now" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # found finished in their folders
-    assert json.loads((out / "comparison.json").read_text())["verdicts"] == result["verdicts"]
+    assert read_comparison(json.loads((out / "comparison.json").read_text())).pairs == result.pairs
 
 
 @pytest.mark.slow
@@ -175,25 +178,29 @@ def test_identical_arms_never_read_better_or_faster(tmp_path):
     out = tmp_path / "paired"
     assert main(["compare", "--a", "cpu-tiny", "--b", "cpu-tiny", "--steps", "12", "--seeds", "2", "--match", "time",
                  "--paired", "--seed-offset", "3", "--out", str(out)]) == 0
-    result = json.loads((out / "comparison.json").read_text())
-    assert result["arms"]["a"]["seeds"] == result["arms"]["b"]["seeds"] == [3, 4] and result["paired"]
-    assert result["arms"]["a"]["max_steps"] == result["arms"]["b"]["max_steps"]  # one calibrated step time
-    assert all(row["better"] is None for row in [*result["metric_table"], *result["speed"].values()])
-    assert result["winner"] is None and all(v["ahead"] is None for v in result["verdicts"].values())
+    raw = json.loads((out / "comparison.json").read_text())
+    result = read_comparison(raw)
+    pair = result.head_to_head
+    assert result.arms["a"].seeds == result.arms["b"].seeds == [3, 4] and result.paired
+    assert result.arms["a"].max_steps == result.arms["b"].max_steps  # one calibrated step time
+    assert all(row.better is None for row in [*pair.metric_table, *pair.speed.values()])
+    assert pair.winner is None and all(v.ahead is None for v in pair.verdicts.values())
     text = (out / "FINAL_RESULTS.md").read_text()
     claims = [line for line in text.split("## Comparison")[1].splitlines() if line.startswith(("|", "- "))]
     assert len(claims) > 10 and not re.search(r"\b(better|faster|wins|ahead by|cheaper)\b", "\n".join(claims))
     assert "Seeds: A ran seeds 3..4, B ran seeds 3..4; paired" in text
 
-    for v in result["verdicts"].values():  # as a comparison written before this report's form
+    old = {**{k: v for k, v in raw.items() if k not in ("schema_version", "reference", "pairs")},
+           **raw["pairs"]["b"]}  # as a comparison of schema 1 written before this report's form
+    for v in old["verdicts"].values():
         for key in ("role", "ahead", "read_at"):
             v.pop(key, None)
-    for row in [*result["metric_table"], *result["speed"].values()]:
+    for row in [*old["metric_table"], *old["speed"].values()]:
         row.pop("diff_b_minus_a", None)
         row.pop("time_ratio_b_over_a", None)
-    for arm in result["arms"].values():
+    for arm in old["arms"].values():
         arm.pop("seeds")
-    (out / "comparison.json").write_text(json.dumps(result))
+    (out / "comparison.json").write_text(json.dumps(old))
     assert main(["report", str(out)]) == 0
     old = (out / "FINAL_RESULTS.md").read_text()
     rows = [line for line in old.splitlines() if line.startswith("| equal")]
@@ -203,14 +210,12 @@ def test_identical_arms_never_read_better_or_faster(tmp_path):
 
 @pytest.mark.slow
 def test_planted_handicap_loses_and_every_report_number_is_in_the_json(tmp_path):
-    out, result = _compare(tmp_path, "handicap", "train:\n  lr: 3.0e-5\n")
-    assert result["winner"] == "a"
-    assert result["verdicts"]["steps"]["diff_b_minus_a"]["ci_low"] > 0
+    out, raw = _compare(tmp_path, "handicap", "train:\n  lr: 3.0e-5\n")
+    pair = read_comparison(raw).head_to_head
+    assert pair.winner == "a"
+    assert pair.verdicts["steps"].diff_b_minus_a.ci_low > 0
     for name in ("comparison.png", "comparison_compute.png", "FINAL_RESULTS.md"):
         assert (out / name).is_file()
-    arm = result["arms"]["a"]
-    assert {"name", "config", "results", "train_history", "val_history"} <= set(arm)
-    assert set(arm["results"]) == {"total_time", "best_val_loss", "final_val_metrics"}
 
     numbers = []
 
@@ -226,7 +231,7 @@ def test_planted_handicap_loses_and_every_report_number_is_in_the_json(tmp_path)
             for v in x:
                 walk(v)
 
-    walk(result)
+    walk(raw)
     text = (out / "FINAL_RESULTS.md").read_text()
     found = re.findall(r"(?<![\w.\-])-?\d[\d,]*(?:\.\d+)?(?:e[-+]\d+)?%?(?![\w])", text)
     assert len(found) > 40

@@ -16,6 +16,7 @@ from conftest import CONFIGS, tiny_config
 from reasonlab import api
 from reasonlab.cli import main
 from reasonlab.config import config_from_dict
+from reasonlab.experiments.results import read_comparison, read_tasks
 from reasonlab.experiments.tasks import curve_points
 from reasonlab.model import build_model
 from reasonlab.model.layers import KVCache, rope_tables
@@ -222,23 +223,23 @@ def test_tasks_command_writes_the_study(tmp_path, capsys):
     for name in ("tasks.json", "TASK_RESULTS.md", "accuracy_by_level.png", "test_time_segments.png",
                  "comparison.json", "comparison.png", "comparison_compute.png", "FINAL_RESULTS.md"):
         assert (out / name).is_file(), name
-    result = json.loads((out / "tasks.json").read_text())
-    assert result["task"]["format"] == "grid" and result["task"]["levels"]["test"] == [9, 12]
-    a, b = result["arms"]["a"], result["arms"]["b"]
-    assert a["arch"] == "baseline" and "segments_curve" not in a["aggregate"]
-    assert sorted(b["aggregate"]["segments_curve"], key=int) == ["1", "2", "4"]
-    assert set(a["aggregate"]["by_level"]) == {str(level) for level in range(4, 13)}
+    result = read_tasks(json.loads((out / "tasks.json").read_text()))
+    assert result.task.format == "grid" and result.task.levels["test"] == [9, 12]
+    a, b = result.arms["a"], result.arms["b"]
+    assert a.arch == "baseline" and a.aggregate.segments_curve is None
+    assert sorted(b.aggregate.segments_curve, key=int) == ["1", "2", "4"]
+    assert set(a.aggregate.by_level) == {str(level) for level in range(4, 13)}
     report = (out / "TASK_RESULTS.md").read_text()
-    assert f"A ran {a['max_steps']} steps" in report and f"B ran {b['max_steps']} steps" in report
-    assert a["max_steps"] > b["max_steps"]  # equal FLOPs: the cheaper baseline runs longer
-    config = json.loads((out / "comparison.json").read_text())["arms"]["a"]["config"]
+    assert f"A ran {a.max_steps} steps" in report and f"B ran {b.max_steps} steps" in report
+    assert a.max_steps > b.max_steps  # equal FLOPs: the cheaper baseline runs longer
+    config = read_comparison(json.loads((out / "comparison.json").read_text())).arms["a"].config
     assert config["model"]["causal"] is False and config["task"]["name"] == "sudoku"
     (out / "TASK_RESULTS.md").unlink()
     assert main(["report", str(out)]) == 0
     assert str(out / "TASK_RESULTS.md") in capsys.readouterr().out and (out / "TASK_RESULTS.md").read_text() == report
     assert main(["eval", str(out / "runs" / "b-s2" / "checkpoints" / "final"), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
-    assert scores["test"]["exact_match"] == pytest.approx(b["per_seed"]["2"]["test"]["exact_match"])
+    assert scores["test"]["exact_match"] == pytest.approx(b.per_seed["2"].test["exact_match"])
 
 
 def test_tasks_command_bad_input(tmp_path, capsys):

@@ -27,6 +27,7 @@ from reasonlab.registry import ALIASES, ARCHS
 
 if TYPE_CHECKING:
     from reasonlab.api import LoadedModel
+    from reasonlab.experiments.results import Judged
 
 TASK_ARMS = ("task-small", "task-small-recursive")  # tasks' --a and --b when neither they nor --arms are given
 MODELS = [*ARCHS, *ALIASES]  # --model: every arm, and the old names that still load
@@ -241,21 +242,18 @@ def _ablate(args: argparse.Namespace) -> None:
     print(f"{args.out}/ABLATION_SUMMARY.md: {best} of {len(results['configs'])} configs")
 
 
-def _verdict_line(result: dict, report: Path, match: str) -> str:
+def _verdict_line(result: Judged, report: Path, match: str) -> str:
     """Where the report is and who won at the matched budget (against the reference, each arm, where
     more than two arms were judged)."""
-    if "pairs" in result:
-        arms = result["arms"]
-        reference = arms[result["reference"]]["name"]
-        verdicts = []
-        for key, pair in result["pairs"].items():
-            winner = pair["winner"]
-            verdicts.append(f"{arms[key]['name']}: " + ("no significant difference" if winner is None
-                                                        else "wins" if winner == "b" else f"{reference} wins"))
+    reference = result.arms[result.reference].name
+    if result.head_to_head is None:
+        verdicts = [f"{result.arms[key].name}: " + ("no significant difference" if pair.winner is None
+                                                     else "wins" if pair.winner == "b" else f"{reference} wins")
+                    for key, pair in result.pairs.items()]
         return f"{report}: at equal {match}, against {reference}, " + "; ".join(verdicts)
-    winner = result["winner"]
-    verdict = f"{result['arms'][winner]['name']} wins" if winner else "no significant difference"
-    return f"{report}: at equal {match}, {verdict}"
+    key, pair = next(iter(result.pairs.items()))
+    winner = {"a": reference, "b": result.arms[key].name}.get(pair.winner)
+    return f"{report}: at equal {match}, " + (f"{winner} wins" if winner else "no significant difference")
 
 
 def _arm_specs(args: argparse.Namespace, defaults: tuple[str | None, str | None] = (None, None)) -> list[str]:
@@ -371,10 +369,9 @@ def _tasks(args: argparse.Namespace) -> None:
     result = run_task_study(args.task, specs, args.steps, args.seeds, args.match, args.out, overrides,
                             progress=lambda line: print(line, file=sys.stderr, flush=True),
                             seed_offset=args.seed_offset, paired=args.paired, workers=args.workers)
-    for arm, data in result["arms"].items():
-        agg = data["aggregate"]
-        print(f"{arm.upper()} {data['name']}: val exact match {agg['val']['exact_match']['mean']:.2%}, "
-              f"test exact match {agg['test']['exact_match']['mean']:.2%}")
+    for key, arm in result.arms.items():
+        print(f"{key.upper()} {arm.name}: val exact match {arm.aggregate.val['exact_match'].mean:.2%}, "
+              f"test exact match {arm.aggregate.test['exact_match'].mean:.2%}")
     print(_verdict_line(result, Path(args.out) / "TASK_RESULTS.md", args.match))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from reasonlab.experiments.arms import Arm
+from reasonlab.experiments.results import ComparisonArm, Estimate, SeedRun
 from reasonlab.experiments.runs import Runs
 from reasonlab.experiments.stats import (
     mean_curve,
@@ -25,40 +26,31 @@ SEED_STATS = {  # aggregate key: where each seed's value sits in its summary.jso
 }
 
 
-def seed_stats(summaries: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+def seed_stats(summaries: list[dict[str, Any]], metric: str) -> dict[str, Estimate]:
     """Every summary number the reports show, over seeds; exact match only where it is judged."""
-    stats = {key: over_seeds(summaries, *path) for key, path in SEED_STATS.items()}
-    if metric == "exact_match":
-        stats["final_val_exact_match"] = over_seeds(summaries, "final_val", "exact_match")
-    return stats
+    paths = {**SEED_STATS, **({"final_val_exact_match": ("final_val", "exact_match")} if metric == "exact_match"
+                              else {})}
+    return {key: Estimate(**over_seeds(summaries, *path)) for key, path in paths.items()}
 
 
-def _headline(stats: dict[str, Any]) -> dict[str, Any]:
-    """The means under the keys the original report used."""
-    return {"total_time": stats["total_time_s"]["mean"], "best_val_loss": stats["best_val_loss"]["mean"],
-            "final_val_metrics": {k: stats[f"final_val_{k}"]["mean"] for k in ("loss", "perplexity", "accuracy")}}
-
-
-def _with_calibrated_time(run: dict[str, Any], step_s: float) -> dict[str, Any]:
-    """A run's curves with `calibrated_time_s` = step x the arm's calibrated step time: the time
+def _seed_run(run: dict[str, Any], step_s: float) -> SeedRun:
+    """A run with `calibrated_time_s` = step x the arm's calibrated step time on its curves: the time
     axis verdicts read, free of the load the machine carried while this run trained."""
-    return {**run, **{field: [{**e, "calibrated_time_s": e["step"] * step_s} for e in run[field]]
-                      for field in ("train_history", "val_history")}}
+    curves = {field: [{**e, "calibrated_time_s": e["step"] * step_s} for e in run[field]]
+              for field in ("train_history", "val_history")}
+    return SeedRun(run_dir=run["run_dir"], summary=run["summary"], nan_encountered=run["nan_encountered"], **curves)
 
 
-def _arm_results(arm: Arm, per_seed: dict[str, dict[str, Any]], metric: str) -> dict[str, Any]:
-    """One arm's part of comparison.json: its plan, its means over seeds and every seed's run."""
-    per_seed = {seed: _with_calibrated_time(run, arm.step_s) for seed, run in per_seed.items()}
-    runs = list(per_seed.values())
-    stats = seed_stats([r["summary"] for r in runs], metric)
-    return {"name": arm.name, "source": arm.source, "config": arm.cfg.to_dict(), "max_steps": arm.steps,
-            "seeds": arm.seeds, "step_s": arm.step_s, "calibration_s": arm.calibration_s,
-            "results": _headline(stats),
-            "train_history": mean_curve([r["train_history"] for r in runs]),
-            "val_history": mean_curve([r["val_history"] for r in runs]),
-            "aggregate": stats, "per_seed": per_seed}
+def _arm_results(arm: Arm, per_seed: dict[str, dict[str, Any]], metric: str) -> ComparisonArm:
+    """One arm of comparison.json: its plan, its means over seeds and every seed's run."""
+    runs = {seed: _seed_run(run, arm.step_s) for seed, run in per_seed.items()}
+    return ComparisonArm(name=arm.name, source=arm.source, config=arm.cfg.to_dict(), max_steps=arm.steps,
+                         seeds=arm.seeds, step_s=arm.step_s, calibration_s=arm.calibration_s,
+                         train_history=mean_curve([r.train_history for r in runs.values()]),
+                         val_history=mean_curve([r.val_history for r in runs.values()]),
+                         aggregate=seed_stats([r.summary for r in runs.values()], metric), per_seed=runs)
 
 
-def aggregate_arms(arms: dict[str, Arm], runs: Runs, metric: str) -> dict[str, dict[str, Any]]:
-    """The "arms" part of comparison.json."""
+def aggregate_arms(arms: dict[str, Arm], runs: Runs, metric: str) -> dict[str, ComparisonArm]:
+    """The arms of comparison.json."""
     return {key: _arm_results(arm, runs[key], metric) for key, arm in arms.items()}

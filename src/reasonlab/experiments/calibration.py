@@ -29,6 +29,7 @@ from reasonlab.experiments.arms import arm_config
 from reasonlab.experiments.budgets import check_budget
 from reasonlab.experiments.compare import run_comparison
 from reasonlab.experiments.judge import METRICS, value_at
+from reasonlab.experiments.results import ComparisonArm, Metric
 from reasonlab.experiments.runs import Progress
 from reasonlab.experiments.stats import CI_LEVEL, welch_diff
 from reasonlab.io import atomic_write_json, atomic_write_text
@@ -67,24 +68,24 @@ def handicapped_arm(preset: str, factor: float, folder: Path) -> str:
     return str(path)
 
 
-def old_rule(arms: dict[str, dict[str, Any]], metric: dict[str, Any] = METRICS["loss"]) -> dict[str, str | None]:
+def old_rule(arms: dict[str, ComparisonArm], metric: Metric = METRICS["loss"]) -> dict[str, str | None]:
     """The winner the old rule named at each budget (None: none there), from the per-seed val histories."""
-    histories = {arm: [run["val_history"] for run in data["per_seed"].values()] for arm, data in arms.items()}
+    histories = {key: [run.val_history for run in arm.per_seed.values()] for key, arm in arms.items()}
     return {dim: _old_winner(histories, axis, metric) for dim, axis in OLD_AXES.items()}
 
 
-def _old_winner(histories: dict[str, list[list[dict[str, float]]]], axis: str, metric: dict[str, Any]) -> str | None:
+def _old_winner(histories: dict[str, list[list[dict[str, float]]]], axis: str, metric: Metric) -> str | None:
     """The old verdict on one axis: Welch at the largest point every run reached, none where the
     runs' evaluated ranges do not overlap."""
     runs = [h for arm_runs in histories.values() for h in arm_runs]
     point = min(h[-1][axis] for h in runs)
     if max(h[0][axis] for h in runs) > point:
         return None
-    values = {arm: [value_at(h, axis, point, metric["key"]) for h in arm_runs] for arm, arm_runs in histories.items()}
+    values = {arm: [value_at(h, axis, point, metric.key) for h in arm_runs] for arm, arm_runs in histories.items()}
     diff = welch_diff(values["a"], values["b"])
     if not diff["significant"]:
         return None
-    return "b" if (diff["diff"] < 0) == metric["lower_is_better"] else "a"
+    return "b" if (diff["diff"] < 0) == metric.lower_is_better else "a"
 
 
 def counted(repetition: dict[str, Any], factor: float | None) -> dict[str, bool]:
@@ -119,7 +120,8 @@ def repetition(a: str, b: str, steps: int, seeds: int, match: str, out: Path, pr
         return record
     tic = time.perf_counter()
     result = run_comparison(a, b, steps, seeds, match, out, progress, overrides, seed_offset=seed_offset)
-    record = {"key": key, "seed_offset": seed_offset, "winner": result["winner"], "old_rule": old_rule(result["arms"]),
+    record = {"key": key, "seed_offset": seed_offset, "winner": result.head_to_head.winner,
+              "old_rule": old_rule(result.arms),
               "wall_s": time.perf_counter() - tic}
     atomic_write_json(stored, record)
     return record

@@ -10,10 +10,10 @@ read off the validation curves where every run reached them, usually mid-schedul
 (which favours it: its learning rate has not decayed yet), so they are descriptive and the
 report says at which step of how many each arm was read.
 
-Arms are judged on val loss, or on exact match for reasoning tasks. Two arms are a head to head
-(A against B). With more, the first is the reference and every other arm is judged against it as
-in a head to head, every arm read at the same point of each axis, the p-values Holm-corrected
-across the comparisons on each axis (`judge_many`).
+Arms are judged on val loss, or on exact match for reasoning tasks. The first arm is the reference
+and every other arm is judged against it in a head to head (two arms: one head to head, A against
+B), each pair read where both of its arms reached; with more than two arms the p-values are
+Holm-corrected across the comparisons on each axis (`judge.judge`).
 
 Seeds: A runs k seeds from `seed_offset` on, B the next k, C the next, and so on: independent
 samples, as Welch's interval assumes; with `paired` every arm runs A's seeds and the interval is
@@ -36,6 +36,7 @@ from reasonlab.experiments.aggregate import aggregate_arms
 from reasonlab.experiments.arms import make_arms
 from reasonlab.experiments.budgets import check_budget, plan_arms
 from reasonlab.experiments.judge import judge
+from reasonlab.experiments.results import Comparison
 from reasonlab.experiments.runs import Progress, train_arms
 from reasonlab.io import atomic_write_json
 from reasonlab.report.comparison import write_comparison_report
@@ -43,15 +44,15 @@ from reasonlab.report.comparison import write_comparison_report
 RESULTS = "comparison.json"
 
 
-def write_results(result: dict[str, Any], out: Path) -> None:
+def write_results(result: Comparison, out: Path) -> None:
     """comparison.json, then the plots and FINAL_RESULTS.md, which are built from it alone."""
-    atomic_write_json(out / RESULTS, result)
+    atomic_write_json(out / RESULTS, result.to_dict())
     write_comparison_report(result, out)
 
 
 def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str | Path,
                    progress: Progress = print, overrides: dict[str, Any] | None = None,
-                   metric: str = "loss", seed_offset: int = 0, paired: bool = False) -> dict[str, Any]:
+                   metric: str = "loss", seed_offset: int = 0, paired: bool = False) -> Comparison:
     """A against B: `compare_arms` of two arms."""
     return compare_arms([a, b], steps, seeds, match, out, progress, overrides, metric, seed_offset, paired)
 
@@ -59,9 +60,9 @@ def run_comparison(a: str, b: str, steps: int, seeds: int, match: str, out: str 
 def compare_arms(specs: list[str], steps: int, seeds: int, match: str, out: str | Path,
                  progress: Progress = print, overrides: dict[str, Any] | None = None,
                  metric: str = "loss", seed_offset: int = 0, paired: bool = False, workers: int = 1,
-                 storage: str | None = None) -> dict[str, Any]:
+                 storage: str | None = None) -> Comparison:
     """Train every arm over seeds and write comparison.json, comparison.png, comparison_compute.png and
-    FINAL_RESULTS.md; with more than two arms, the first is the reference (`judge_many`).
+    FINAL_RESULTS.md; the first arm is the reference (`judge.judge`).
 
     `overrides` (dotted keys) apply to every arm; `metric` is what the verdicts judge; `seed_offset`
     shifts every seed (a repeat with fresh seeds); `paired` runs every arm on A's seeds; `workers`

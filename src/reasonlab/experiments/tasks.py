@@ -25,8 +25,19 @@ from reasonlab.experiments.arms import Arm, make_arms
 from reasonlab.experiments.budgets import check_budget, plan_arms
 from reasonlab.experiments.compare import write_results
 from reasonlab.experiments.judge import judge
+from reasonlab.experiments.results import (
+    ComparisonArm,
+    Estimate,
+    Example,
+    Judged,
+    SeedScores,
+    TaskArm,
+    TaskInfo,
+    TaskResult,
+    TaskScores,
+)
 from reasonlab.experiments.runs import Progress, train_arms
-from reasonlab.experiments.stats import over_seeds
+from reasonlab.experiments.stats import mean_ci, over_seeds
 from reasonlab.io import atomic_write_json
 from reasonlab.report.tasks import write_task_report
 from reasonlab.runtime import autocast_factory, resolve_precision
@@ -36,9 +47,7 @@ from reasonlab.tasks.evaluate import SplitResult
 RESULTS = "tasks.json"
 METRIC = "exact_match"  # what the head to head judges
 SHARE = (0.0, 1.0)  # exact match and accuracy are shares: their intervals are clipped to it
-JUDGED = ("match", "n_seeds", "ci_level", "paired", "metric", "verdicts", "winner",  # repeated from comparison.json
-          "reference", "pairs")  # (the last two, and no verdicts or winner, where more than two arms were judged)
-SIZE = ("params", "flops_per_token", "inference_layers")  # repeated from comparison.json's arms (more than two)
+CURVES = ("segments_curve", "depth_curve")
 
 
 def _grouped(data: TaskData, scored: dict[str, SplitResult], attribute: str) -> dict[str, dict[str, float]]:
@@ -53,16 +62,16 @@ def _grouped(data: TaskData, scored: dict[str, SplitResult], attribute: str) -> 
             for level, g in sorted(groups.items())}
 
 
-def _examples(data: TaskData, scored: dict[str, SplitResult]) -> dict[str, dict[str, Any]]:
+def _examples(data: TaskData, scored: dict[str, SplitResult]) -> dict[str, Example]:
     """One solved and one failed instance, from the test split where it has one."""
-    picked: dict[str, dict[str, Any]] = {}
+    picked: dict[str, Example] = {}
     for split in ("test", "val"):
         result = scored[split]
         for example, prediction, correct in zip(data.splits[split].examples, result.predictions, result.correct):
             kind = "solved" if correct else "failed"
             if kind not in picked:
-                picked[kind] = {"split": split, "level": example.level, "prompt": data.task.render(example.prompt),
-                                "answer": data.task.render(example.answer), "prediction": data.task.render(prediction)}
+                picked[kind] = Example(split, example.level, data.task.render(example.prompt),
+                                       data.task.render(example.answer), data.task.render(prediction))
     return picked
 
 
@@ -72,7 +81,7 @@ def curve_points(trained: int, factor: int) -> list[int]:
     return sorted({2 ** i for i in range(top.bit_length())} | {trained, top})
 
 
-def _score_run(data: TaskData, run_dir: Path, batch_size: int) -> dict[str, Any]:
+def _score_run(data: TaskData, run_dir: Path, batch_size: int) -> SeedScores:
     """One run's final model on val and test: overall, by level (and by difficulty where the task has its
     own), one solved and one failed example, and for a recursive model the segments and depth curves."""
     loaded = api.load(run_dir / "checkpoints" / "final")
@@ -82,34 +91,38 @@ def _score_run(data: TaskData, run_dir: Path, batch_size: int) -> dict[str, Any]
         return data.score(loaded.model, split, batch_size, loaded.device, autocast, segments, depth)
 
     scored = {split: score(split) for split in ("val", "test")}
-    out: dict[str, Any] = {split: {k: v for k, v in r.metrics.items() if k != "tokens"} for split, r in scored.items()}
-    out["by_level"] = _grouped(data, scored, "level")
+    splits = {split: {k: v for k, v in r.metrics.items() if k != "tokens"} for split, r in scored.items()}
     examples = [e for split in ("val", "test") for e in data.splits[split].examples]
-    if len({e.difficulty for e in examples}) > 1 and any(e.difficulty != e.level for e in examples):
-        out["by_difficulty"] = _grouped(data, scored, "difficulty")
-    out["examples"] = _examples(data, scored)
-    if loaded.config.model.arch != "baseline":
-        out["segments_curve"] = {str(k): {split: score(split, k).metrics["exact_match"] for split in ("val", "test")}
-                                 for k in curve_points(loaded.config.recursion.max_segments, 2)}
-        out["trained_depth"] = loaded.model.trained_depth
-        out["depth_curve"] = {str(k): {split: score(split, depth=k).metrics["exact_match"] for split in ("val", "test")}
-                              for k in curve_points(loaded.model.trained_depth, 4)}
-    return out
+    by_difficulty = _grouped(data, scored, "difficulty") if len({e.difficulty for e in examples}) > 1 and any(
+        e.difficulty != e.level for e in examples) else None
+    out = SeedScores(**splits, by_level=_grouped(data, scored, "level"), by_difficulty=by_difficulty,
+                     examples=_examples(data, scored))
+    if loaded.config.model.arch == "baseline":
+        return out
+    depth = loaded.model.trained_depth
+    return dataclasses.replace(
+        out, trained_depth=depth,
+        segments_curve={str(k): {split: score(split, k).metrics["exact_match"] for split in ("val", "test")}
+                        for k in curve_points(loaded.config.recursion.max_segments, 2)},
+        depth_curve={str(k): {split: score(split, depth=k).metrics["exact_match"] for split in ("val", "test")}
+                     for k in curve_points(depth, 4)})
 
 
-def _aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+def _aggregate(per_seed: list[SeedScores]) -> TaskScores:
     """Means and t-intervals over seeds of every score."""
-    agg: dict[str, Any] = {split: {k: over_seeds(per_seed, split, k, bounds=SHARE) for k in ("exact_match", "accuracy")}
-                           for split in ("val", "test")}
-    for grouping in ("by_level", "by_difficulty"):
-        if grouping in per_seed[0]:
-            agg[grouping] = {key: over_seeds(per_seed, grouping, key, "exact_match", bounds=SHARE)
-                             for key in per_seed[0][grouping]}
-    for curve in ("segments_curve", "depth_curve"):
-        if curve in per_seed[0]:
-            agg[curve] = {k: {split: over_seeds(per_seed, curve, k, split, bounds=SHARE) for split in ("val", "test")}
-                          for k in per_seed[0][curve]}
-    return agg
+    def over(values: Any) -> Estimate:
+        return Estimate(**mean_ci(list(values), bounds=SHARE))
+
+    first = per_seed[0]
+    splits = {split: {k: over(getattr(s, split)[k] for s in per_seed) for k in ("exact_match", "accuracy")}
+              for split in ("val", "test")}
+    groups = {g: None if getattr(first, g) is None else
+              {key: over(getattr(s, g)[key]["exact_match"] for s in per_seed) for key in getattr(first, g)}
+              for g in ("by_level", "by_difficulty")}
+    curves = {c: None if getattr(first, c) is None else
+              {k: {split: over(getattr(s, c)[k][split] for s in per_seed) for split in ("val", "test")}
+               for k in getattr(first, c)} for c in CURVES}
+    return TaskScores(**splits, **groups, **curves)
 
 
 def _task_data(arms: dict[str, Arm]) -> TaskData:
@@ -137,30 +150,31 @@ def _describe(task: str, data: TaskData) -> str:
             f"{levels['test'][0]}-{levels['test'][1]} in test")
 
 
-def _task_section(task: str, data: TaskData) -> dict[str, Any]:
-    return {"name": task, "description": data.task.description, "level_name": data.task.level_name,
-            "difficulty_name": data.task.difficulty_name, "format": data.cfg.format, "config": vars(data.cfg),
-            "levels": data.levels, "instances": _instances(data)}
+def _task_section(task: str, data: TaskData) -> TaskInfo:
+    return TaskInfo(task, data.task.description, data.task.level_name, data.task.difficulty_name, data.cfg.format,
+                    vars(data.cfg), data.levels, _instances(data))
 
 
-def _score_arm(data: TaskData, key: str, arm: Arm, runs: dict[str, dict[str, Any]], batch_size: int,
-               progress: Progress) -> dict[str, Any]:
+def _score_arm(data: TaskData, key: str, arm: Arm, judged: ComparisonArm, batch_size: int,
+               progress: Progress) -> TaskArm:
     """Every seed's final model scored on val and test, with the means over seeds."""
-    per_seed = {seed: _score_run(data, Path(run["run_dir"]), batch_size) for seed, run in runs.items()}
+    per_seed = {seed: _score_run(data, Path(run.run_dir), batch_size) for seed, run in judged.per_seed.items()}
     progress(f"arm {key.upper()} {arm.name}: test exact match "
-             + ", ".join(f"{s['test']['exact_match']:.2%}" for s in per_seed.values()))
+             + ", ".join(f"{s.test['exact_match']:.2%}" for s in per_seed.values()))
     recursive = arm.cfg.model.arch != "baseline"
     first = next(iter(per_seed.values()))
-    return {"name": arm.name, "arch": arm.cfg.model.arch, "max_steps": arm.steps, "seeds": arm.seeds,
-            "flops": over_seeds([run["summary"] for run in runs.values()], "flops"), "per_seed": per_seed,
-            "aggregate": _aggregate(list(per_seed.values())),
-            "trained_segments": arm.cfg.recursion.max_segments if recursive else None,
-            "trained_depth": first.get("trained_depth"), "examples": first["examples"]}
+    return TaskArm(name=arm.name, arch=arm.cfg.model.arch, max_steps=arm.steps, seeds=arm.seeds,
+                   params=judged.params, flops_per_token=judged.flops_per_token,
+                   inference_layers=judged.inference_layers,
+                   flops=Estimate(**over_seeds([run.summary for run in judged.per_seed.values()], "flops")),
+                   per_seed=per_seed, aggregate=_aggregate(list(per_seed.values())),
+                   trained_segments=arm.cfg.recursion.max_segments if recursive else None,
+                   trained_depth=first.trained_depth, examples=first.examples)
 
 
 def run_task_study(task: str, specs: list[str], steps: int, seeds: int, match: str, out: str | Path,
                    overrides: dict[str, Any] | None = None, progress: Progress = print, seed_offset: int = 0,
-                   paired: bool = False, workers: int = 1) -> dict[str, Any]:
+                   paired: bool = False, workers: int = 1) -> TaskResult:
     """Train the arms (`specs`, the first the reference) on `task` and write tasks.json + TASK_RESULTS.md
     beside the comparison's files; `workers` local processes share the runs (their checkpoints are
     scored here, so the runs stay on this machine)."""
@@ -174,11 +188,9 @@ def run_task_study(task: str, specs: list[str], steps: int, seeds: int, match: s
     comparison = judge(aggregate_arms(arms, runs, METRIC), steps, match, METRIC, paired)
     write_results(comparison, out)
     batch_size = arms["a"].cfg.train.batch_size
-    scored = {key: {**_score_arm(data, key, arm, runs[key], batch_size, progress),
-                    **{k: comparison["arms"][key][k] for k in SIZE if k in comparison["arms"][key]}}
-              for key, arm in arms.items()}
-    result = {"task": _task_section(task, data), **{k: comparison[k] for k in JUDGED if k in comparison},
-              "arms": scored}
-    atomic_write_json(out / RESULTS, result)
+    scored = {key: _score_arm(data, key, arm, comparison.arms[key], batch_size, progress) for key, arm in arms.items()}
+    judged = {f.name: getattr(comparison, f.name) for f in dataclasses.fields(Judged)}
+    result = TaskResult(**judged, task=_task_section(task, data), arms=scored)
+    atomic_write_json(out / RESULTS, result.to_dict())
     write_task_report(result, out)
     return result

@@ -13,6 +13,7 @@ __all__ = ["plot_run_curves", "rebuild"]
 
 def rebuild(directory: str | Path) -> list[Path]:
     """Re-create the plots and Markdown of an ablation, comparison, task or scaling folder from its JSON."""
+    from reasonlab.experiments.results import read_comparison, read_tasks
     from reasonlab.report.ablation import write_ablation_report
     from reasonlab.report.comparison import write_comparison_report
     from reasonlab.report.scaling import write_scaling_report
@@ -20,20 +21,22 @@ def rebuild(directory: str | Path) -> list[Path]:
 
     directory = Path(directory)
     written: list[Path] = []
-    sources = {
-        "ablation_results.json": (write_ablation_report, ["ablation.png", "ABLATION_SUMMARY.md"]),
-        "comparison.json": (write_comparison_report, ["comparison.png", "comparison_compute.png", "FINAL_RESULTS.md"]),
-        "tasks.json": (write_task_report, ["accuracy_by_level.png", "test_time_segments.png", "TASK_RESULTS.md"]),
-        "scaling.json": (write_scaling_report, ["scaling.png", "SCALING.md"]),
+    sources = {  # file: its reader, its report, what the report writes
+        "ablation_results.json": (None, write_ablation_report, ["ablation.png", "ABLATION_SUMMARY.md"]),
+        "comparison.json": (read_comparison, write_comparison_report,
+                            ["comparison.png", "comparison_compute.png", "FINAL_RESULTS.md"]),
+        "tasks.json": (read_tasks, write_task_report,
+                       ["accuracy_by_level.png", "test_time_segments.png", "TASK_RESULTS.md"]),
+        "scaling.json": (None, write_scaling_report, ["scaling.png", "SCALING.md"]),
     }
-    for name, (write, outputs) in sources.items():
+    for name, (read, write, outputs) in sources.items():
         path = directory / name
         if path.is_file():
             try:
                 data = json.loads(path.read_text())
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path} is not valid JSON: {exc}") from None
-            write(data, directory)
+            write(read(data) if read else data, directory)
             written += [directory / o for o in outputs if (directory / o).is_file()]
     if not written:
         raise UserError(f"nothing to report in {directory}: no ablation_results.json, comparison.json, "

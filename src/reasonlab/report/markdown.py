@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from reasonlab.experiments.results import Estimate
+
 
 def fnum(x: float | None, digits: int = 4) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
@@ -23,13 +25,16 @@ def fint(x: float | None) -> str:
     return "n/a" if x is None else f"{round(x):,}"
 
 
-def fci(stat: dict[str, Any] | None, digits: int = 4) -> str:
-    """mean [low, high], or just the mean where there is no interval."""
+def fci(stat: Estimate | dict[str, Any] | None, digits: int = 4) -> str:
+    """mean [low, high], or just the mean where there is no interval; `stat` an Estimate or
+    `stats.mean_ci`'s dict."""
     if not stat:
         return "n/a"
-    if stat.get("ci_low") is None:
-        return fnum(stat["mean"], digits)
-    return f"{fnum(stat['mean'], digits)} [{fnum(stat['ci_low'], digits)}, {fnum(stat['ci_high'], digits)}]"
+    if isinstance(stat, dict):
+        stat = Estimate(**stat)
+    if stat.ci_low is None:
+        return fnum(stat.mean, digits)
+    return f"{fnum(stat.mean, digits)} [{fnum(stat.ci_low, digits)}, {fnum(stat.ci_high, digits)}]"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
