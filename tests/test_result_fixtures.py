@@ -10,6 +10,7 @@ import pytest
 
 from reasonlab.cli import main
 from reasonlab.experiments.results import SCHEMA_VERSION, read_comparison, read_tasks
+from reasonlab.experiments.scaling_result import read_scaling
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 REPORTS = {"comparison.json": "FINAL_RESULTS.md", "tasks.json": "TASK_RESULTS.md", "scaling.json": "SCALING.md"}
@@ -32,6 +33,14 @@ def test_every_schema_reads_into_one_shape(fixture):
     assert READERS[Path(fixture).name](json.loads(json.dumps(result.to_dict()))) == result
     if data.get("schema_version") == SCHEMA_VERSION:
         assert json.loads(json.dumps(result.to_dict())) == data  # today's files are read and written without loss
+
+
+def test_a_scaling_result_reads_into_its_types_and_writes_without_loss():
+    data = json.loads((FIXTURES / "scaling" / "scaling.json").read_text())
+    result = read_scaling(data)
+    assert result.arms["b"].readings[-1].loss_ci.ci_low < result.arms["b"].readings[-1].loss_ci.mean
+    assert result.cost.runs == 12 and [v.budget_index for v in result.verdicts] == [0, 1, 2]
+    assert json.loads(json.dumps(result.to_dict())) == data
 
 
 def test_a_results_file_from_a_newer_reasonlab_is_refused_in_one_line(tmp_path, capsys):

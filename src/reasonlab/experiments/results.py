@@ -248,33 +248,36 @@ def _fields(cls: type, data: dict[str, Any], **convert: Any) -> dict[str, Any]:
     return {k: (convert[k](v) if k in convert and v is not None else v) for k, v in data.items() if k in names}
 
 
-def _make(cls: type, data: dict[str, Any], **convert: Any) -> Any:
+def from_dict(cls: type, data: dict[str, Any], **convert: Any) -> Any:
+    """A `cls` from the keys of `data` it has (keys an older file lacks take the field's default,
+    keys it no longer has are dropped), nested fields typed by `convert`."""
     return cls(**_fields(cls, data, **convert))
 
 
-def _each(convert: Any) -> Any:
+def each(convert: Any) -> Any:
+    """A converter of a dict's values."""
     return lambda items: {k: convert(v) for k, v in items.items()}
 
 
 def _estimate(d: dict[str, Any]) -> Estimate:
-    return _make(Estimate, d)
+    return from_dict(Estimate, d)
 
 
 def _difference(d: dict[str, Any]) -> Difference:
-    return _make(Difference, d)
+    return from_dict(Difference, d)
 
 
 def _reading(d: dict[str, Any]) -> Reading:
-    return _make(Reading, d, a=_estimate, b=_estimate, diff_b_minus_a=_difference,
-                 read_at=_each(lambda r: _make(ReadAt, r)))
+    return from_dict(Reading, d, a=_estimate, b=_estimate, diff_b_minus_a=_difference,
+                 read_at=each(lambda r: from_dict(ReadAt, r)))
 
 
 def _head_to_head(d: dict[str, Any]) -> HeadToHead:
-    return HeadToHead(metric_table=[_make(MetricRow, row, diff_b_minus_a=_difference) for row in d["metric_table"]]
+    return HeadToHead(metric_table=[from_dict(MetricRow, row, diff_b_minus_a=_difference) for row in d["metric_table"]]
                       if "metric_table" in d else [],
-                      speed=_each(lambda row: _make(SpeedRow, row, time_ratio_b_over_a=lambda r: _make(Ratio, r),
+                      speed=each(lambda row: from_dict(SpeedRow, row, time_ratio_b_over_a=lambda r: from_dict(Ratio, r),
                                                     diff_b_minus_a=_difference))(d.get("speed", {})),
-                      verdicts=_each(_reading)(d["verdicts"]), winner=d.get("winner"))
+                      verdicts=each(_reading)(d["verdicts"]), winner=d.get("winner"))
 
 
 def _judged(data: dict[str, Any]) -> dict[str, Any]:
@@ -286,44 +289,45 @@ def _judged(data: dict[str, Any]) -> dict[str, Any]:
             "ci_level": data["ci_level"], "paired": data.get("paired", False),
             "metric": Metric(metric.get("key", "loss"), metric["label"], metric["lower_is_better"],
                              tuple(metric["bounds"]) if metric.get("bounds") else None),
-            "reference": data.get("reference", "a"), "pairs": _each(_head_to_head)(pairs)}
+            "reference": data.get("reference", "a"), "pairs": each(_head_to_head)(pairs)}
 
 
 def _comparison_arm(d: dict[str, Any]) -> ComparisonArm:
-    return _make(ComparisonArm, d, aggregate=_each(_estimate),
-                 per_seed=_each(lambda run: _make(SeedRun, run)))
+    return from_dict(ComparisonArm, d, aggregate=each(_estimate),
+                 per_seed=each(lambda run: from_dict(SeedRun, run)))
 
 
 def _examples(examples: dict[str, Any]) -> dict[str, Example]:
-    return {kind: _make(Example, e) for kind, e in examples.items()}
+    return {kind: from_dict(Example, e) for kind, e in examples.items()}
 
 
 def _aggregate(d: dict[str, Any]) -> TaskScores:
-    estimates = _each(_estimate)
-    return _make(TaskScores, d, val=estimates, test=estimates, by_level=estimates, by_difficulty=estimates,
-                 segments_curve=_each(estimates), depth_curve=_each(estimates))
+    estimates = each(_estimate)
+    return from_dict(TaskScores, d, val=estimates, test=estimates, by_level=estimates, by_difficulty=estimates,
+                 segments_curve=each(estimates), depth_curve=each(estimates))
 
 
 def _task_arm(d: dict[str, Any]) -> TaskArm:
-    return _make(TaskArm, d, flops=_estimate, aggregate=_aggregate, examples=_examples,
-                 per_seed=_each(lambda run: _make(SeedScores, run, examples=_examples)))
+    return from_dict(TaskArm, d, flops=_estimate, aggregate=_aggregate, examples=_examples,
+                 per_seed=each(lambda run: from_dict(SeedScores, run, examples=_examples)))
 
 
-def _check_version(data: dict[str, Any], name: str) -> None:
+def check_version(data: dict[str, Any], name: str, newest: int = SCHEMA_VERSION) -> None:
+    """A file from a newer reasonlab is refused rather than misread."""
     version = data.get("schema_version", 1)
-    if version > SCHEMA_VERSION:
-        raise UserError(f"{name} has schema version {version}, newer than this reasonlab reads ({SCHEMA_VERSION}); "
+    if version > newest:
+        raise UserError(f"{name} has schema version {version}, newer than this reasonlab reads ({newest}); "
                         "upgrade reasonlab")
 
 
 def read_comparison(data: dict[str, Any]) -> Comparison:
     """A comparison.json of any schema, typed."""
-    _check_version(data, "comparison.json")
+    check_version(data, "comparison.json")
     return Comparison(**_judged(data), steps=data.get("steps", max(a["max_steps"] for a in data["arms"].values())),
-                      arms=_each(_comparison_arm)(data["arms"]), recommendations=data.get("recommendations", []))
+                      arms=each(_comparison_arm)(data["arms"]), recommendations=data.get("recommendations", []))
 
 
 def read_tasks(data: dict[str, Any]) -> TaskResult:
     """A tasks.json of any schema, typed."""
-    _check_version(data, "tasks.json")
-    return TaskResult(**_judged(data), task=_make(TaskInfo, data["task"]), arms=_each(_task_arm)(data["arms"]))
+    check_version(data, "tasks.json")
+    return TaskResult(**_judged(data), task=from_dict(TaskInfo, data["task"]), arms=each(_task_arm)(data["arms"]))

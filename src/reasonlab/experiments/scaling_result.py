@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from reasonlab.experiments.fits import ArmFit, crossover, fit_arm, resolution
+from reasonlab.experiments.results import Estimate, check_version, each, from_dict
 from reasonlab.experiments.scale import ScaleArm, unit_name
 from reasonlab.experiments.stats import CI_LEVEL, detectable, holm, mean_ci, welch_diff
 from reasonlab.experiments.sweep import Key
@@ -43,8 +44,8 @@ class Reading:
     exact_match: list[float] | None
     spent_flops: list[float]  # what each run itself trained (a cooldown branch: its cooldown)
     spent_time_s: list[float]
-    loss_ci: dict[str, Any]
-    exact_match_ci: dict[str, Any] | None
+    loss_ci: Estimate | None  # None where no seed finished this budget
+    exact_match_ci: Estimate | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +129,8 @@ def _readings(arm: ScaleArm, budgets: list[float], chosen: list[float],
         readings.append(Reading(
             budget, arm.steps[i], chosen[i], [s for s, _ in runs], [r["flops"] for _, r in runs], loss, exact,
             [r["spent_flops"] for _, r in runs], [r["spent_time_s"] for _, r in runs],
-            mean_ci(loss) if loss else {}, mean_ci(exact, bounds=(0.0, 1.0)) if exact else None))
+            Estimate(**mean_ci(loss)) if loss else None,
+            Estimate(**mean_ci(exact, bounds=(0.0, 1.0))) if exact else None))
     return readings
 
 
@@ -219,6 +221,23 @@ def write_result(result: ScalingResult, out: Path) -> None:
     """scaling.json, then SCALING.md and scaling.png from it."""
     from reasonlab.report.scaling import write_scaling_report
 
-    data = result.to_dict()
-    atomic_write_json(out / RESULTS, data)
-    write_scaling_report(data, out)
+    atomic_write_json(out / RESULTS, result.to_dict())
+    write_scaling_report(result, out)
+
+
+def read_scaling(data: dict[str, Any]) -> ScalingResult:
+    """A scaling.json, typed."""
+    check_version(data, RESULTS, SCHEMA_VERSION)
+    return from_dict(ScalingResult, data, arms=each(_arm_result), cost=lambda c: from_dict(Cost, c),
+                     verdicts=lambda verdicts: [from_dict(Verdict, v) for v in verdicts])
+
+
+def _arm_result(data: dict[str, Any]) -> ArmResult:
+    return from_dict(ArmResult, data, readings=lambda rs: [_reading(r) for r in rs],
+                     curve=lambda c: from_dict(Curve, c))
+
+
+def _reading(data: dict[str, Any]) -> Reading:
+    """Schema 1 wrote a budget no seed finished as an empty `loss_ci`."""
+    return from_dict(Reading, data, loss_ci=lambda ci: from_dict(Estimate, ci) if ci else None,
+                     exact_match_ci=lambda ci: from_dict(Estimate, ci))

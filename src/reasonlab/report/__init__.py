@@ -14,6 +14,7 @@ __all__ = ["plot_run_curves", "rebuild"]
 def rebuild(directory: str | Path) -> list[Path]:
     """Re-create the plots and Markdown of an ablation, comparison, task or scaling folder from its JSON."""
     from reasonlab.experiments.results import read_comparison, read_tasks
+    from reasonlab.experiments.scaling_result import read_scaling
     from reasonlab.report.ablation import write_ablation_report
     from reasonlab.report.comparison import write_comparison_report
     from reasonlab.report.scaling import write_scaling_report
@@ -27,7 +28,7 @@ def rebuild(directory: str | Path) -> list[Path]:
                             ["comparison.png", "comparison_compute.png", "FINAL_RESULTS.md"]),
         "tasks.json": (read_tasks, write_task_report,
                        ["accuracy_by_level.png", "test_time_segments.png", "TASK_RESULTS.md"]),
-        "scaling.json": (None, write_scaling_report, ["scaling.png", "SCALING.md"]),
+        "scaling.json": (read_scaling, write_scaling_report, ["scaling.png", "SCALING.md"]),
     }
     for name, (read, write, outputs) in sources.items():
         path = directory / name
