@@ -1,17 +1,18 @@
 import pytest
 
+from conftest import judged_arm
 from reasonlab.cli import main
 from reasonlab.experiments.calibration import format_calibration, old_rule, rate, run_calibration, summarize
 
 
 def _seed(losses, s_per_step, flops_per_step=10, steps=(10, 20)):
     """One run's val history: `losses` at `steps`, its wall clock `s_per_step` seconds a step."""
-    return {"val_history": [{"step": s, "flops": flops_per_step * s, "time_s": s_per_step * s, "loss": loss}
-                            for s, loss in zip(steps, losses)]}
+    return [{"step": s, "flops": flops_per_step * s, "time_s": s_per_step * s, "loss": loss}
+            for s, loss in zip(steps, losses)]
 
 
 def _arms(a, b):
-    return {arm: {"per_seed": {str(i): run for i, run in enumerate(runs)}} for arm, runs in (("a", a), ("b", b))}
+    return {"a": judged_arm(a), "b": judged_arm(b)}
 
 
 CURVES = [(5.0, 4.0), (5.01, 4.01), (4.99, 3.99)]  # three seeds: loss at steps 10 and 20
