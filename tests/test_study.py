@@ -2,6 +2,9 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
+import time
 
 import optuna
 import pytest
@@ -12,6 +15,8 @@ from reasonlab.experiments import sweep
 from reasonlab.experiments.results import read_comparison
 from reasonlab.experiments.sweep import enqueue_missing, make_storage, shown_url, trial_key
 from reasonlab.outdir import MARKER
+from reasonlab.training import trainer
+from reasonlab.training.checkpoint import read_config
 
 SUITE = """
 name: tiny
@@ -171,6 +176,35 @@ def test_a_comparison_spreads_over_workers_and_a_folder_from_before_the_queue_co
     assert "6 runs: 0 done or in the queue, 6 queued now" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # found finished in their folders
     assert read_comparison(json.loads((out / "comparison.json").read_text())).pairs == result.pairs
+
+
+@pytest.mark.slow
+def test_a_comparison_killed_midway_continues_its_runs_from_their_checkpoints(tmp_path, monkeypatch):
+    """A real kill: the compare process dies after a run's first checkpoint; run again, that run goes
+    on from the checkpoint (its files from before the kill are kept) and ends where an uninterrupted
+    run of its config ends."""
+    out = tmp_path / "killed"
+    args = ["compare", "--arms", "cpu-tiny,cpu-tiny", "--steps", "200", "--seeds", "1", "--match", "steps",
+            "--set", "train.curves=false", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "reasonlab", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    run = out / "runs" / "a-s0"
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoints" / "best").is_dir() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # a study's runs keep the best checkpoint, written at each improving eval
+    proc.kill()
+    proc.wait()
+    assert (run / "checkpoints" / "best").is_dir() and not (run / "summary.json").exists()  # killed midway
+    (run / "marker").touch()  # gone if the run's folder were cleared and the run trained again
+
+    monkeypatch.setattr(sweep, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(sweep, "GRACE_S", 2)  # the killed worker's claim goes stale at once
+    assert main(args) == 0
+    assert (run / "marker").exists() and (run / "summary.json").exists()
+    resumed = json.loads((run / "summary.json").read_text())
+    trainer.train(read_config(run), tmp_path / "uninterrupted", quiet=True)
+    whole = json.loads((tmp_path / "uninterrupted" / "summary.json").read_text())
+    assert resumed["final_val"]["loss"] == pytest.approx(whole["final_val"]["loss"], rel=1e-6)
 
 
 @pytest.mark.slow

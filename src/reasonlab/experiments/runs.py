@@ -80,11 +80,13 @@ def _same_run(stored: Config, wanted: Config) -> bool:
 
 
 def _run(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    """Train one seed of one arm, or reuse it when a finished run with the same config is there; the
-    queue's worker reports it."""
-    summary = run_dir / "summary.json"
-    stored = run_dir / "config.yaml"
-    if not (summary.is_file() and stored.is_file() and _same_run(read_config(run_dir), cfg)):
+    """Train one seed of one arm: reuse a finished run of the same config, continue one killed midway
+    from its latest checkpoint (as `reasonlab resume` would, so a study stopped for the night loses
+    at most the steps since a checkpoint), else start afresh; the queue's worker reports it."""
+    same = (run_dir / "config.yaml").is_file() and _same_run(read_config(run_dir), cfg)
+    if same and not (run_dir / "summary.json").is_file():
+        trainer.resume(run_dir, quiet=True)
+    elif not same:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         trainer.train(cfg, run_dir, quiet=True)
