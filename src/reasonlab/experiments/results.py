@@ -157,7 +157,8 @@ class ComparisonArm(ArmInfo):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Judged:
-    """What judging arms decides: the setting, the reference and each other arm's head to head."""
+    """What judging arms decides: the setting, the arms, the reference and each other arm's head to
+    head. The kinds of result narrow `arms` to what they record of an arm."""
 
     schema_version: int = SCHEMA_VERSION
     match: str
@@ -166,6 +167,7 @@ class Judged:
     paired: bool
     metric: Metric
     reference: str
+    arms: dict[str, ArmInfo]
     pairs: dict[str, HeadToHead]
 
     @property
@@ -179,8 +181,8 @@ class Judged:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Comparison(Judged):
-    steps: int
     arms: dict[str, ComparisonArm]
+    steps: int
     recommendations: list[str]
 
 

@@ -189,7 +189,7 @@ def run_task_study(task: str, specs: list[str], steps: int, seeds: int, match: s
     write_results(comparison, out)
     batch_size = arms["a"].cfg.train.batch_size
     scored = {key: _score_arm(data, key, arm, comparison.arms[key], batch_size, progress) for key, arm in arms.items()}
-    judged = {f.name: getattr(comparison, f.name) for f in dataclasses.fields(Judged)}
+    judged = {f.name: getattr(comparison, f.name) for f in dataclasses.fields(Judged) if f.name != "arms"}
     result = TaskResult(**judged, task=_task_section(task, data), arms=scored)
     atomic_write_json(out / RESULTS, result.to_dict())
     write_task_report(result, out)
