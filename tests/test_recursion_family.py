@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from reasonlab.config import resolve_config, with_overrides
 from reasonlab.errors import UserError
+from reasonlab.experiments.tasks import curve_points
 from reasonlab.model import build_model, control_config, inference_layers, param_counts
 from reasonlab.model.arms import config_step_flops
 from reasonlab.model.looped import draw_depth, expected_passes
@@ -269,6 +270,20 @@ def test_test_time_depth_runs_beyond_training(arm):
     torch.testing.assert_close(default.logits, trained.logits, rtol=0, atol=0)
     deeper = model.run(x, depth=4 * model.trained_depth)
     assert deeper.logits.isfinite().all() and not torch.allclose(deeper.logits, default.logits)
+
+
+@pytest.mark.parametrize("arm", list(ARMS))
+def test_every_depth_the_tasks_curve_asks_for_runs(arm):
+    """`tasks` scores each recursive model at forced depths up to 4x its trained one, or to the most it
+    can run (mor: one pass per router); a depth past that is refused, not run."""
+    model = make(arm, 1, False).eval()
+    points = curve_points(model.trained_depth, 4, model.max_depth)
+    assert points[-1] == (4 * model.trained_depth if model.max_depth is None else model.max_depth)
+    for depth in points:
+        assert model.run(tokens(B=1), depth=depth).logits.isfinite().all()
+    if model.max_depth is not None:
+        with pytest.raises(ValueError, match="passes"):
+            model.run(tokens(B=1), depth=model.max_depth + 1)
 
 
 @pytest.mark.parametrize("arm", ["hrm", "trm", "looped", "looped-random"])

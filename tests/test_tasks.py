@@ -257,8 +257,9 @@ def test_tasks_command_bad_input(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize(("trained", "factor", "points"), [
-    (1, 2, [1, 2]), (2, 4, [1, 2, 4, 8]), (4, 2, [1, 2, 4, 8]), (3, 2, [1, 2, 3, 4, 6]), (3, 4, [1, 2, 3, 4, 8, 12]),
+@pytest.mark.parametrize(("trained", "factor", "cap", "points"), [
+    (1, 2, None, [1, 2]), (2, 4, None, [1, 2, 4, 8]), (4, 2, None, [1, 2, 4, 8]), (3, 2, None, [1, 2, 3, 4, 6]),
+    (3, 4, None, [1, 2, 3, 4, 8, 12]), (8, 4, 8, [1, 2, 4, 8]), (3, 4, 5, [1, 2, 3, 4, 5]),
 ])
-def test_test_time_curves_double_and_keep_the_trained_value_and_the_maximum(trained, factor, points):
-    assert curve_points(trained, factor) == points
+def test_test_time_curves_double_and_keep_the_trained_value_and_the_maximum(trained, factor, cap, points):
+    assert curve_points(trained, factor, cap) == points

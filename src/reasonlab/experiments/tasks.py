@@ -5,10 +5,10 @@ two arms every arm against the first, Holm-corrected), judged on val exact match
 run's final model is scored on the val split (the train levels) and on the harder test split,
 level by level; recursive models are also scored with a fixed number of segments from 1 to twice
 what they trained with, and at a forced inner depth from 1 to four times the depth they trained
-at, to see whether more thinking at test time helps. The curves are taken at doubling points
-(1, 2, 4, ..., with the trained value and the maximum), as test-time compute is plotted in the
-field: each point costs as many passes as its value, so every integer would cost about twice as
-much for little.
+at (mor: to its routers' count, its most), to see whether more thinking at test time helps. The
+curves are taken at doubling points (1, 2, 4, ..., with the trained value and the maximum), as
+test-time compute is plotted in the field: each point costs as many passes as its value, so every
+integer would cost about twice as much for little.
 """
 
 from __future__ import annotations
@@ -75,9 +75,10 @@ def _examples(data: TaskData, scored: dict[str, SplitResult]) -> dict[str, Examp
     return picked
 
 
-def curve_points(trained: int, factor: int) -> list[int]:
-    """1, 2, 4, ... up to `factor` x `trained`, with `trained` and the maximum themselves."""
-    top = factor * trained
+def curve_points(trained: int, factor: int, cap: int | None = None) -> list[int]:
+    """1, 2, 4, ... up to `factor` x `trained` (or `cap`, what the model can run, where lower), with
+    `trained` and the maximum themselves."""
+    top = factor * trained if cap is None else min(factor * trained, cap)
     return sorted({2 ** i for i in range(top.bit_length())} | {trained, top})
 
 
@@ -105,7 +106,7 @@ def _score_run(data: TaskData, run_dir: Path, batch_size: int) -> SeedScores:
         segments_curve={str(k): {split: score(split, k).metrics["exact_match"] for split in ("val", "test")}
                         for k in curve_points(loaded.config.recursion.max_segments, 2)},
         depth_curve={str(k): {split: score(split, depth=k).metrics["exact_match"] for split in ("val", "test")}
-                     for k in curve_points(depth, 4)})
+                     for k in curve_points(depth, 4, loaded.model.max_depth)})
 
 
 def _aggregate(per_seed: list[SeedScores]) -> TaskScores:

@@ -145,6 +145,10 @@ class MoR(RecursiveLM):
     def trained_depth(self) -> int:
         return self.mor.recursions
 
+    @property
+    def max_depth(self) -> int:
+        return self.mor.recursions  # each pass has its router
+
     def initial_state(self, x_BTD: torch.Tensor) -> State:
         return (self.s_init.to(x_BTD.dtype).expand_as(x_BTD),)
 

@@ -132,6 +132,11 @@ class RecursiveLM(nn.Module):
         """The arm's inner recursion count as trained: what `depth` overrides at test time."""
         raise NotImplementedError
 
+    @property
+    def max_depth(self) -> int | None:
+        """The most inner passes `depth` can force; None where a shared stack repeats any number of times."""
+        return None
+
     @classmethod
     def passes(cls, section: Any) -> tuple[float, float]:
         """Stack passes per segment in a training step, (with gradient, without); expected values
