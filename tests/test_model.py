@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from reasonlab.config import Config, ModelConfig
 from reasonlab.model import build_model, flops_per_token, param_counts
-from reasonlab.model.dropout import dropout
+from reasonlab.model.dropout import add_dropout, dropout
 from reasonlab.model.layers import apply_rope, rope_tables
 from reasonlab.model.loss import IGNORE_INDEX, token_losses
 from reasonlab.model.moe import GroupedExperts, MoE, balance_loss, row_multiple, slot_layout
@@ -213,20 +213,41 @@ def test_dropout_keeps_the_asked_share_and_scales_the_rest():
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_explicit_attention_matches_sdpa_when_nothing_is_dropped(monkeypatch, causal):
-    """The CPU path written out for dropout: the same output and gradients as SDPA once the mask keeps all."""
+@pytest.mark.parametrize("keep_all", [True, False])
+def test_explicit_attention_is_attention_with_dropped_probabilities(monkeypatch, causal, keep_all):
+    """The CPU path written out for dropout against the definition, SDPA's math with the mask applied
+    to the probabilities and the kept ones scaled by 1 / (1 - p); with nothing dropped, SDPA / (1 - p)."""
     import reasonlab.model.layers as layers
 
-    monkeypatch.setattr(layers, "dropout", lambda x, p, training: x)
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 3, 17, 8, requires_grad=True) for _ in range(3))
-    out = layers.attention(q, k, v, causal, dropout_p=0.1)
-    expected = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    mask = torch.ones(6, 17, 17, dtype=torch.uint8) if keep_all else (torch.rand(6, 17, 17) >= 0.3).to(torch.uint8)
+    monkeypatch.setattr(layers, "dropout_mask", lambda shape, p, device: mask)
+    out = layers.attention(q, k, v, causal, dropout_p=0.3)
+    scores = (q @ k.transpose(-1, -2)) / 8**0.5
+    if causal:
+        scores = scores.masked_fill(torch.ones(17, 17, dtype=torch.bool).triu(1), float("-inf"))
+    expected = (scores.softmax(-1) * mask.view(2, 3, 17, 17) / 0.7) @ v
+    if keep_all:
+        torch.testing.assert_close(expected, F.scaled_dot_product_attention(q, k, v, is_causal=causal) / 0.7)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     grads = torch.autograd.grad(out.sum(), (q, k, v))
     expected_grads = torch.autograd.grad(expected.sum(), (q, k, v))
     for g, e in zip(grads, expected_grads):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_the_residual_add_of_a_dropped_branch_is_the_add_of_dropout_bit_for_bit():
+    x, y = (torch.randn(4, 33, 16, requires_grad=True) for _ in range(2))
+    torch.manual_seed(3)
+    fused = add_dropout(x, y, 0.1, training=True)
+    torch.manual_seed(3)
+    plain = x + dropout(y, 0.1, training=True)
+    assert torch.equal(fused, plain) and not torch.equal(fused, x + y)
+    g = torch.randn_like(fused)
+    for a, b in zip(torch.autograd.grad(fused, (x, y), g), torch.autograd.grad(plain, (x, y), g)):
+        assert torch.equal(a, b)
+    assert torch.equal(add_dropout(x, y, 0.1, training=False), x + y)
 
 
 def test_rope_is_the_rotate_half_form_and_scores_depend_only_on_relative_position():

@@ -54,6 +54,17 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x.mul(mask).mul_(1.0 / (1.0 - p))
 
 
+def add_dropout(x: torch.Tensor, y: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """x + dropout(y), the residual stream's add. On the CPU one addcmul, x + y * mask / (1 - p),
+    where the mask's multiply, its scale and the add were three passes, forward and backward;
+    the same mask is drawn, so the values and every later draw are those of `dropout`."""
+    if not training or p == 0.0:
+        return x + y
+    if x.device.type != "cpu":
+        return x + F.dropout(y, p, training=True)
+    return torch.addcmul(x, y, dropout_mask(y.shape, p, y.device), value=1.0 / (1.0 - p))
+
+
 class Dropout(nn.Module):
     def __init__(self, p: float):
         super().__init__()
@@ -61,6 +72,10 @@ class Dropout(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dropout(x, self.p, self.training)
+
+    def residual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x + self(y) (`add_dropout`)."""
+        return add_dropout(x, y, self.p, self.training)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reasonlab.model.dropout import dropout
+from reasonlab.model.dropout import dropout_mask
 
 
 def rope_angles(positions: torch.Tensor, pairs: int, base: float = 10000.0) -> torch.Tensor:
@@ -58,7 +58,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, d
     faster (benchmarks/dropout.py); everywhere else SDPA picks its fastest kernel. The explicit
     form folds the 1/sqrt(D) scale and the causal mask into one baddbmm (the scale as its alpha,
     the mask as the -inf bias it adds), where a scale and a masked_fill were two more passes
-    over the [B, H, T, T] scores in forward and backward.
+    over the [B, H, T, T] scores in forward and backward; likewise dropout's 1 / (1 - p) scales
+    the [B, H, T, D] output rather than the T / D times larger probabilities.
     """
     if dropout_p == 0.0 or q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout_p)
@@ -66,8 +67,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, d
     bias = torch.full((T, T), float("-inf"), device=q.device).triu(1) if causal else q.new_zeros(())
     scores = torch.baddbmm(bias, q.reshape(B * H, T, D), k.reshape(B * H, T, D).transpose(1, 2),
                            beta=1.0 if causal else 0.0, alpha=D**-0.5)
-    probs = dropout(scores.softmax(dim=-1), dropout_p, True).to(v.dtype)
-    return (probs @ v.reshape(B * H, T, D)).view(B, H, T, D)
+    kept = scores.softmax(dim=-1).mul(dropout_mask(scores.shape, dropout_p, q.device)).to(v.dtype)
+    return (kept @ v.reshape(B * H, T, D)).mul_(1.0 / (1.0 - dropout_p)).view(B, H, T, D)
 
 
 class KVCache:

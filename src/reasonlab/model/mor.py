@@ -251,10 +251,10 @@ class MoR(RecursiveLM):
         tokens alone (no padding). Also returns the keys and values the attention read."""
         attended, keys = self._attention(block, block.attn_norm(h_BKD), cos, sin, positions_BK, chosen, start, key,
                                          kv)
-        h_BKD = h_BKD + block.dropout(attended)
+        h_BKD = block.dropout.residual(h_BKD, attended)
         moe_ND, aux = block.moe(block.moe_norm(h_BKD)[chosen.valid])  # bf16 from the few-token path under autocast
         moe_BKD = torch.zeros_like(h_BKD).masked_scatter(chosen.valid.unsqueeze(-1), moe_ND.to(h_BKD.dtype))
-        h_BKD = h_BKD + block.dropout(moe_BKD)
+        h_BKD = block.dropout.residual(h_BKD, moe_BKD)
         return h_BKD, aux, keys
 
     def _attention(self, block: Block, h_BKD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,

@@ -28,9 +28,9 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, cache))
+        x = self.dropout.residual(x, self.attn(self.attn_norm(x), cos, sin, cache))
         moe_out, aux = self.moe(self.moe_norm(x))
-        return x + self.dropout(moe_out), aux
+        return self.dropout.residual(x, moe_out), aux
 
 
 class MoETransformerLM(nn.Module):
