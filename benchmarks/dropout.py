@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from reasonlab.model.dropout import dropout
+from reasonlab.model.dropout import add_dropout, dropout
 from reasonlab.model.layers import attention
 
 
@@ -44,6 +44,10 @@ def main() -> None:
         rows.append((f"dropout 0.1, {name}",
                      timed(lambda x=x: F.dropout(x, 0.1, True)),
                      timed(lambda x=x: dropout(x, 0.1, True))))
+    x, y = (torch.randn(B, T, d, requires_grad=True) for _ in range(2))
+    rows.append(("residual add x + dropout(y), [B, T, d]",
+                 timed(lambda: x + F.dropout(y, 0.1, True)),
+                 timed(lambda: add_dropout(x, y, 0.1, True))))
     q, k, v = (torch.randn(B, H, T, d // H, requires_grad=True) for _ in range(3))
     rows.append(("attention, no dropout (flash)",
                  timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)),
