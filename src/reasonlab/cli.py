@@ -251,9 +251,9 @@ def _verdict_line(result: Judged, report: Path, match: str) -> str:
                                                      else "wins" if pair.winner == "b" else f"{reference} wins")
                     for key, pair in result.pairs.items()]
         return f"{report}: at equal {match}, against {reference}, " + "; ".join(verdicts)
-    key, pair = next(iter(result.pairs.items()))
-    winner = {"a": reference, "b": result.arms[key].name}.get(pair.winner)
-    return f"{report}: at equal {match}, " + (f"{winner} wins" if winner else "no significant difference")
+    winner = result.head_to_head.winner
+    return f"{report}: at equal {match}, " + (f"{result.side(winner).name} wins" if winner else
+                                              "no significant difference")
 
 
 def _arm_specs(args: argparse.Namespace, defaults: tuple[str | None, str | None] = (None, None)) -> list[str]:

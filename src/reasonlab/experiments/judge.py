@@ -251,7 +251,6 @@ def recommendations(result: Comparison) -> list[str]:
     if result.n_seeds < 2:
         notes.append("One seed per arm measures no noise: rerun with --seeds 3 before acting on any difference.")
     match, label = result.match, dict(BUDGETS)[result.match]
-    reference = result.arms[result.reference]
     if (pair := result.head_to_head) is not None:
         notes.append(_decision_note(result, pair, label))
         others = [dim for dim, _ in BUDGETS if dim != match]
@@ -262,7 +261,7 @@ def recommendations(result: Comparison) -> list[str]:
         speed = pair.speed["tokens_per_s"]
         if pair.winner is None and speed.better is not None:
             ratio = speed.time_ratio_b_over_a
-            faster = reference if speed.better == "a" else result.arms[next(iter(result.pairs))]
+            faster = result.side(speed.better)
             notes.append(f"{faster.name} trains {speed.advantage_pct:.1f}% more tokens per second on this machine "
                          f"(B's step time is {ratio.ci_low:.3f} to {ratio.ci_high:.3f} x A's, {result.ci_level}% "
                          "CI of the interleaved calibration); as the decision ties, it is the cheaper choice.")
@@ -287,7 +286,7 @@ def _decision_note(result: Comparison, pair: HeadToHead, label: str, key: str = 
                 "more seeds or a longer budget are needed to separate them.")
     ahead = (f"a val loss {v.margin:.2f}% lower" if metric.lower_is_better
              else f"a {metric.label} {v.margin:.2f} points higher")
-    winner = result.arms[result.reference if v.winner == "a" else key]
+    winner = result.side(v.winner, key)
     ci = v.diff_b_minus_a
     return (f"Under {label}, train {winner.name}: it reaches {ahead} "
             f"({ci.ci_low:.4f} to {ci.ci_high:.4f} is the {result.ci_level}% CI of {names[1]} minus {names[0]}).")

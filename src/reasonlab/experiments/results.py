@@ -175,6 +175,11 @@ class Judged:
         """The one pair of a two-arm result; None with more arms."""
         return next(iter(self.pairs.values())) if len(self.pairs) == 1 else None
 
+    def side(self, letter: str, key: str | None = None) -> ArmInfo:
+        """The arm a head to head's "a" names (the reference) or its "b" (arm `key`; without it, the
+        one other arm of a two-arm result)."""
+        return self.arms[self.reference if letter == "a" else key or next(iter(self.pairs))]
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -271,15 +276,18 @@ def _difference(d: dict[str, Any]) -> Difference:
 
 def _reading(d: dict[str, Any]) -> Reading:
     return from_dict(Reading, d, a=_estimate, b=_estimate, diff_b_minus_a=_difference,
-                 read_at=each(lambda r: from_dict(ReadAt, r)))
+                     read_at=each(lambda r: from_dict(ReadAt, r)))
+
+
+def _speed_row(d: dict[str, Any]) -> SpeedRow:
+    return from_dict(SpeedRow, d, diff_b_minus_a=_difference, time_ratio_b_over_a=lambda r: from_dict(Ratio, r))
 
 
 def _head_to_head(d: dict[str, Any]) -> HeadToHead:
-    return HeadToHead(metric_table=[from_dict(MetricRow, row, diff_b_minus_a=_difference) for row in d["metric_table"]]
-                      if "metric_table" in d else [],
-                      speed=each(lambda row: from_dict(SpeedRow, row, time_ratio_b_over_a=lambda r: from_dict(Ratio, r),
-                                                    diff_b_minus_a=_difference))(d.get("speed", {})),
-                      verdicts=each(_reading)(d["verdicts"]), winner=d.get("winner"))
+    return HeadToHead(metric_table=[from_dict(MetricRow, row, diff_b_minus_a=_difference)
+                                    for row in d.get("metric_table", [])],
+                      speed=each(_speed_row)(d.get("speed", {})), verdicts=each(_reading)(d["verdicts"]),
+                      winner=d.get("winner"))
 
 
 def _judged(data: dict[str, Any]) -> dict[str, Any]:
@@ -296,22 +304,21 @@ def _judged(data: dict[str, Any]) -> dict[str, Any]:
 
 def _comparison_arm(d: dict[str, Any]) -> ComparisonArm:
     return from_dict(ComparisonArm, d, aggregate=each(_estimate),
-                 per_seed=each(lambda run: from_dict(SeedRun, run)))
+                     per_seed=each(lambda run: from_dict(SeedRun, run)))
 
 
-def _examples(examples: dict[str, Any]) -> dict[str, Example]:
-    return {kind: from_dict(Example, e) for kind, e in examples.items()}
+_examples = each(lambda e: from_dict(Example, e))
 
 
 def _aggregate(d: dict[str, Any]) -> TaskScores:
     estimates = each(_estimate)
     return from_dict(TaskScores, d, val=estimates, test=estimates, by_level=estimates, by_difficulty=estimates,
-                 segments_curve=each(estimates), depth_curve=each(estimates))
+                     segments_curve=each(estimates), depth_curve=each(estimates))
 
 
 def _task_arm(d: dict[str, Any]) -> TaskArm:
     return from_dict(TaskArm, d, flops=_estimate, aggregate=_aggregate, examples=_examples,
-                 per_seed=each(lambda run: from_dict(SeedScores, run, examples=_examples)))
+                     per_seed=each(lambda run: from_dict(SeedScores, run, examples=_examples)))
 
 
 def check_version(data: dict[str, Any], name: str, newest: int = SCHEMA_VERSION) -> None:

@@ -125,22 +125,15 @@ def margin_text(result: Judged, v: Reading) -> str:
     return f"{fnum(v.margin, 2)}%" if result.metric.lower_is_better else f"{fnum(v.margin, 2)} points"
 
 
-def _pair_names(result: Judged) -> dict[str, str]:
-    """What "a" and "b" of a two-arm result's head to head name."""
-    other = next(iter(result.pairs))
-    return {"a": result.arms[result.reference].name, "b": result.arms[other].name}
-
-
 def _verdict_text(result: Judged, v: Reading) -> str:
     if not v.available:
         return f"not available: {v.reason}"
-    names = _pair_names(result)
     if v.role is None:  # a comparison.json written before decisions and descriptive readings were told apart
         return "no significant difference" if v.winner is None else \
-            f"{names[v.winner]} wins by {margin_text(result, v)}"
+            f"{result.side(v.winner).name} wins by {margin_text(result, v)}"
     if v.role == "decision":
         return f"within noise{_power(result, v)}" if v.winner is None else \
-            f"{names[v.winner]} wins by {margin_text(result, v)}"
+            f"{result.side(v.winner).name} wins by {margin_text(result, v)}"
     ahead = "within noise" if v.ahead is None else f"{v.ahead.upper()} ahead by {margin_text(result, v)}"
     return f"{ahead} (descriptive; {_read_at(v)})"
 
@@ -252,8 +245,8 @@ def _seed_list(seeds: list[int]) -> str:
 
 
 def _headers(result: Judged) -> tuple[list[str], list[str]]:
-    names, level, label = _pair_names(result), result.ci_level, result.metric.label
-    return (["metric", f"A: {names['a']}", f"B: {names['b']}", "advantage"],
+    level, label = result.ci_level, result.metric.label
+    return (["metric", f"A: {result.side('a').name}", f"B: {result.side('b').name}", "advantage"],
             ["budget", "at", f"A {label}", f"B {label}", "B - A", f"{level}% CI", "verdict"])
 
 
@@ -270,12 +263,11 @@ def headline(result: Comparison) -> str:
 def _summary_lines(result: Comparison) -> list[str]:
     """The verdict at the matched budget, then what was matched."""
     level, label, metric = result.ci_level, MATCH_LABELS[result.match], result.metric
-    v, names = result.head_to_head.verdicts[result.match], _pair_names(result)
-    a, b = (result.arms[key] for key in (result.reference, *result.pairs))
+    v, a, b = result.head_to_head.verdicts[result.match], result.side("a"), result.side("b")
     if v.winner:
         ahead = "lower" if metric.lower_is_better else "higher"
-        verdict = (f"**Winner at equal {label}: {names[v.winner]}**, with a {margin_text(result, v)} {ahead} "
-                   f"{metric.label} ({fnum(v.a.mean)} vs {fnum(v.b.mean)}; {level}% CI of B minus A: "
+        verdict = (f"**Winner at equal {label}: {result.side(v.winner).name}**, with a {margin_text(result, v)} "
+                   f"{ahead} {metric.label} ({fnum(v.a.mean)} vs {fnum(v.b.mean)}; {level}% CI of B minus A: "
                    f"{_interval(v.diff_b_minus_a)}).")
     else:
         interval = _interval(v.diff_b_minus_a, missing="not measured (one seed, or no spread between seeds)")
@@ -305,7 +297,7 @@ def _arm_lines(arm: ComparisonArm) -> list[str]:
 def comparison_markdown(result: Comparison) -> str:
     if (pair := result.head_to_head) is None:
         return many_arm_markdown(result)
-    a, b = (result.arms[key] for key in (result.reference, *result.pairs))
+    a, b = result.side("a"), result.side("b")
     lines = [f"# Final Results: {a.name} vs {b.name}", "", "## Executive summary", "",
              *_summary_lines(result), *_arm_lines(a), *_arm_lines(b),
              "## Comparison", "", table(_headers(result)[0], _metric_rows(pair)), "", *_table_note(result, pair),

@@ -182,8 +182,7 @@ def _summary(result: TaskResult) -> str:
                             for key in result.pairs)])
     winner = pair.verdicts[result.match].winner
     if winner:
-        name = arms[result.reference if winner == "a" else next(iter(result.pairs))].name
-        return f"**At equal {label}, {name} wins on val exact match.**"
+        return f"**At equal {label}, {result.side(winner).name} wins on val exact match.**"
     return f"**At equal {label}, the arms are not distinguishable on val exact match at {result.n_seeds} seeds.**"
 
 
